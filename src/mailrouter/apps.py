@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class MailRouterConfig(AppConfig):
+    name = "mailrouter"
+    verbose_name = "Mail router"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)

@@ -1,0 +1,140 @@
+"""``RouterBackend``: the Django email backend that routes and fails over.
+
+Data flows one way: settings → validated config (``config``) → route
+selection (``routing``, pure) → attempts (``delivery``, I/O) → outcome records
+on the message → signals and logs (``report``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from django.core.mail import EmailMessage
+from django.core.mail.backends.base import BaseEmailBackend
+
+from . import report
+from .config import MailerTable, RouterConfig, legacy_settings
+from .delivery import BatchState, DeliveryResult, Dispatcher
+from .errors import ConfigurationError, DeliveryError, FailedMessage
+from .outcomes import Attempt, MessageStatus
+from .pool import BACKENDS_TAKE_ALIAS, MailerPool
+from .routing import select
+from .runtime import RouterRuntime, load_runtime
+
+
+class RouterBackend(BaseEmailBackend):
+    """Routes each message to a mailer by rules and fails over in order.
+
+    With Django 6.1 ``MAILERS``, configure it as a mailer whose OPTIONS hold
+    ``routes`` (and the other router options); otherwise set
+    ``EMAIL_BACKEND = "mailrouter.backend.RouterBackend"`` and ``MAILROUTER``.
+
+    ``send_messages()`` processes the batch message by message, reusing one
+    connection per mailer, and returns the number of messages accepted. Each
+    message gets ``sent_using``, ``mailrouter_attempts``, ``mailrouter_status``
+    and ``mailrouter_route``. If any message ended without a mailer, it then
+    raises one ``DeliveryError`` naming all of them, unless ``fail_silently``.
+    """
+
+    def __init__(
+        self, fail_silently: bool = False, *, alias: str | None = None, **options: Any
+    ) -> None:
+        # Django 6.1 passes this when building the default mailer for legacy
+        # get_connection(**kwargs) calls; those kwargs are not router options.
+        ignored = options.pop("_ignore_unknown_kwargs", None) or ()
+        for name in ignored:
+            options.pop(name, None)
+        if BACKENDS_TAKE_ALIAS:
+            super().__init__(alias=alias)
+        else:
+            super().__init__()
+        self.alias = alias
+        self.fail_silently = fail_silently
+        if alias is None and not options:
+            raw = legacy_settings().get("OPTIONS", {})
+            if not isinstance(raw, dict):
+                raise ConfigurationError(["MAILROUTER['OPTIONS'] must be a dict"])
+            options = dict(raw)
+        self._runtime: RouterRuntime = load_runtime(alias, options)
+        self._pool = MailerPool(self._runtime.config, self._runtime.table)
+        self._dispatcher = Dispatcher(
+            self._runtime.config, self._pool, self._runtime.redact, self._attempt_failed
+        )
+        self._held_open = False
+        self._lock = threading.RLock()
+
+    @property
+    def config(self) -> RouterConfig:
+        return self._runtime.config
+
+    @property
+    def mailer_table(self) -> MailerTable:
+        return self._runtime.table
+
+    def open(self) -> bool:
+        """Keep leaf connections open across ``send_messages()`` calls until
+        ``close()``. Connections are opened lazily, on each mailer's first use."""
+        with self._lock:
+            if self._held_open:
+                return False
+            self._held_open = True
+            return True
+
+    def close(self) -> None:
+        """Close every leaf connection this router opened (harmless if none)."""
+        with self._lock:
+            self._held_open = False
+            self._pool.close_all()
+
+    def send_messages(self, email_messages: Iterable[EmailMessage]) -> int:
+        messages = list(email_messages)
+        if not messages:
+            return 0
+        failures: list[FailedMessage] = []
+        sent = 0
+        with self._lock:
+            batch = BatchState()
+            try:
+                for message in messages:
+                    failure = self._send_one(message, batch)
+                    if failure is None:
+                        sent += message.sent_using is not None
+                    else:
+                        failures.append(failure)
+            finally:
+                if not self._held_open:
+                    self._pool.close_all()
+        if failures and not self.fail_silently:
+            raise DeliveryError(failures, sent)
+        return sent
+
+    def _send_one(self, message: EmailMessage, batch: BatchState) -> FailedMessage | None:
+        message.sent_using = None  # type: ignore[attr-defined]
+        message.mailrouter_attempts = []  # type: ignore[attr-defined]
+        if not message.recipients():
+            # As Django's own backends do: nothing to send, nothing counted.
+            message.mailrouter_status = None  # type: ignore[attr-defined]
+            message.mailrouter_route = None  # type: ignore[attr-defined]
+            return None
+        selection = select(message, self._runtime.config, self._runtime.table, self)
+        message.mailrouter_route = selection.route  # type: ignore[attr-defined]
+        if selection.problem is not None:
+            reason = self._runtime.redact(selection.problem)
+            message.mailrouter_status = MessageStatus.FAILED  # type: ignore[attr-defined]
+            report.message_failed(self, message, MessageStatus.FAILED, [], reason)
+            return FailedMessage(message, MessageStatus.FAILED, (), reason)
+        result: DeliveryResult = self._dispatcher.deliver(message, selection.candidates, batch)
+        message.sent_using = result.sent_using  # type: ignore[attr-defined]
+        message.mailrouter_attempts = result.attempts  # type: ignore[attr-defined]
+        message.mailrouter_status = result.status  # type: ignore[attr-defined]
+        if result.status is MessageStatus.SENT:
+            assert result.sent_using is not None
+            report.message_sent(self, message, result.sent_using, result.attempts)
+            return None
+        report.message_failed(self, message, result.status, result.attempts, None)
+        return FailedMessage(message, result.status, tuple(result.attempts))
+
+    def _attempt_failed(self, message: EmailMessage, attempt: Attempt) -> None:
+        report.attempt_failed(self, message, attempt)

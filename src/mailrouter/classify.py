@@ -1,0 +1,221 @@
+"""The default failure classifier: exception + stage → Outcome.
+
+A classifier is any callable ``f(error, stage) -> Outcome``. Set the router
+option ``classifier`` to a dotted path to replace this one; a custom classifier
+usually handles its own cases and delegates the rest to ``default_classifier``.
+
+The decision depends on *when* the error happened, not just its type: a
+dropped connection before the message body was sent means "not sent", the same
+exception after the body was sent means the mailer may have the message.
+"""
+
+from __future__ import annotations
+
+import enum
+import smtplib
+import socket
+from collections.abc import Callable, Iterator
+
+from django.core.exceptions import ImproperlyConfigured
+
+from .outcomes import MessageStatus, Outcome
+
+
+class Stage(str, enum.Enum):
+    """How far an attempt got before the error."""
+
+    #: Opening the connection: connect, TLS, greeting, authentication.
+    CONNECT = "connect"
+    #: Sending, before the complete message body was transmitted.
+    ENVELOPE = "envelope"
+    #: The complete body was transmitted; waiting for the final reply.
+    BODY_SENT = "body_sent"
+    #: Sending through a backend that does not tell how far it got.
+    UNKNOWN = "unknown"
+
+
+Classifier = Callable[[BaseException, Stage], Outcome]
+
+_REJECTING_HTTP_STATUSES = frozenset({400, 413, 422})
+
+
+def classify_http_status(status: int) -> Outcome:
+    """Outcome of an ESP API call that answered with HTTP ``status``.
+
+    Only called for errors: a 2xx here means the ESP answered success but the
+    response could not be understood, so the ESP probably has the message.
+    """
+    if 200 <= status < 300:
+        return Outcome.UNCERTAIN
+    if status in _REJECTING_HTTP_STATUSES:
+        return Outcome.REJECTED
+    # 401/403 (credentials), 404 (wrong domain/endpoint), 408, 429, 5xx:
+    # this mailer did not take the message, another one may.
+    return Outcome.NOT_SENT
+
+
+def _smtp_code_outcome(code: int, *, permanent: Outcome) -> Outcome:
+    if 500 <= code < 600:
+        return permanent
+    return Outcome.NOT_SENT
+
+
+def error_chain(error: BaseException) -> Iterator[BaseException]:
+    """The error, its causes/contexts, and exceptions wrapped in args/reason.
+
+    requests wraps urllib3's errors in ``args[0]`` (MaxRetryError) and
+    MaxRetryError keeps the real one in ``reason``, not in ``__cause__``.
+    """
+    seen: set[int] = set()
+    pending = [error]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        for linked in (current.__cause__, current.__context__, getattr(current, "reason", None)):
+            if isinstance(linked, BaseException):
+                pending.append(linked)
+        pending.extend(arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException))
+
+
+def _names(error: BaseException) -> set[str]:
+    return {cls.__name__ for cls in type(error).__mro__}
+
+
+def classify_transport_chain(error: BaseException) -> Outcome | None:
+    """Classify HTTP client errors (requests/urllib3) by their cause chain.
+
+    Connect-phase failures mean nothing was sent; a read timeout or a
+    connection dropped after the request means the ESP may have the message.
+    """
+    verdict: Outcome | None = None
+    for link in error_chain(error):
+        names = _names(link)
+        if names & {"ConnectTimeout", "ConnectTimeoutError", "NewConnectionError",
+                    "NameResolutionError", "SSLError", "ProxyError", "InvalidURL",
+                    "MissingSchema", "InvalidSchema", "LocationParseError"}:
+            return Outcome.NOT_SENT
+        if isinstance(link, (ConnectionRefusedError, socket.gaierror)):
+            return Outcome.NOT_SENT
+        if names & {"ReadTimeout", "ReadTimeoutError", "ProtocolError", "RemoteDisconnected",
+                    "ChunkedEncodingError", "IncompleteRead"}:
+            verdict = Outcome.UNCERTAIN
+    return verdict
+
+
+def _classify_anymail(error: BaseException) -> Outcome | None:
+    try:
+        from anymail import exceptions as anymail_errors
+    except ImportError:
+        return None
+    if not isinstance(error, anymail_errors.AnymailError):
+        return None
+    if isinstance(error, (anymail_errors.AnymailRecipientsRefused,
+                          anymail_errors.AnymailInvalidAddress)):
+        return Outcome.REJECTED
+    if isinstance(error, (anymail_errors.AnymailUnsupportedFeature,
+                          anymail_errors.AnymailSerializationError)):
+        return Outcome.INCOMPATIBLE
+    if isinstance(error, anymail_errors.AnymailConfigurationError):
+        return Outcome.NOT_SENT
+    status = getattr(error, "status_code", None)
+    if isinstance(status, int):
+        return classify_http_status(status)
+    return classify_transport_chain(error) or Outcome.UNCERTAIN
+
+
+def _classify_nested_router(error: BaseException) -> Outcome | None:
+    from .errors import DeliveryError
+
+    if not isinstance(error, DeliveryError) or len(error.failures) != 1:
+        return None
+    failure = error.failures[0]
+    if failure.status is MessageStatus.UNCERTAIN:
+        return Outcome.UNCERTAIN
+    if failure.status is MessageStatus.REJECTED:
+        return Outcome.REJECTED
+    if failure.attempts and all(a.outcome is Outcome.INCOMPATIBLE for a in failure.attempts):
+        return Outcome.INCOMPATIBLE
+    return Outcome.NOT_SENT
+
+
+def _classify_smtp(error: smtplib.SMTPException, stage: Stage) -> Outcome:
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in error.recipients.values()]
+        if codes and all(500 <= code < 600 for code in codes):
+            return Outcome.REJECTED
+        return Outcome.NOT_SENT
+    if isinstance(error, smtplib.SMTPSenderRefused):
+        # A relay refusing the envelope sender is relay policy (unverified
+        # domain, quota); another mailer may accept the same sender.
+        return Outcome.NOT_SENT
+    if isinstance(error, smtplib.SMTPDataError):
+        return _smtp_code_outcome(error.smtp_code, permanent=Outcome.REJECTED)
+    if isinstance(error, (smtplib.SMTPAuthenticationError, smtplib.SMTPHeloError,
+                          smtplib.SMTPConnectError, smtplib.SMTPNotSupportedError)):
+        return Outcome.NOT_SENT
+    if isinstance(error, smtplib.SMTPResponseException):
+        if stage is Stage.BODY_SENT:
+            return _smtp_code_outcome(error.smtp_code, permanent=Outcome.REJECTED)
+        return Outcome.NOT_SENT
+    # SMTPServerDisconnected and anything else without a reply code.
+    return _by_stage(stage)
+
+
+def _by_stage(stage: Stage) -> Outcome:
+    if stage in (Stage.CONNECT, Stage.ENVELOPE):
+        return Outcome.NOT_SENT
+    return Outcome.UNCERTAIN
+
+
+def default_classifier(error: BaseException, stage: Stage) -> Outcome:
+    """Decide an attempt's outcome from the exception and the stage it happened at.
+
+    ==========================================  =================================
+    what happened                               outcome
+    ==========================================  =================================
+    anything while opening the connection       not sent
+    SMTP 4xx (RCPT, DATA), sender refused       not sent
+    SMTP 5xx for every recipient / after DATA   rejected
+    connection lost or timeout before the body  not sent
+    connection lost or timeout after the body   uncertain
+    HTTP 5xx, 429, 401, 403, 404                not sent
+    HTTP 400, 413, 422                          rejected
+    HTTP connect error / connect timeout        not sent
+    HTTP read timeout, dropped after request    uncertain
+    HTTP 2xx with an unparsable body            uncertain
+    Anymail recipients refused/invalid address  rejected
+    Anymail unsupported feature/serialization   incompatible
+    ValueError (bad header or address)          rejected
+    TypeError, UnicodeError                     incompatible
+    unknown error from a backend                uncertain (conservative)
+    ==========================================  =================================
+    """
+    nested = _classify_nested_router(error)
+    if nested is not None:
+        return nested
+    anymail = _classify_anymail(error)
+    if anymail is not None:
+        return anymail
+    if stage is Stage.CONNECT:
+        return Outcome.NOT_SENT
+    if isinstance(error, smtplib.SMTPException):
+        return _classify_smtp(error, stage)
+    if isinstance(error, ImproperlyConfigured):
+        return Outcome.NOT_SENT
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if isinstance(status, int):
+        return classify_http_status(status)
+    transport = classify_transport_chain(error)
+    if transport is not None:
+        return transport
+    if isinstance(error, OSError):
+        return _by_stage(stage)
+    if stage is not Stage.BODY_SENT:
+        if isinstance(error, (UnicodeError, TypeError)):
+            return Outcome.INCOMPATIBLE
+        if isinstance(error, ValueError):
+            return Outcome.REJECTED
+    return _by_stage(stage)

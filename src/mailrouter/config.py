@@ -1,0 +1,330 @@
+"""Settings → validated router configuration.
+
+Everything that can be wrong in settings is found here, at construction time
+and by the system checks, and reported with the mailer alias, route and key.
+Nothing in this module does network I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import django
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from .classify import Classifier, default_classifier
+from .errors import ConfigurationError
+from .matching import MatcherError, When, compile_when
+
+ROUTER_OPTION_KEYS = ("routes", "delivery", "classifier", "timeout", "timeouts", "health")
+ROUTE_KEYS = ("name", "when", "mailers")
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+ROUTER_BACKEND = "mailrouter.backend.RouterBackend"
+
+
+class Delivery(str, enum.Enum):
+    """What to do after an *uncertain* attempt."""
+
+    #: Never resend a message a mailer may have (the default).
+    AT_MOST_ONCE = "at_most_once"
+    #: Fail over after an uncertain attempt; the message may arrive twice.
+    AT_LEAST_ONCE = "at_least_once"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    when: When | None
+    mailers: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MailerSpec:
+    """One leaf mailer's settings entry (BACKEND + OPTIONS)."""
+
+    alias: str
+    backend: str
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class MailerTable:
+    """The mailer aliases the router can route to, and where they came from."""
+
+    entries: Mapping[str, MailerSpec]
+    #: "MAILERS" (Django 6.1+) or "MAILROUTER['MAILERS']".
+    source: str
+
+    def __contains__(self, alias: object) -> bool:
+        return alias in self.entries
+
+    def __getitem__(self, alias: str) -> MailerSpec:
+        return self.entries[alias]
+
+    def label(self, alias: str) -> str:
+        return f"{self.source}[{alias!r}]"
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    label: str
+    alias: str | None
+    routes: tuple[Route, ...]
+    delivery: Delivery = Delivery.AT_MOST_ONCE
+    classifier: Classifier = default_classifier
+    timeout: float | None = DEFAULT_TIMEOUT
+    timeouts: Mapping[str, float] = field(default_factory=dict)
+    health: Mapping[str, Any] = field(default_factory=dict)
+
+
+def uses_mailers_setting() -> bool:
+    """True when leaf mailers come from Django 6.1's ``MAILERS`` setting."""
+    return django.VERSION >= (6, 1) and hasattr(settings, "MAILERS")
+
+
+def load_mailer_table() -> MailerTable:
+    """Read the leaf mailer definitions from ``MAILERS`` or ``MAILROUTER['MAILERS']``."""
+    if uses_mailers_setting():
+        raw, source = settings.MAILERS, "MAILERS"
+    else:
+        raw, source = legacy_settings().get("MAILERS", {}), "MAILROUTER['MAILERS']"
+    if not isinstance(raw, Mapping):
+        raise ConfigurationError([f"{source} must be a dict of alias → {{BACKEND, OPTIONS}}"])
+    entries = {}
+    for alias, entry in raw.items():
+        if not isinstance(entry, Mapping):
+            raise ConfigurationError([f"{source}[{alias!r}] must be a dict with BACKEND/OPTIONS"])
+        options = entry.get("OPTIONS", {})
+        if not isinstance(options, Mapping):
+            raise ConfigurationError([f"{source}[{alias!r}]['OPTIONS'] must be a dict"])
+        entries[alias] = MailerSpec(alias, entry.get("BACKEND", DEFAULT_SMTP_BACKEND), options)
+    return MailerTable(entries, source)
+
+
+def legacy_settings() -> Mapping[str, Any]:
+    value = getattr(settings, "MAILROUTER", None) or {}
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(["MAILROUTER must be a dict with 'MAILERS' and 'OPTIONS'"])
+    return value
+
+
+def router_label(alias: str | None, table: MailerTable) -> str:
+    if alias is None:
+        return "MAILROUTER['OPTIONS']"
+    return table.label(alias)
+
+
+def backend_class(spec: MailerSpec) -> type | None:
+    try:
+        cls = import_string(spec.backend)
+    except ImportError:
+        return None
+    return cls if isinstance(cls, type) else None
+
+
+def is_router_spec(spec: MailerSpec) -> bool:
+    from .backend import RouterBackend
+
+    cls = backend_class(spec)
+    return cls is not None and issubclass(cls, RouterBackend)
+
+
+def parse_router_options(
+    options: Mapping[str, Any], *, alias: str | None, table: MailerTable
+) -> RouterConfig:
+    """Validate router OPTIONS; raise ConfigurationError listing every problem."""
+    label = router_label(alias, table)
+    problems: list[str] = []
+    unknown = [key for key in options if key not in ROUTER_OPTION_KEYS]
+    if unknown:
+        names = ", ".join(repr(key) for key in unknown)
+        problems.append(
+            f"{label}: Unknown options {names} "
+            f"(router options are: {', '.join(ROUTER_OPTION_KEYS)})."
+        )
+    routes = _parse_routes(options.get("routes"), label, table, problems)
+    delivery = _parse_delivery(options.get("delivery", Delivery.AT_MOST_ONCE.value), label, problems)
+    classifier = _parse_classifier(options.get("classifier"), label, problems)
+    timeout = _parse_seconds(options.get("timeout", DEFAULT_TIMEOUT), f"{label}: 'timeout'", problems)
+    timeouts = _parse_timeouts(options.get("timeouts", {}), label, table, problems)
+    health = options.get("health", {})
+    if not isinstance(health, Mapping):
+        problems.append(f"{label}: 'health' must be a dict")
+        health = {}
+    if not problems:
+        problems.extend(find_cycles(alias, routes, table))
+    if problems:
+        raise ConfigurationError(problems)
+    return RouterConfig(
+        label=label,
+        alias=alias,
+        routes=tuple(routes),
+        delivery=delivery,
+        classifier=classifier,
+        timeout=timeout,
+        timeouts=timeouts,
+        health=health,
+    )
+
+
+def _parse_routes(
+    raw: Any, label: str, table: MailerTable, problems: list[str]
+) -> list[Route]:
+    if raw is None:
+        problems.append(f"{label}: 'routes' is required (a list of routes)")
+        return []
+    if not isinstance(raw, (list, tuple)) or not raw:
+        problems.append(f"{label}: 'routes' must be a non-empty list of routes")
+        return []
+    routes: list[Route] = []
+    seen_names: set[str] = set()
+    for index, entry in enumerate(raw):
+        where = f"{label}: routes[{index}]"
+        if not isinstance(entry, Mapping):
+            problems.append(f"{where} must be a dict with 'mailers' (and optional 'name', 'when')")
+            continue
+        name = entry.get("name", f"#{index}")
+        if not isinstance(name, str) or not name:
+            problems.append(f"{where}: 'name' must be a non-empty string")
+            name = f"#{index}"
+        where = f"{where} (route {name!r})"
+        if name in seen_names:
+            problems.append(f"{where}: duplicate route name {name!r}")
+        seen_names.add(name)
+        for key in entry:
+            if key not in ROUTE_KEYS:
+                problems.append(
+                    f"{where}: unknown route key {key!r} (expected: {', '.join(ROUTE_KEYS)})"
+                )
+        when = None
+        if "when" in entry:
+            try:
+                when = compile_when(entry["when"])
+            except MatcherError as error:
+                problems.append(f"{where}: {error}")
+        mailers = parse_alias_list(entry.get("mailers"))
+        if mailers is None:
+            problems.append(
+                f"{where}: 'mailers' must be a non-empty list of mailer aliases, "
+                f"not {entry.get('mailers')!r}"
+            )
+            continue
+        for alias in mailers:
+            if alias not in table:
+                problems.append(f"{where}: 'mailers' names {alias!r}, which is not in {table.source}")
+        if len(set(mailers)) != len(mailers):
+            problems.append(f"{where}: 'mailers' lists an alias twice: {list(mailers)!r}")
+        routes.append(Route(name, when, mailers))
+    for route in routes[:-1]:
+        if route.when is None:
+            problems.append(
+                f"{label}: route {route.name!r} has no 'when' and matches everything, "
+                "so the routes after it can never match; put the catch-all route last"
+            )
+    return routes
+
+
+def parse_alias_list(value: Any) -> tuple[str, ...] | None:
+    """A mailer list as given in a route or ``message.mailers`` (a list or one alias)."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        return None
+    if not all(isinstance(alias, str) and alias for alias in value):
+        return None
+    return tuple(value)
+
+
+def _parse_delivery(value: Any, label: str, problems: list[str]) -> Delivery:
+    try:
+        return Delivery(value)
+    except ValueError:
+        choices = ", ".join(repr(d.value) for d in Delivery)
+        problems.append(f"{label}: 'delivery' must be one of {choices}, not {value!r}")
+        return Delivery.AT_MOST_ONCE
+
+
+def _parse_classifier(value: Any, label: str, problems: list[str]) -> Classifier:
+    if value is None:
+        return default_classifier
+    if callable(value):
+        return value  # type: ignore[no-any-return]
+    if not isinstance(value, str):
+        problems.append(f"{label}: 'classifier' must be a dotted path or a callable")
+        return default_classifier
+    try:
+        function = import_string(value)
+    except ImportError as error:
+        problems.append(f"{label}: 'classifier' {value!r} cannot be imported: {error}")
+        return default_classifier
+    if not callable(function):
+        problems.append(f"{label}: 'classifier' {value!r} is not callable")
+        return default_classifier
+    return function  # type: ignore[no-any-return]
+
+
+def _parse_seconds(value: Any, where: str, problems: list[str]) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        problems.append(f"{where} must be a positive number of seconds or None, not {value!r}")
+        return None
+    return float(value)
+
+
+def _parse_timeouts(
+    value: Any, label: str, table: MailerTable, problems: list[str]
+) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        problems.append(f"{label}: 'timeouts' must be a dict of mailer alias → seconds")
+        return {}
+    timeouts: dict[str, float] = {}
+    for alias, seconds in value.items():
+        if alias not in table:
+            problems.append(f"{label}: 'timeouts' names {alias!r}, which is not in {table.source}")
+            continue
+        parsed = _parse_seconds(seconds, f"{label}: 'timeouts'[{alias!r}]", problems)
+        if parsed is not None:
+            timeouts[alias] = parsed
+    return timeouts
+
+
+def find_cycles(
+    alias: str | None, routes: list[Route] | tuple[Route, ...], table: MailerTable
+) -> list[str]:
+    """Report routes that lead back to a router already on the path.
+
+    A router may route to another router (nesting), but never, through any
+    chain of routers, back to itself.
+    """
+    root = alias if alias is not None else "MAILROUTER"
+    problems: list[str] = []
+
+    def children(spec: MailerSpec) -> list[str]:
+        raw_routes = spec.options.get("routes") or []
+        found: list[str] = []
+        for route in raw_routes if isinstance(raw_routes, (list, tuple)) else []:
+            if isinstance(route, Mapping):
+                found.extend(parse_alias_list(route.get("mailers")) or ())
+        return found
+
+    def visit(target: str, path: list[str]) -> None:
+        if target in path:
+            chain = " → ".join([*path, target])
+            problems.append(f"{router_label(alias, table)}: route cycle {chain}")
+            return
+        if target not in table or not is_router_spec(table[target]):
+            return
+        for child in children(table[target]):
+            visit(child, [*path, target])
+
+    for route in routes:
+        for target in route.mailers:
+            visit(target, [root])
+    return sorted(set(problems))
+

@@ -1,0 +1,149 @@
+"""Send one message through its candidates in order: the failover loop.
+
+For each candidate: skip it if it already failed at connection level in this
+batch, otherwise make one attempt, classify any failure by exception and
+stage, undo the attempt's changes to the message, and let the outcome decide
+whether the next candidate may be tried.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import make_msgid
+from typing import Any
+
+from django.core.mail import EmailMessage
+from django.core.mail.utils import DNS_NAME
+
+from .classify import Stage, error_chain
+from .config import Delivery, RouterConfig
+from .outcomes import Attempt, MessageStatus, Outcome, status_from_attempts
+from .pool import MailerPool
+from .routing import Candidate
+from .smtp_stage import watch
+from .snapshot import MessageSnapshot
+
+logger = logging.getLogger("mailrouter")
+MAX_ERROR_TEXT = 1000
+
+
+@dataclass
+class BatchState:
+    """What one ``send_messages()`` call has learnt about its mailers."""
+
+    #: Mailers that failed to connect or timed out: not tried again this batch,
+    #: so a dead or hanging mailer costs one failure per batch, not one per message.
+    down: dict[Any, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    status: MessageStatus
+    sent_using: str | None
+    attempts: list[Attempt]
+
+
+def ensure_message_id(message: EmailMessage) -> None:
+    """Fix the Message-ID before the first attempt so every attempt carries it."""
+    headers = message.extra_headers
+    for name in headers:
+        if name.lower() == "message-id":
+            return
+    # A new dict: callers often share one headers dict between messages.
+    message.extra_headers = {**headers, "Message-ID": make_msgid(domain=DNS_NAME.get_fqdn())}
+
+
+def _is_timeout(error: BaseException) -> bool:
+    for link in error_chain(error):
+        if isinstance(link, TimeoutError) or "Timeout" in type(link).__name__:
+            return True
+    return False
+
+
+class Dispatcher:
+    """Runs attempts for one router; holds no per-message state."""
+
+    def __init__(
+        self,
+        config: RouterConfig,
+        pool: MailerPool,
+        redact: Callable[[str], str],
+        on_attempt_failed: Callable[[EmailMessage, Attempt], None],
+    ) -> None:
+        self._config = config
+        self._pool = pool
+        self._redact = redact
+        self._on_attempt_failed = on_attempt_failed
+
+    def deliver(
+        self, message: EmailMessage, candidates: tuple[Candidate, ...], batch: BatchState
+    ) -> DeliveryResult:
+        ensure_message_id(message)
+        snapshot = MessageSnapshot(message)
+        at_least_once = self._config.delivery is Delivery.AT_LEAST_ONCE
+        attempts: list[Attempt] = []
+        for candidate in candidates:
+            attempt = self._attempt(message, candidate, batch)
+            attempts.append(attempt)
+            outcome = attempt.outcome
+            if outcome is Outcome.ACCEPTED:
+                return DeliveryResult(MessageStatus.SENT, candidate.alias, attempts)
+            snapshot.restore(message)
+            self._on_attempt_failed(message, attempt)
+            if outcome is Outcome.REJECTED:
+                break
+            if outcome is Outcome.UNCERTAIN and not at_least_once:
+                break
+        return DeliveryResult(status_from_attempts(attempts), None, attempts)
+
+    def _attempt(self, message: EmailMessage, candidate: Candidate, batch: BatchState) -> Attempt:
+        alias = candidate.alias
+        key: Any = alias if candidate.connection is None else ("connection", id(candidate.connection))
+        reason = batch.down.get(key)
+        if reason is not None:
+            return Attempt(alias, Outcome.SKIPPED, f"not tried: {reason} earlier in this batch")
+        started = time.perf_counter()
+        stage = Stage.CONNECT
+        marker = None
+        backend = candidate.connection
+        try:
+            if backend is None:
+                backend = self._pool.backend(alias)
+            self._pool.ensure_open(key, backend)
+            marker = watch(getattr(backend, "connection", None))
+            stage = Stage.UNKNOWN if marker is None else Stage.ENVELOPE
+            sent = backend.send_messages([message])
+        except Exception as error:
+            if marker is not None:
+                stage = marker.stage
+            duration = time.perf_counter() - started
+            outcome = self._classify(error, stage)
+            if outcome in (Outcome.NOT_SENT, Outcome.UNCERTAIN) and backend is not None:
+                self._pool.discard(key, backend)
+                if stage is Stage.CONNECT or _is_timeout(error):
+                    batch.down[key] = (
+                        "timed out" if _is_timeout(error) else "connection failed"
+                    )
+            text = self._redact(str(error))[:MAX_ERROR_TEXT]
+            return Attempt(alias, outcome, text, type(error).__name__, duration)
+        duration = time.perf_counter() - started
+        if sent:
+            return Attempt(alias, Outcome.ACCEPTED, None, None, duration)
+        return Attempt(
+            alias, Outcome.NOT_SENT, "the backend reported the message as not sent", None, duration
+        )
+
+    def _classify(self, error: BaseException, stage: Stage) -> Outcome:
+        try:
+            return Outcome(self._config.classifier(error, stage))
+        except Exception as classifier_error:
+            # A broken custom classifier must not cause a duplicate: assume the
+            # mailer may have the message.
+            logger.error(
+                "mailrouter: classifier failed (%s); treating the attempt as uncertain",
+                type(classifier_error).__name__,
+            )
+            return Outcome.UNCERTAIN

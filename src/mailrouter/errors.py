@@ -1,0 +1,84 @@
+"""Exceptions raised by the router."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from django.core.exceptions import ImproperlyConfigured
+
+from .outcomes import Attempt, MessageStatus
+
+if TYPE_CHECKING:
+    from django.core.mail import EmailMessage
+
+try:  # Django 6.1+: mailer configuration errors have their own class.
+    from django.core.mail import InvalidMailer as _ConfigBase  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - exercised on Django < 6.1
+    _ConfigBase = ImproperlyConfigured
+
+
+class ConfigurationError(_ConfigBase):  # type: ignore[misc,valid-type]
+    """The router's settings are invalid.
+
+    On Django 6.1+ this is an ``InvalidMailer`` (so also ``ImproperlyConfigured``),
+    like the errors of Django's own backends. The text always names where the
+    problem is (mailer alias, route, option key).
+    """
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        text = self.problems[0] if len(self.problems) == 1 else "\n".join(
+            [f"{len(self.problems)} configuration problems:", *(f"- {p}" for p in self.problems)]
+        )
+        # Django's InvalidMailer takes an alias keyword; our texts already name it.
+        super().__init__(text)
+
+
+@dataclass(frozen=True)
+class FailedMessage:
+    """A message that ended without a mailer accepting it."""
+
+    message: EmailMessage
+    status: MessageStatus
+    attempts: tuple[Attempt, ...]
+    #: Why no attempt could be made (no route, unknown pinned alias), if so.
+    reason: str | None = None
+
+    def describe(self) -> str:
+        message = self.message
+        headers = message.extra_headers or {}
+        message_id = next(
+            (str(v) for k, v in headers.items() if str(k).lower() == "message-id"), "?"
+        )
+        recipients = message.recipients()
+        text = (
+            f"{message_id} {str(message.subject)[:60]!r} "
+            f"({len(recipients)} recipient{'s' if len(recipients) != 1 else ''}): "
+            f"{self.status.value}"
+        )
+        if self.reason:
+            text += f" ({self.reason})"
+        if self.attempts:
+            text += "; attempts: " + "; ".join(a.describe() for a in self.attempts)
+        return text
+
+
+class DeliveryError(Exception):
+    """Raised by ``send_messages()`` after the whole batch was processed when one
+    or more messages ended without a mailer (unless ``fail_silently``).
+
+    ``failures`` lists every such message with all its attempts; ``sent`` is the
+    number of messages of the batch that were accepted.
+    """
+
+    def __init__(self, failures: Sequence[FailedMessage], sent: int) -> None:
+        self.failures = tuple(failures)
+        self.sent = sent
+        lines = [
+            f"{len(self.failures)} message{'s' if len(self.failures) != 1 else ''} "
+            f"not sent ({sent} sent):"
+        ]
+        lines.extend(f"- {failure.describe()}" for failure in self.failures)
+        super().__init__("\n".join(lines))

@@ -1,0 +1,230 @@
+"""``when`` matchers: pure predicates over an EmailMessage.
+
+Each matcher is compiled once from settings into an object whose ``__call__``
+does no I/O and allocates little, because it runs for every message.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.mail import EmailMessage
+from django.utils.module_loading import import_string
+
+MessagePredicate = Callable[[EmailMessage], bool]
+
+MATCHER_KEYS = (
+    "to_domain",
+    "from_domain",
+    "from_email",
+    "tags",
+    "metadata",
+    "headers",
+    "callable",
+)
+
+
+class MatcherError(ValueError):
+    """A ``when`` entry is malformed; the text names the offending key."""
+
+
+def domain_of(address: str) -> str:
+    """The lower-cased domain of an address such as ``"Ann <ann@Example.DE>"``."""
+    _, at, domain = address.rpartition("@")
+    if not at:
+        return ""
+    return domain.strip().rstrip(">").strip().lower()
+
+
+def addr_spec_of(address: str) -> str:
+    """The lower-cased ``local@domain`` part of a possibly named address."""
+    if "<" in address:
+        address = address.rpartition("<")[2].partition(">")[0]
+    return address.strip().lower()
+
+
+def _string_list(key: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise MatcherError(f"{key!r} must be a non-empty list of strings, not {value!r}")
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise MatcherError(f"{key!r} contains {item!r}; expected a non-empty string")
+    return list(value)
+
+
+def _glob_regex(key: str, patterns: Iterable[str], *, allow_at: bool) -> re.Pattern[str]:
+    """One compiled regex for a list of case-insensitive glob patterns."""
+    parts = []
+    for pattern in patterns:
+        if any(ch.isspace() for ch in pattern):
+            raise MatcherError(f"{key!r} pattern {pattern!r} contains white space")
+        if not allow_at and "@" in pattern:
+            raise MatcherError(
+                f"{key!r} pattern {pattern!r} contains '@'; give only the domain "
+                "(use 'from_email' to match whole addresses)"
+            )
+        if allow_at and "@" not in pattern:
+            raise MatcherError(f"{key!r} pattern {pattern!r} is not an address (no '@')")
+        if pattern.count("[") != pattern.count("]"):
+            raise MatcherError(f"{key!r} pattern {pattern!r} has unbalanced brackets")
+        parts.append(fnmatch.translate(pattern.lower()))
+    return re.compile("|".join(f"(?:{part})" for part in parts))
+
+
+@dataclass(frozen=True, slots=True)
+class ToDomain:
+    """Matches when ANY recipient (to, cc, bcc) has a matching domain."""
+
+    regex: re.Pattern[str]
+
+    def __call__(self, message: EmailMessage) -> bool:
+        match = self.regex.match
+        return any(match(domain_of(address)) for address in message.recipients())
+
+
+@dataclass(frozen=True, slots=True)
+class FromDomain:
+    regex: re.Pattern[str]
+
+    def __call__(self, message: EmailMessage) -> bool:
+        return self.regex.match(domain_of(str(message.from_email or ""))) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class FromEmail:
+    regex: re.Pattern[str]
+
+    def __call__(self, message: EmailMessage) -> bool:
+        return self.regex.match(addr_spec_of(str(message.from_email or ""))) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Tags:
+    """Matches when the message's Anymail ``tags`` overlap the configured ones."""
+
+    tags: frozenset[str]
+
+    def __call__(self, message: EmailMessage) -> bool:
+        tags = getattr(message, "tags", None)
+        return bool(tags) and not self.tags.isdisjoint(tags)
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    """Matches when every configured pair equals the Anymail ``metadata`` value."""
+
+    pairs: tuple[tuple[str, Any], ...]
+
+    def __call__(self, message: EmailMessage) -> bool:
+        metadata = getattr(message, "metadata", None)
+        if not metadata:
+            return False
+        missing = object()
+        return all(metadata.get(key, missing) == value for key, value in self.pairs)
+
+
+@dataclass(frozen=True, slots=True)
+class Headers:
+    """Matches when every configured header has exactly that value.
+
+    Header names compare case-insensitively, as in email itself.
+    """
+
+    pairs: tuple[tuple[str, str], ...]
+
+    def __call__(self, message: EmailMessage) -> bool:
+        headers = message.extra_headers
+        if not headers:
+            return False
+        lowered = {str(name).lower(): value for name, value in headers.items()}
+        return all(lowered.get(name) == value for name, value in self.pairs)
+
+
+@dataclass(frozen=True, slots=True)
+class CallableMatcher:
+    function: MessagePredicate
+    path: str
+
+    def __call__(self, message: EmailMessage) -> bool:
+        return bool(self.function(message))
+
+
+@dataclass(frozen=True, slots=True)
+class When:
+    """All configured matchers must match (an empty ``When`` matches everything)."""
+
+    matchers: tuple[MessagePredicate, ...]
+
+    def __call__(self, message: EmailMessage) -> bool:
+        for matcher in self.matchers:
+            if not matcher(message):
+                return False
+        return True
+
+
+def compile_when(when: Any) -> When:
+    """Compile a ``when`` mapping from settings; raises MatcherError naming the key."""
+    if not isinstance(when, Mapping):
+        raise MatcherError(f"'when' must be a dict, not {type(when).__name__}")
+    unknown = sorted(set(when) - set(MATCHER_KEYS), key=str)
+    if unknown:
+        raise MatcherError(
+            f"unknown matcher key {unknown[0]!r} in 'when' "
+            f"(expected one of: {', '.join(MATCHER_KEYS)})"
+        )
+    if not when:
+        raise MatcherError("'when' is empty; omit it for a catch-all route")
+    matchers: list[MessagePredicate] = []
+    for key in MATCHER_KEYS:
+        if key not in when:
+            continue
+        value = when[key]
+        if key == "to_domain":
+            matchers.append(ToDomain(_glob_regex(key, _string_list(key, value), allow_at=False)))
+        elif key == "from_domain":
+            matchers.append(
+                FromDomain(_glob_regex(key, _string_list(key, value), allow_at=False))
+            )
+        elif key == "from_email":
+            matchers.append(FromEmail(_glob_regex(key, _string_list(key, value), allow_at=True)))
+        elif key == "tags":
+            matchers.append(Tags(frozenset(_string_list(key, value))))
+        elif key in ("metadata", "headers"):
+            if not isinstance(value, Mapping) or not value:
+                raise MatcherError(f"{key!r} must be a non-empty dict, not {value!r}")
+            if key == "metadata":
+                matchers.append(Metadata(tuple((str(k), v) for k, v in value.items())))
+            else:
+                for name, header_value in value.items():
+                    if not isinstance(name, str) or not isinstance(header_value, str):
+                        raise MatcherError(
+                            f"'headers' maps header names to string values; "
+                            f"got {name!r}: {header_value!r}"
+                        )
+                matchers.append(
+                    Headers(tuple((name.lower(), val) for name, val in value.items()))
+                )
+        elif key == "callable":
+            matchers.append(_compile_callable(value))
+    return When(tuple(matchers))
+
+
+def _compile_callable(value: Any) -> CallableMatcher:
+    if callable(value):
+        path = f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', '?')}"
+        return CallableMatcher(value, path)
+    if not isinstance(value, str) or "." not in value:
+        raise MatcherError(f"'callable' must be a dotted path to f(message) -> bool, not {value!r}")
+    try:
+        function = import_string(value)
+    except ImportError as error:
+        raise MatcherError(f"'callable' {value!r} cannot be imported: {error}") from None
+    if not callable(function):
+        raise MatcherError(f"'callable' {value!r} is not callable")
+    return CallableMatcher(function, value)

@@ -1,0 +1,101 @@
+"""What happened to a message: one record per attempt, one status per message.
+
+These are plain immutable values so they can be stored on the message, sent in
+signals and logged without any risk of a later attempt changing them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Outcome(str, enum.Enum):
+    """The kind of one attempt's result, decided by what happened and when.
+
+    The kind, not the exception type, decides whether the router fails over and
+    whether the attempt counts against the mailer's health.
+    """
+
+    #: The mailer accepted the message.
+    ACCEPTED = "accepted"
+    #: Nothing reached the mailer (connect/auth failure, 4xx, HTTP 5xx/429/401/403).
+    #: Fail over; counts against the mailer's health.
+    NOT_SENT = "not_sent"
+    #: The message itself is unacceptable (all recipients refused, invalid
+    #: address, HTTP 400/422). Every mailer would refuse it: do not fail over.
+    REJECTED = "rejected"
+    #: This mailer cannot express the message (unsupported feature,
+    #: serialization error). Try the next mailer; not a health problem.
+    INCOMPATIBLE = "incompatible"
+    #: The mailer may have accepted the message (connection lost after the
+    #: body was sent, HTTP read timeout). Not resent unless the router is
+    #: configured for at-least-once delivery.
+    UNCERTAIN = "uncertain"
+    #: The router did not try this mailer (e.g. its circuit breaker is open).
+    SKIPPED = "skipped"
+
+    @property
+    def fails_over(self) -> bool:
+        """Whether the next candidate may be tried after this outcome."""
+        return self in (Outcome.NOT_SENT, Outcome.INCOMPATIBLE, Outcome.SKIPPED)
+
+    @property
+    def counts_against_health(self) -> bool:
+        """Whether this outcome is evidence that the mailer is unhealthy."""
+        return self in (Outcome.NOT_SENT, Outcome.UNCERTAIN)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class MessageStatus(str, enum.Enum):
+    """How a message ended after all its attempts; exactly one per message."""
+
+    SENT = "sent"
+    REJECTED = "rejected"
+    #: Every candidate was tried (or skipped) and none took the message.
+    FAILED = "failed"
+    #: A mailer may have the message; it was not resent elsewhere.
+    UNCERTAIN = "uncertain"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try of one message at one mailer.
+
+    ``error`` is already redacted: it never contains configured secrets.
+    ``duration`` is in seconds (wall clock, monotonic).
+    """
+
+    alias: str
+    outcome: Outcome
+    error: str | None = None
+    error_type: str | None = None
+    duration: float = 0.0
+
+    def describe(self) -> str:
+        """One line for logs and error messages."""
+        text = f"{self.alias}: {self.outcome.value} ({self.duration * 1000:.1f} ms)"
+        if self.error_type:
+            text += f" {self.error_type}"
+        if self.error:
+            text += f": {self.error}"
+        return text
+
+
+def status_from_attempts(attempts: list[Attempt]) -> MessageStatus:
+    """The status a message ends with, given its attempts in order."""
+    if not attempts:
+        return MessageStatus.FAILED
+    last = attempts[-1].outcome
+    if last is Outcome.ACCEPTED:
+        return MessageStatus.SENT
+    if last is Outcome.REJECTED:
+        return MessageStatus.REJECTED
+    if any(attempt.outcome is Outcome.UNCERTAIN for attempt in attempts):
+        return MessageStatus.UNCERTAIN
+    return MessageStatus.FAILED

@@ -1,0 +1,110 @@
+"""Leaf mailer instances and their open connections.
+
+One instance per alias per router, created on first use. A connection is
+opened once and reused for every message sent through that mailer until the
+batch ends (or until the router is closed, if the caller opened it), and is
+dropped after a connection-level failure so the next message reconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import django
+from django.core.mail.backends.base import BaseEmailBackend
+from django.utils.module_loading import import_string
+
+from .config import MailerTable, RouterConfig, uses_mailers_setting
+
+logger = logging.getLogger("mailrouter")
+
+#: Django 6.1 passes ``alias`` to every backend it creates from MAILERS.
+BACKENDS_TAKE_ALIAS = django.VERSION >= (6, 1)
+
+
+def build_mailer(alias: str, table: MailerTable) -> BaseEmailBackend:
+    """Create the backend for a leaf alias exactly as Django would."""
+    if uses_mailers_setting():
+        from django.core.mail import mailers  # type: ignore[attr-defined]
+
+        backend: BaseEmailBackend = mailers[alias]
+        return backend
+    spec = table[alias]
+    cls = import_string(spec.backend)
+    from .backend import RouterBackend
+
+    options = dict(spec.options)
+    if BACKENDS_TAKE_ALIAS or issubclass(cls, RouterBackend):
+        options["alias"] = alias
+    backend = cls(**options)
+    if getattr(backend, "alias", None) is None:
+        backend.alias = alias
+    return backend
+
+
+def apply_timeout(backend: Any, alias: str, config: RouterConfig) -> None:
+    """Bound a leaf's network operations: ``timeouts[alias]`` overrides the
+    leaf's own setting; the router-wide ``timeout`` fills in where the leaf
+    has none (Django's SMTP backend waits forever by default)."""
+    if not hasattr(backend, "timeout"):
+        return
+    override = config.timeouts.get(alias)
+    if override is not None:
+        backend.timeout = override
+    elif backend.timeout is None and config.timeout is not None:
+        backend.timeout = config.timeout
+
+
+class MailerPool:
+    """Creates leaf backends lazily and tracks which connections it opened."""
+
+    def __init__(self, config: RouterConfig, table: MailerTable) -> None:
+        self._config = config
+        self._table = table
+        self._backends: dict[str, BaseEmailBackend] = {}
+        # Keys: alias, or id() of a legacy per-message connection object.
+        self._opened: dict[Any, BaseEmailBackend] = {}
+
+    def backend(self, alias: str) -> BaseEmailBackend:
+        backend = self._backends.get(alias)
+        if backend is None:
+            backend = build_mailer(alias, self._table)
+            apply_timeout(backend, alias, self._config)
+            self._backends[alias] = backend
+        return backend
+
+    def ensure_open(self, key: Any, backend: BaseEmailBackend) -> None:
+        """Open the backend's connection unless this pool already did."""
+        if key in self._opened:
+            return
+        created = backend.open()
+        # Django's backends return False when the caller had already opened
+        # the connection; that connection is the caller's to close.
+        if created is not False:
+            self._opened[key] = backend
+
+    def is_open(self, key: Any) -> bool:
+        return key in self._opened
+
+    def discard(self, key: Any, backend: BaseEmailBackend) -> None:
+        """Drop a connection after a failure; the next use reconnects."""
+        self._opened.pop(key, None)
+        try:
+            backend.close()
+        except Exception as error:  # a broken connection often fails to close
+            logger.debug("closing mailer %s after a failure raised %r", key, error)
+
+    def close_all(self) -> None:
+        """Close every connection this pool opened; never raises."""
+        opened, self._opened = self._opened, {}
+        for key, backend in opened.items():
+            try:
+                backend.close()
+            except Exception as error:
+                logger.warning(
+                    "mailrouter: closing mailer %s failed: %s",
+                    key if isinstance(key, str) else type(backend).__name__,
+                    type(error).__name__,
+                    extra={"mailrouter_alias": key if isinstance(key, str) else None},
+                )

@@ -1,0 +1,19 @@
+"""Signals sent by the router. Receivers get redacted data only.
+
+All are sent with ``sender`` = the router's class and ``router`` = the instance.
+
+- ``attempt_failed``: ``alias``, ``message``, ``outcome`` (Outcome), ``error``
+  (redacted text), ``attempt`` (Attempt).
+- ``message_sent``: ``alias``, ``message``, ``attempts`` (list of Attempt).
+- ``message_failed``: ``message``, ``attempts``, ``status`` (MessageStatus:
+  rejected, failed or uncertain), ``reason`` (text when no attempt was possible).
+
+A receiver that raises is logged and ignored: observers never change what
+happens to a message.
+"""
+
+from django.dispatch import Signal
+
+attempt_failed = Signal()
+message_sent = Signal()
+message_failed = Signal()
