@@ -97,6 +97,7 @@ class RouterBackend(BaseEmailBackend):
         with self._lock:
             batch = BatchState()
             try:
+                self._dispatcher.health.begin_batch(self._runtime.aliases)
                 for message in messages:
                     failure = self._send_one(message, batch)
                     if failure is None:
@@ -104,6 +105,7 @@ class RouterBackend(BaseEmailBackend):
                     else:
                         failures.append(failure)
             finally:
+                self._dispatcher.health.end_batch()
                 if not self._held_open:
                     self._pool.close_all()
         if failures and not self.fail_silently:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from email.utils import make_msgid
-from typing import Any
+from typing import Any, Protocol
 
 from django.core.mail import EmailMessage
 from django.core.mail.utils import DNS_NAME
@@ -37,6 +37,40 @@ class BatchState:
     #: Mailers that failed to connect or timed out: not tried again this batch,
     #: so a dead or hanging mailer costs one failure per batch, not one per message.
     down: dict[Any, str] = field(default_factory=dict)
+
+
+class HealthView(Protocol):
+    """Mailer health as the failover loop sees it (see ``mailrouter.health``).
+
+    ``begin_batch`` is called once per ``send_messages()`` with every alias the
+    batch may use, so an implementation can read all state in one round trip.
+    """
+
+    def begin_batch(self, aliases: Collection[str]) -> None: ...
+
+    def skip_reason(self, alias: str) -> str | None:
+        """Why not to try this mailer now (open breaker, drained), or None."""
+        ...
+
+    def record(self, alias: str, attempt: Attempt) -> None: ...
+
+    def end_batch(self) -> None: ...
+
+
+class NoHealth:
+    """Health tracking switched off: every mailer is always tried."""
+
+    def begin_batch(self, aliases: Collection[str]) -> None:
+        pass
+
+    def skip_reason(self, alias: str) -> str | None:
+        return None
+
+    def record(self, alias: str, attempt: Attempt) -> None:
+        pass
+
+    def end_batch(self) -> None:
+        pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +106,9 @@ class Dispatcher:
         pool: MailerPool,
         redact: Callable[[str], str],
         on_attempt_failed: Callable[[EmailMessage, Attempt], None],
+        health: HealthView | None = None,
     ) -> None:
+        self.health: HealthView = health or NoHealth()
         self._config = config
         self._pool = pool
         self._redact = redact
@@ -85,8 +121,14 @@ class Dispatcher:
         snapshot = MessageSnapshot(message)
         at_least_once = self._config.delivery is Delivery.AT_LEAST_ONCE
         attempts: list[Attempt] = []
-        for candidate in candidates:
-            attempt = self._attempt(message, candidate, batch)
+        skips = self._skip_reasons(candidates)
+        for candidate, skip in zip(candidates, skips, strict=True):
+            if skip is not None:
+                attempt = Attempt(candidate.alias, Outcome.SKIPPED, skip)
+            else:
+                attempt = self._attempt(message, candidate, batch)
+                if candidate.connection is None and attempt.outcome is not Outcome.SKIPPED:
+                    self.health.record(candidate.alias, attempt)
             attempts.append(attempt)
             outcome = attempt.outcome
             if outcome is Outcome.ACCEPTED:
@@ -98,6 +140,17 @@ class Dispatcher:
             if outcome is Outcome.UNCERTAIN and not at_least_once:
                 break
         return DeliveryResult(status_from_attempts(attempts), None, attempts)
+
+    def _skip_reasons(self, candidates: tuple[Candidate, ...]) -> list[str | None]:
+        """Health-based skips; if health says skip them all, try them all in
+        order anyway: health data can be wrong, and refusing to send is worse."""
+        reasons = [
+            None if candidate.connection is not None else self.health.skip_reason(candidate.alias)
+            for candidate in candidates
+        ]
+        if all(reason is not None for reason in reasons):
+            return [None] * len(candidates)
+        return reasons
 
     def _attempt(self, message: EmailMessage, candidate: Candidate, batch: BatchState) -> Attempt:
         alias = candidate.alias

@@ -24,6 +24,11 @@ class RouterRuntime:
     table: MailerTable
     redact: Callable[[str], str]
 
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """Every mailer alias any route of this router can use."""
+        return tuple(dict.fromkeys(a for route in self.config.routes for a in route.mailers))
+
 
 _cache: dict[tuple[str | None, str], RouterRuntime] = {}
 _cache_lock = threading.Lock()
