@@ -65,6 +65,11 @@ class RouterBackend(BaseEmailBackend):
         self._held_open = False
         self._lock = threading.RLock()
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> RouterBackend:
+        # A router is a resource, not a value: messages that carry it as their
+        # legacy ``connection`` get deep-copied (e.g. by the locmem backend).
+        return self
+
     @property
     def config(self) -> RouterConfig:
         return self._runtime.config

@@ -27,16 +27,16 @@ def _routers(table: MailerTable) -> Iterator[tuple[str | None, Mapping[str, Any]
     for alias, spec in table.entries.items():
         if is_router_spec(spec):
             yield alias, spec.options
-    email_backend = getattr(settings, "EMAIL_BACKEND", "")
-    if not uses_mailers_setting() or not settings.is_overridden("MAILERS"):
-        try:
-            cls = import_string(email_backend)
-        except ImportError:
-            return
-        from .backend import RouterBackend
+    if uses_mailers_setting() or not settings.is_overridden("EMAIL_BACKEND"):
+        return
+    try:
+        cls = import_string(settings.EMAIL_BACKEND)
+    except ImportError:
+        return
+    from .backend import RouterBackend
 
-        if isinstance(cls, type) and issubclass(cls, RouterBackend):
-            yield None, legacy_settings().get("OPTIONS", {})
+    if isinstance(cls, type) and issubclass(cls, RouterBackend):
+        yield None, legacy_settings().get("OPTIONS", {})
 
 
 @checks.register("mailrouter", checks.Tags.compatibility)

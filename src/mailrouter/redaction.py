@@ -69,7 +69,10 @@ def settings_secrets() -> set[str]:
     from django.conf import settings
 
     found: set[str] = set()
-    password = getattr(settings, "EMAIL_HOST_PASSWORD", "")
+    # Read only when set: Django 6.1 warns on reading deprecated EMAIL_* settings.
+    password = (
+        settings.EMAIL_HOST_PASSWORD if settings.is_overridden("EMAIL_HOST_PASSWORD") else ""
+    )
     if isinstance(password, str) and len(password) >= _MIN_SECRET_LENGTH:
         found.add(password)
     anymail = getattr(settings, "ANYMAIL", None)

@@ -1,0 +1,907 @@
+"""A fake, fault-injecting HTTP email-service-provider (ESP) API server.
+
+Standard library only.  It speaks the send APIs used by django-anymail's real
+Mailgun and Postmark backends, so those backends can be pointed at it with
+their ``api_url`` option (see :attr:`FakeESPServer.mailgun_api_url` and
+:attr:`FakeESPServer.postmark_api_url`):
+
+* Mailgun: ``POST /v3/<domain>/messages`` (form-urlencoded, or multipart when
+  there are attachments) -> ``200 {"id": "<...@domain>", "message": "Queued. Thank you."}``.
+  Credentials: HTTP basic auth, user ``api``, password = API key.
+* Postmark: ``POST /email`` and ``POST /email/withTemplate/`` (one JSON
+  message) -> ``200 {"To", "SubmittedAt", "MessageID", "ErrorCode": 0, "Message": "OK"}``;
+  ``POST /email/batch`` (JSON list) and ``POST /email/batchWithTemplates``
+  (``{"Messages": [...]}``) -> a JSON list of such objects.
+  Credentials: ``X-Postmark-Server-Token`` header.
+
+The server is an :class:`http.server.ThreadingHTTPServer` speaking HTTP/1.1
+with keep-alive, in a background daemon thread; every connection-handler
+thread is tracked and joined by :meth:`FakeESPServer.stop`.
+
+Fault model: exactly like :class:`~mailrouter.testing.FaultySMTPServer`, one
+fault is resolved per *send request* (after routing, credential checks and
+payload parsing succeeded; requests failing those are answered 404/401/400
+without consuming anything): the schedule head if the schedule is non-empty,
+else the base :attr:`FakeESPServer.mode`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import http.server
+import itertools
+import json
+import re
+import select
+import socket
+import socketserver
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy
+from email.parser import BytesParser
+from email.utils import getaddresses
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Self, cast
+from urllib.parse import parse_qs
+
+from ._faults import FaultPlan
+
+__all__ = ["ESPFault", "FakeESPServer", "ReceivedESPMessage", "ReceivedRequest"]
+
+
+class ESPFault(StrEnum):
+    """Fault modes of :class:`FakeESPServer` (plain strings are accepted too)."""
+
+    #: Normal operation: 200 with the ESP's success body; message recorded.
+    OK = "ok"
+    #: 500 with an ESP-shaped JSON error body.
+    ERROR_500 = "error_500"
+    #: 503 with an ESP-shaped JSON error body.
+    ERROR_503 = "error_503"
+    #: 429 with an ESP-shaped JSON error body (plus ``Retry-After`` if
+    #: :attr:`FakeESPServer.retry_after` is set).
+    RATE_LIMITED_429 = "rate_limited_429"
+    #: 400 with an ESP-shaped JSON error body.
+    BAD_REQUEST_400 = "bad_request_400"
+    #: 401 regardless of the credentials sent.
+    UNAUTHORIZED_401 = "unauthorized_401"
+    #: 403 with an ESP-shaped JSON error body.
+    FORBIDDEN_403 = "forbidden_403"
+    #: 422 with an ESP-shaped JSON error body (Postmark: ErrorCode 300, not
+    #: recipient-related, so anymail raises an API error rather than
+    #: treating it as refused recipients).
+    UNPROCESSABLE_422 = "unprocessable_422"
+    #: Read the request, then never reply until the client disconnects or the
+    #: server stops.  Recorded in ``maybe_delivered``.
+    READ_TIMEOUT = "read_timeout"
+    #: 200 with a non-JSON (HTML) body.  Recorded in ``maybe_delivered``.
+    GARBAGE_2XX = "garbage_2xx"
+    #: Read the request, then close the connection without any response.
+    #: Recorded in ``maybe_delivered``.
+    DROP = "drop"
+    #: Nothing listening (connection refused); switching away re-binds the same
+    #: port.  Idle keep-alive connections are closed too.  Not schedulable.
+    REFUSE = "refuse"
+
+
+# Faults after which the ESP may well have accepted the message, from the
+# client's point of view: the request was fully transmitted but no usable
+# answer came back.
+_MAYBE_DELIVERED = frozenset({ESPFault.READ_TIMEOUT, ESPFault.GARBAGE_2XX, ESPFault.DROP})
+
+_MAILGUN_PATH = re.compile(r"^/v3/([^/]+)/messages/?$")
+_POSTMARK_PATHS = {
+    "/email": "single",
+    "/email/withTemplate": "single",
+    "/email/withTemplate/": "single",
+    "/email/batch": "batch",
+    "/email/batchWithTemplates": "batch_with_templates",
+}
+
+# Upper bound for accepted request bodies; anything larger is a client bug in
+# the test suite, not something we want to buffer.
+_MAX_BODY = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ReceivedESPMessage:
+    """One message received by :class:`FakeESPServer`.
+
+    A Postmark batch request yields one record per message in the batch; all
+    of them share ``raw_body``.
+
+    * ``esp``: ``"mailgun"`` or ``"postmark"``.
+    * ``path``: request path (for Mailgun it contains the sender domain).
+    * ``to``/``cc``/``bcc``: addr-specs (display names dropped).
+    * ``from_email``: the From value exactly as sent (may include a display name).
+    * ``message_id``: value of the custom ``Message-ID`` header the backend
+      sent (Mailgun ``h:Message-Id`` field, Postmark ``Headers`` entry),
+      stripped of surrounding whitespace, or ``None``.
+    * ``esp_message_id``: the id this server assigned (the one returned to the
+      client in ``ok`` mode; never returned in the other modes).
+    * ``auth_header_present``: whether the request carried the ESP's credential
+      header (``Authorization`` for Mailgun, ``X-Postmark-Server-Token`` for
+      Postmark), valid or not.
+    * ``payload``: the decoded message fields -- Mailgun: ``{field: [values]}``;
+      Postmark: the message's JSON object.
+    """
+
+    esp: str
+    path: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    bcc: tuple[str, ...]
+    from_email: str
+    subject: str
+    message_id: str | None
+    esp_message_id: str
+    auth_header_present: bool
+    raw_body: bytes = field(repr=False)
+    payload: Mapping[str, Any] = field(repr=False, compare=False, hash=False)
+
+
+#: Alias: the record is per message, but callers may think of it per request.
+ReceivedRequest = ReceivedESPMessage
+
+
+class _PayloadError(ValueError):
+    """The request body could not be understood (answered with 400)."""
+
+
+class _HTTPServer(http.server.ThreadingHTTPServer):
+    """ThreadingHTTPServer whose handler threads are tracked by the owner."""
+
+    # Re-binding the same port after ``refuse`` needs SO_REUSEADDR (TIME_WAIT),
+    # but never SO_REUSEPORT, which would let two servers share a port.
+    allow_reuse_address = True
+    allow_reuse_port = False
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], owner: FakeESPServer) -> None:
+        self.owner = owner
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls socket.getfqdn(), a DNS lookup we do
+        # not need and which can be slow in sandboxes.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        sock = cast(socket.socket, request)
+        thread = threading.Thread(
+            target=self.owner._serve_connection,
+            args=(self, sock, client_address),
+            name=f"FakeESPServer:{self.server_port}:conn",
+            daemon=True,
+        )
+        self.owner._register_connection(sock, thread)
+        thread.start()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    # HTTP/1.1 so requests' connection pool really reuses connections.
+    protocol_version = "HTTP/1.1"
+    server_version = "FakeESP/1.0"
+    server: _HTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # keep test output clean
+
+    def do_POST(self) -> None:  # http.server naming
+        self.server.owner._handle_request(self)
+
+    do_GET = do_PUT = do_DELETE = do_PATCH = do_POST
+
+
+class FakeESPServer:
+    """Local fake Mailgun + Postmark API with runtime-switchable faults.
+
+    Contract:
+
+    * Binds ``host`` (default ``127.0.0.1``) and ``port`` (default 0 = any free
+      port) on :meth:`start`; :attr:`port` holds the real port afterwards and
+      is kept for the object's lifetime (``refuse`` and restarts re-bind it).
+    * :meth:`stop` closes the listener and every connection (including ones
+      held open by ``read_timeout``) and joins all server threads before
+      returning, promptly.  Idempotent; the object is a context manager.
+    * All public attributes and methods are thread-safe; collections are
+      returned as snapshots.
+    * ``api_key``: if set, Mailgun requests must use basic auth ``api:<key>``
+      and Postmark requests ``X-Postmark-Server-Token: <key>``; otherwise 401
+      (without consuming a schedule entry).  If ``None`` nothing is checked.
+    * Only requests served in ``ok`` mode are recorded in :attr:`messages`;
+      those served in ``read_timeout``/``garbage_2xx``/``drop`` are recorded in
+      :attr:`maybe_delivered` (the ESP "may have accepted" them).
+      :attr:`requests_seen` counts every HTTP request, failed ones included.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        api_key: str | None = None,
+        mode: ESPFault | str = ESPFault.OK,
+        retry_after: int | None = None,
+    ) -> None:
+        self.host = host
+        #: Real port once started (the requested one before that).
+        self.port = port
+        self.api_key = api_key
+        #: Seconds sent in ``Retry-After`` with 429 responses (no header if None).
+        self.retry_after = retry_after
+        self._plan: FaultPlan[ESPFault] = FaultPlan(
+            ESPFault, mode, ESPFault.OK, frozenset({ESPFault.REFUSE})
+        )
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._messages: list[ReceivedESPMessage] = []
+        self._maybe: list[ReceivedESPMessage] = []
+        self._requests_seen = 0
+        self._connections_opened = 0
+        self._errors: list[BaseException] = []
+        # Live connections: socket -> (handler thread, busy-with-a-request flag).
+        self._conns: dict[socket.socket, threading.Thread] = {}
+        self._busy: set[socket.socket] = set()
+        self._stopping = threading.Event()
+        # Serialises listener changes (start/stop/refuse/re-bind).  An RLock
+        # because accept_n_then may trigger "refuse" from a handler thread.
+        self._control = threading.RLock()
+        self._httpd: _HTTPServer | None = None
+        self._serve_thread: threading.Thread | None = None
+        self._running = False
+        self._ids = itertools.count(1)
+
+    # ------------------------------------------------------------------
+    # Lifecycle
+    # ------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Bind and serve in background threads; return ``self``.
+
+        ``RuntimeError`` if already running, ``OSError`` if the port cannot be
+        bound.  May be called again after :meth:`stop` (same port).
+        """
+        with self._control:
+            if self._running:
+                raise RuntimeError("server already running")
+            self._stopping.clear()
+            self._open_listener()
+            self._running = True
+            if self._plan.mode is ESPFault.REFUSE:
+                self._close_listener()
+            return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the listener and all connections and join every server thread.
+
+        Idempotent.  Raises ``RuntimeError`` only if a thread failed to exit
+        within ``timeout`` (a bug).
+        """
+        with self._control:
+            if not self._running:
+                return
+            self._running = False
+            self._stopping.set()
+            self._close_listener()
+        deadline = time.monotonic() + timeout
+        # Not under _control: handler threads may need it to finish.
+        with self._lock:
+            conns = list(self._conns.items())
+        for sock, _thread in conns:
+            self._kill_socket(sock)
+        stuck = []
+        for _sock, thread in conns:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                stuck.append(thread.name)
+        if stuck:
+            raise RuntimeError(f"FakeESPServer threads did not stop: {stuck}")
+
+    @property
+    def running(self) -> bool:
+        """Whether the server is started (also true in ``refuse`` mode)."""
+        with self._control:
+            return self._running
+
+    def __enter__(self) -> Self:
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<FakeESPServer {self.host}:{self.port} mode={self.mode.value}>"
+
+    # ------------------------------------------------------------------
+    # URLs for anymail's ``api_url`` option
+    # ------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` (no trailing slash)."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def mailgun_api_url(self) -> str:
+        """Value for anymail's Mailgun ``api_url`` option (``.../v3/``)."""
+        return f"{self.base_url}/v3/"
+
+    @property
+    def postmark_api_url(self) -> str:
+        """Value for anymail's Postmark ``api_url`` option (``.../``)."""
+        return f"{self.base_url}/"
+
+    # ------------------------------------------------------------------
+    # Fault control
+    # ------------------------------------------------------------------
+
+    @property
+    def mode(self) -> ESPFault:
+        """Base fault mode.  Setting it cancels a pending :meth:`accept_n_then`.
+
+        Setting ``refuse`` closes the listener (and idle keep-alive
+        connections) before returning; leaving ``refuse`` re-binds the same
+        port before returning (``OSError`` if that fails).
+        """
+        return self._plan.mode
+
+    @mode.setter
+    def mode(self, value: ESPFault | str) -> None:
+        with self._control:
+            self._plan.set_mode(value)
+            self._sync_listener()
+
+    def accept_n_then(self, n: int, mode: ESPFault | str) -> None:
+        """Serve the next ``n`` send requests in ``ok`` mode, then switch to ``mode``.
+
+        Counted per send request (a Postmark batch counts once).  ``n == 0``
+        switches immediately.  Schedule entries take precedence and do not
+        spend the budget.
+        """
+        with self._control:
+            self._plan.accept_n_then(n, mode)
+            self._sync_listener()
+
+    @property
+    def schedule(self) -> tuple[ESPFault, ...]:
+        """Remaining per-request modes (snapshot; assign a list to replace).
+
+        One entry is consumed per send request; with the schedule empty the
+        base :attr:`mode` applies.  ``refuse`` cannot be scheduled.
+        """
+        return self._plan.schedule
+
+    @schedule.setter
+    def schedule(self, values: Iterable[ESPFault | str]) -> None:
+        self._plan.set_schedule(values)
+
+    @property
+    def applied_modes(self) -> list[ESPFault]:
+        """Every fault resolved so far, one per send request."""
+        return self._plan.applied
+
+    # ------------------------------------------------------------------
+    # Observations
+    # ------------------------------------------------------------------
+
+    @property
+    def messages(self) -> list[ReceivedESPMessage]:
+        """Snapshot of messages accepted in ``ok`` mode, in order."""
+        with self._lock:
+            return list(self._messages)
+
+    @property
+    def maybe_delivered(self) -> list[ReceivedESPMessage]:
+        """Snapshot of messages served in ``read_timeout``/``garbage_2xx``/``drop``."""
+        with self._lock:
+            return list(self._maybe)
+
+    @property
+    def requests_seen(self) -> int:
+        """Number of HTTP requests read so far, whatever their outcome."""
+        with self._lock:
+            return self._requests_seen
+
+    @property
+    def connections_opened(self) -> int:
+        """Number of TCP connections accepted so far."""
+        with self._lock:
+            return self._connections_opened
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """Unexpected exceptions raised while handling requests (should stay empty)."""
+        with self._lock:
+            return list(self._errors)
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[ReceivedESPMessage]:
+        """Block until :attr:`messages` has at least ``count`` entries; return them.
+
+        Raises ``TimeoutError`` otherwise.
+        """
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while len(self._messages) < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"expected {count} messages, got {len(self._messages)} after {timeout}s"
+                    )
+                self._changed.wait(remaining)
+            return list(self._messages)
+
+    def reset(self) -> None:
+        """Forget recorded messages, counters, errors and applied modes."""
+        with self._lock:
+            self._messages.clear()
+            self._maybe.clear()
+            self._requests_seen = 0
+            self._connections_opened = 0
+            self._errors.clear()
+        self._plan.clear_applied()
+
+    # ------------------------------------------------------------------
+    # Listener management
+    # ------------------------------------------------------------------
+
+    def _open_listener(self) -> None:
+        """Bind (retrying briefly on EADDRINUSE when re-binding) and serve."""
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                httpd = _HTTPServer((self.host, self.port), self)
+                break
+            except OSError:
+                if self.port == 0 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        self.port = int(httpd.server_address[1])
+        thread = threading.Thread(
+            # A short poll interval keeps shutdown() (used for "refuse" and
+            # stop()) fast.
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name=f"FakeESPServer:{self.port}",
+            daemon=True,
+        )
+        self._httpd, self._serve_thread = httpd, thread
+        thread.start()
+
+    def _close_listener(self) -> None:
+        """Stop accepting and close the listening socket (caller holds _control)."""
+        httpd, thread = self._httpd, self._serve_thread
+        self._httpd = self._serve_thread = None
+        if httpd is not None and thread is not None:
+            httpd.shutdown()
+            httpd.server_close()
+            thread.join()
+        # An idle keep-alive connection would let a pooled client keep talking
+        # to a "down" server; close those.  Busy ones get "Connection: close".
+        with self._lock:
+            idle = [s for s in self._conns if s not in self._busy]
+        for sock in idle:
+            self._kill_socket(sock)
+
+    def _sync_listener(self) -> None:
+        if not self._running:
+            return  # start() applies the mode
+        if self._plan.mode is ESPFault.REFUSE:
+            self._close_listener()
+        elif self._httpd is None:
+            self._open_listener()
+
+    @staticmethod
+    def _kill_socket(sock: socket.socket) -> None:
+        # shutdown() (not close()) wakes a thread blocked reading the socket,
+        # and the socket is closed by its own handler thread afterwards.
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def _register_connection(self, sock: socket.socket, thread: threading.Thread) -> None:
+        with self._lock:
+            self._conns[sock] = thread
+            self._connections_opened += 1
+
+    def _serve_connection(
+        self, httpd: _HTTPServer, sock: socket.socket, client_address: Any
+    ) -> None:
+        try:
+            if self._stopping.is_set():
+                return
+            httpd.finish_request(sock, client_address)
+        except OSError:
+            pass  # client went away
+        except Exception as exc:  # record server bugs for tests
+            with self._lock:
+                self._errors.append(exc)
+        finally:
+            with self._lock:
+                self._conns.pop(sock, None)
+                self._busy.discard(sock)
+            httpd.shutdown_request(sock)
+
+    # ------------------------------------------------------------------
+    # Request handling
+    # ------------------------------------------------------------------
+
+    def _handle_request(self, h: _Handler) -> None:
+        sock = cast(socket.socket, h.connection)
+        with self._lock:
+            self._requests_seen += 1
+            self._busy.add(sock)
+        try:
+            self._dispatch(h, sock)
+        finally:
+            with self._lock:
+                self._busy.discard(sock)
+            if self._plan.mode is ESPFault.REFUSE or self._stopping.is_set():
+                h.close_connection = True
+
+    def _read_body(self, h: _Handler) -> bytes | None:
+        length_header = h.headers.get("Content-Length")
+        if length_header is None:
+            if h.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                return self._read_chunked(h)
+            return b""
+        try:
+            length = int(length_header)
+        except ValueError:
+            return None
+        if length < 0 or length > _MAX_BODY:
+            return None
+        body = h.rfile.read(length)
+        if len(body) != length:
+            raise ConnectionError("client closed mid-body")
+        return body
+
+    @staticmethod
+    def _read_chunked(h: _Handler) -> bytes | None:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            size_line = h.rfile.readline(1024)
+            try:
+                size = int(size_line.split(b";")[0].strip(), 16)
+            except ValueError:
+                return None
+            if size == 0:
+                # Trailer section ends with an empty line.
+                while h.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(chunks)
+            total += size
+            if total > _MAX_BODY:
+                return None
+            chunks.append(h.rfile.read(size))
+            h.rfile.readline(1024)
+
+    def _dispatch(self, h: _Handler, sock: socket.socket) -> None:
+        body = self._read_body(h)
+        path = h.path.split("?", 1)[0]
+        mailgun = _MAILGUN_PATH.match(path)
+        if mailgun is not None:
+            esp = "mailgun"
+        elif path in _POSTMARK_PATHS:
+            esp = "postmark"
+        else:
+            self._send_json(h, 404, {"message": f"Not found: {path}", "ErrorCode": 404})
+            return
+        if h.command != "POST":
+            self._send_json(h, 405, self._error_body(esp, 405, "Method not allowed"))
+            return
+        if body is None:
+            self._send_json(h, 400, self._error_body(esp, 400, "Malformed request body"))
+            h.close_connection = True  # framing is unreliable now
+            return
+        auth_present, auth_ok = self._check_auth(h, esp)
+        if not auth_ok:
+            self._send_json(h, 401, self._error_body(esp, 401))
+            return
+        try:
+            if mailgun is not None:
+                records = self._parse_mailgun(h, path, mailgun.group(1), body, auth_present)
+            else:
+                records = self._parse_postmark(path, body, auth_present)
+        except _PayloadError as exc:
+            self._send_json(h, 400, self._error_body(esp, 400, str(exc)))
+            return
+        mode, switched = self._plan.next_transaction()
+        if switched is ESPFault.REFUSE:
+            # accept_n_then(n, "refuse") just ran out: stop listening now; this
+            # request is still served normally.
+            with self._control:
+                if self._running and self._plan.mode is ESPFault.REFUSE:
+                    self._close_listener()
+        self._apply(h, sock, esp, path, mode, records)
+
+    def _apply(
+        self,
+        h: _Handler,
+        sock: socket.socket,
+        esp: str,
+        path: str,
+        mode: ESPFault,
+        records: list[ReceivedESPMessage],
+    ) -> None:
+        if mode in _MAYBE_DELIVERED:
+            with self._lock:
+                self._maybe.extend(records)
+        if mode is ESPFault.OK:
+            with self._changed:
+                self._messages.extend(records)
+                self._changed.notify_all()
+            self._send_json(h, 200, self._success_body(esp, path, records))
+        elif mode is ESPFault.GARBAGE_2XX:
+            self._send(
+                h,
+                200,
+                b"<html><body><h1>502 Bad Gateway</h1>nginx</body></html>",
+                "text/html",
+            )
+        elif mode is ESPFault.DROP or mode is ESPFault.REFUSE:
+            # REFUSE can only be resolved here via a race with the listener
+            # closing; behave as if the server died under the request.
+            h.close_connection = True
+        elif mode is ESPFault.READ_TIMEOUT:
+            self._hold(sock)
+            h.close_connection = True
+        else:
+            status = {
+                ESPFault.ERROR_500: 500,
+                ESPFault.ERROR_503: 503,
+                ESPFault.RATE_LIMITED_429: 429,
+                ESPFault.BAD_REQUEST_400: 400,
+                ESPFault.UNAUTHORIZED_401: 401,
+                ESPFault.FORBIDDEN_403: 403,
+                ESPFault.UNPROCESSABLE_422: 422,
+            }[mode]
+            headers = {}
+            if status == 429 and self.retry_after is not None:
+                headers["Retry-After"] = str(self.retry_after)
+            self._send_json(h, status, self._error_body(esp, status), headers)
+
+    def _hold(self, sock: socket.socket) -> None:
+        """Wait without replying until the client disconnects or we stop."""
+        while not self._stopping.is_set():
+            try:
+                readable, _, _ = select.select([sock], [], [], 0.05)
+                if readable and not sock.recv(1, socket.MSG_PEEK):
+                    return  # orderly EOF from the client (or our own shutdown)
+            except (OSError, ValueError):
+                return  # reset, or the socket was closed under us
+            if readable:
+                # The client sent more bytes without waiting for a reply; do
+                # not spin on them.
+                self._stopping.wait(0.05)
+
+    def _check_auth(self, h: _Handler, esp: str) -> tuple[bool, bool]:
+        """Return (credential header present, credentials acceptable)."""
+        if esp == "mailgun":
+            header = h.headers.get("Authorization")
+            present = header is not None
+            if self.api_key is None:
+                return present, True
+            if header is None or not header.startswith("Basic "):
+                return present, False
+            try:
+                decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                return present, False
+            return present, decoded == f"api:{self.api_key}"
+        token = h.headers.get("X-Postmark-Server-Token")
+        present = token is not None
+        if self.api_key is None:
+            return present, True
+        return present, token == self.api_key
+
+    # ---- payload parsing -------------------------------------------------
+
+    def _new_esp_id(self, esp: str, domain: str) -> str:
+        if esp == "mailgun":
+            stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+            return f"<{stamp}.{next(self._ids)}.{uuid.uuid4().hex[:8]}@{domain}>"
+        return str(uuid.uuid4())
+
+    def _parse_mailgun(
+        self,
+        h: _Handler,
+        path: str,
+        domain: str,
+        body: bytes,
+        auth_present: bool,
+    ) -> list[ReceivedESPMessage]:
+        ctype = h.headers.get("Content-Type", "")
+        fields: dict[str, list[str]] = {}
+        if ctype.lower().startswith("multipart/form-data"):
+            # email's MIME parser copes with multipart/form-data and is still
+            # in the stdlib (cgi is gone in 3.13).
+            raw = b"Content-Type: " + ctype.encode("latin-1") + b"\r\n\r\n" + body
+            msg = BytesParser(policy=policy.HTTP).parsebytes(raw)
+            if not msg.is_multipart():
+                raise _PayloadError("malformed multipart body")
+            for part in msg.iter_parts():
+                name = part.get_param("name", header="content-disposition")
+                if not isinstance(name, str):
+                    continue
+                if part.get_filename() is not None:
+                    continue  # attachments: not needed for the record
+                payload = part.get_payload(decode=True)
+                value = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+                fields.setdefault(name, []).append(value)
+        else:
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _PayloadError("body is not UTF-8") from exc
+            fields = parse_qs(text, keep_blank_values=True)
+        if not fields.get("from"):
+            raise _PayloadError("'from' parameter is missing")
+        if not (fields.get("to") or fields.get("cc") or fields.get("bcc")):
+            raise _PayloadError("'to' parameter is missing")
+        lowered = {k.lower(): v for k, v in fields.items()}
+        message_ids = lowered.get("h:message-id")
+        return [
+            ReceivedESPMessage(
+                esp="mailgun",
+                path=path,
+                to=_addr_specs(fields.get("to", [])),
+                cc=_addr_specs(fields.get("cc", [])),
+                bcc=_addr_specs(fields.get("bcc", [])),
+                from_email=", ".join(fields["from"]),
+                subject=(fields.get("subject") or [""])[0],
+                message_id=message_ids[0].strip() if message_ids else None,
+                esp_message_id=self._new_esp_id("mailgun", domain),
+                auth_header_present=auth_present,
+                raw_body=body,
+                payload=fields,
+            )
+        ]
+
+    def _parse_postmark(
+        self, path: str, body: bytes, auth_present: bool
+    ) -> list[ReceivedESPMessage]:
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _PayloadError("Invalid JSON") from exc
+        kind = _POSTMARK_PATHS[path]
+        items: Any
+        if kind == "single":
+            items = [data]
+        elif kind == "batch":
+            items = data
+        else:
+            items = data.get("Messages") if isinstance(data, dict) else None
+        if not isinstance(items, list) or not all(isinstance(m, dict) for m in items):
+            raise _PayloadError("Invalid email request: unexpected JSON shape")
+        records = []
+        for item in items:
+            if not item.get("From"):
+                raise _PayloadError("Invalid 'From' address: ''.")
+            message_id = None
+            headers = item.get("Headers") or []
+            if isinstance(headers, list):
+                for header in headers:
+                    if (
+                        isinstance(header, dict)
+                        and str(header.get("Name", "")).lower() == "message-id"
+                    ):
+                        message_id = str(header.get("Value", "")).strip() or None
+            records.append(
+                ReceivedESPMessage(
+                    esp="postmark",
+                    path=path,
+                    to=_addr_specs([str(item.get("To") or "")]),
+                    cc=_addr_specs([str(item.get("Cc") or "")]),
+                    bcc=_addr_specs([str(item.get("Bcc") or "")]),
+                    from_email=str(item["From"]),
+                    subject=str(item.get("Subject") or ""),
+                    message_id=message_id,
+                    esp_message_id=self._new_esp_id("postmark", ""),
+                    auth_header_present=auth_present,
+                    raw_body=body,
+                    payload=item,
+                )
+            )
+        return records
+
+    # ---- responses -------------------------------------------------------
+
+    @staticmethod
+    def _success_body(esp: str, path: str, records: list[ReceivedESPMessage]) -> Any:
+        if esp == "mailgun":
+            return {"id": records[0].esp_message_id, "message": "Queued. Thank you."}
+        submitted = datetime.now(UTC).isoformat()
+        results = [
+            {
+                "To": str(r.payload.get("To") or ""),
+                "SubmittedAt": submitted,
+                "MessageID": r.esp_message_id,
+                "ErrorCode": 0,
+                "Message": "OK",
+            }
+            for r in records
+        ]
+        return results[0] if _POSTMARK_PATHS[path] == "single" else results
+
+    @staticmethod
+    def _error_body(esp: str, status: int, detail: str | None = None) -> dict[str, Any]:
+        if esp == "mailgun":
+            messages = {
+                400: "'to' parameter is not a valid address. please check documentation",
+                401: "Invalid private key",
+                403: "Domain is not allowed to send: please activate your account",
+                405: "Method not allowed",
+                422: "Unprocessable entity",
+                429: "Too many requests",
+                500: "Internal server error",
+                503: "Service unavailable",
+            }
+            return {"message": detail or messages.get(status, "Error")}
+        # Postmark documents ErrorCode values for most of these; 10 = bad
+        # token, 300 = invalid request, 100 = maintenance, 412 = account
+        # pending approval.
+        codes = {
+            400: (300, "Invalid email request"),
+            401: (10, "Request does not contain a valid Server token."),
+            403: (412, "Your account is pending approval; sending is restricted."),
+            405: (405, "Method not allowed"),
+            422: (300, "Invalid email request: simulated unprocessable entity"),
+            429: (429, "Rate limit exceeded, retry later."),
+            500: (500, "Internal server error"),
+            503: (100, "Maintenance"),
+        }
+        code, message = codes.get(status, (status, "Error"))
+        return {"ErrorCode": code, "Message": detail or message}
+
+    def _send_json(
+        self,
+        h: _Handler,
+        status: int,
+        payload: Any,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._send(h, status, json.dumps(payload).encode(), "application/json", headers)
+
+    def _send(
+        self,
+        h: _Handler,
+        status: int,
+        body: bytes,
+        content_type: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        h.send_response(status)
+        h.send_header("Content-Type", content_type)
+        h.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            h.send_header(name, value)
+        if self._plan.mode is ESPFault.REFUSE or self._stopping.is_set():
+            # Going down: tell keep-alive clients not to reuse this connection
+            # (send_header also sets h.close_connection).
+            h.send_header("Connection", "close")
+        h.end_headers()
+        h.wfile.write(body)
+
+
+def _addr_specs(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(addr for _name, addr in getaddresses(list(values)) if addr)

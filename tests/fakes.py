@@ -1,0 +1,100 @@
+"""In-process leaf backends for tests that need a scripted fault schedule.
+
+Real servers (mailrouter.testing) are used wherever the protocol matters; these
+exist for property tests that need thousands of fast, exactly controlled
+attempts. Each raises the same exception types real backends raise.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import threading
+from collections import defaultdict, deque
+from typing import Any
+
+from django.core.mail.backends.base import BaseEmailBackend
+
+import django
+
+# alias -> queue of actions for upcoming sends (default: "accept")
+SCRIPTS: dict[str, deque[str]] = defaultdict(deque)
+# alias -> Message-IDs the mailer has (accepted, or possibly accepted)
+RECEIVED: dict[str, list[str]] = defaultdict(list)
+OPEN_CALLS: dict[str, int] = defaultdict(int)
+CLOSE_CALLS: dict[str, int] = defaultdict(int)
+_lock = threading.Lock()
+
+ACTIONS = ("accept", "refuse_connect", "tempfail", "reject", "incompatible", "drop_after_body")
+
+
+def reset() -> None:
+    for registry in (SCRIPTS, RECEIVED, OPEN_CALLS, CLOSE_CALLS):
+        registry.clear()
+
+
+def message_id(message: Any) -> str:
+    return str(message.extra_headers.get("Message-ID"))
+
+
+class ScriptedBackend(BaseEmailBackend):
+    """A mailer whose next results are scripted in ``SCRIPTS[alias]``.
+
+    ``refuse_connect`` fails in ``open()``, like a dead server; the action is
+    consumed there. ``drop_after_body`` records the message as received and then
+    fails like a connection lost after the body: the mailer may deliver it.
+    """
+
+    def __init__(self, fail_silently: bool = False, *, name: str = "", **kwargs: Any) -> None:
+        if django.VERSION >= (6, 1):
+            super().__init__(**kwargs)
+        else:
+            kwargs.pop("alias", None)
+            super().__init__()
+        self.name = name or str(getattr(self, "alias", "") or "scripted")
+        self.connected = False
+        self.mutate = False
+
+    def open(self) -> bool:
+        if self.connected:
+            return False
+        with _lock:
+            OPEN_CALLS[self.name] += 1
+            script = SCRIPTS[self.name]
+            if script and script[0] == "refuse_connect":
+                script.popleft()
+                raise ConnectionRefusedError(111, "Connection refused")
+        self.connected = True
+        return True
+
+    def close(self) -> None:
+        if self.connected:
+            CLOSE_CALLS[self.name] += 1
+        self.connected = False
+
+    def send_messages(self, email_messages: Any) -> int:
+        sent = 0
+        for message in email_messages:
+            with _lock:
+                script = SCRIPTS[self.name]
+                action = script.popleft() if script else "accept"
+            # Backends may change the message; the router must undo this on failure.
+            message.extra_headers["X-Touched-By"] = self.name
+            message.touched = getattr(message, "touched", []) + [self.name]
+            if action == "accept":
+                RECEIVED[self.name].append(message_id(message))
+                sent += 1
+            elif action == "refuse_connect":
+                self.connected = False
+                raise ConnectionRefusedError(111, "Connection refused")
+            elif action == "tempfail":
+                raise smtplib.SMTPDataError(451, b"try again later")
+            elif action == "reject":
+                raise smtplib.SMTPRecipientsRefused({"x@example.com": (550, b"no such user")})
+            elif action == "incompatible":
+                raise TypeError("Object of type Decimal is not JSON serializable")
+            elif action == "drop_after_body":
+                RECEIVED[self.name].append(message_id(message))
+                raise TimeoutError("timed out waiting for the final reply")
+            else:  # pragma: no cover - a typo in a test
+                raise AssertionError(action)
+        return sent

@@ -1,0 +1,342 @@
+"""What Django requires of every backend, and the router's own sending contract."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core import mail
+from django.core.mail import EmailMessage, EmailMultiAlternatives
+
+from mailrouter import signals
+from mailrouter.errors import DeliveryError
+from mailrouter.outcomes import MessageStatus, Outcome
+
+from . import fakes
+from .conftest import HAS_MAILERS, LOCMEM
+
+SCRIPTED = "tests.fakes.ScriptedBackend"
+MAILERS = {alias: {"BACKEND": SCRIPTED, "OPTIONS": {"name": alias}} for alias in ("a", "b", "c")}
+FAILOVER = {"routes": [{"name": "main", "mailers": ["a", "b", "c"]}]}
+
+
+@pytest.fixture(autouse=True)
+def _reset_fakes() -> Iterator[None]:
+    fakes.reset()
+    yield
+    fakes.reset()
+
+
+def msg(subject: str = "Hi", to: str = "u@example.com") -> EmailMessage:
+    return EmailMessage(subject, "Body", "app@example.com", [to])
+
+
+def script(alias: str, *actions: str) -> None:
+    fakes.SCRIPTS[alias].extend(actions)
+
+
+def outcomes(message: EmailMessage) -> list[tuple[str, str]]:
+    return [(a.alias, a.outcome.value) for a in message.mailrouter_attempts]  # type: ignore[attr-defined]
+
+
+# -- Django's backend contract ------------------------------------------------------
+
+
+def test_send_mail_through_router_end_to_end(configure: Any) -> None:
+    configure({"smtp": {"BACKEND": LOCMEM}}, {"routes": [{"mailers": ["smtp"]}]})
+    if HAS_MAILERS:
+        sent = EmailMessage("Subject", "Body", "from@example.com", ["to@example.com"]).send()
+    else:
+        sent = mail.send_mail("Subject", "Body", "from@example.com", ["to@example.com"])
+    assert sent == 1 and len(mail.outbox) == 1
+
+
+def test_unicode_content(configure: Any) -> None:
+    router = configure({"x": {"BACKEND": LOCMEM}}, {"routes": [{"mailers": ["x"]}]})
+    message = EmailMultiAlternatives("Grüße ✉", "Ünïcødé body — 日本語", "Ünï <a@example.com>",
+                                     ["Zoë <z@exämple.de>"])
+    message.attach_alternative("<p>Grüße</p>", "text/html")
+    assert router.send_messages([message]) == 1
+    assert "Grüße" in mail.outbox[0].message().as_string() or mail.outbox[0].subject == "Grüße ✉"
+
+
+def test_iterator_input_and_empty_input(configure: Any) -> None:
+    router = configure(MAILERS, FAILOVER)
+    assert router.send_messages(iter([msg(), msg()])) == 2
+    assert router.send_messages([]) == 0
+    assert router.send_messages(iter([])) == 0
+
+
+def test_close_without_open_is_harmless(configure: Any) -> None:
+    router = configure(MAILERS, FAILOVER)
+    router.close()
+    router.close()
+
+
+def test_context_manager_keeps_connections_open_across_calls(configure: Any) -> None:
+    router = configure(MAILERS, FAILOVER)
+    with router as opened:
+        assert opened is router
+        router.send_messages([msg(), msg()])
+        router.send_messages([msg()])
+        assert fakes.OPEN_CALLS["a"] == 1 and fakes.CLOSE_CALLS["a"] == 0
+    assert fakes.CLOSE_CALLS["a"] == 1
+
+
+def test_batch_opens_each_mailer_once_and_closes_what_it_opened(configure: Any) -> None:
+    router = configure(MAILERS, {"routes": [
+        {"name": "b", "when": {"to_domain": ["*.b"]}, "mailers": ["b"]},
+        {"mailers": ["a"]},
+    ]})
+    batch = [msg(to=f"u{i}@x.{'b' if i % 2 else 'a'}") for i in range(10)]
+    assert router.send_messages(batch) == 10
+    assert (fakes.OPEN_CALLS["a"], fakes.OPEN_CALLS["b"]) == (1, 1)
+    assert (fakes.CLOSE_CALLS["a"], fakes.CLOSE_CALLS["b"]) == (1, 1)
+    assert len(fakes.RECEIVED["a"]) == 5 and len(fakes.RECEIVED["b"]) == 5
+
+
+def test_connection_the_caller_opened_is_left_open(configure: Any) -> None:
+    router = configure(MAILERS, FAILOVER)
+    leaf = router._pool.backend("a")
+    leaf.open()
+    router.send_messages([msg()])
+    assert leaf.connected
+
+
+@pytest.mark.skipif(not HAS_MAILERS, reason="aliases come with MAILERS")
+def test_alias_is_set(configure: Any, style: str) -> None:
+    router = configure(MAILERS, FAILOVER)
+    assert router.alias == ("default" if style == "mailers" else None)
+
+
+def test_message_without_recipients_is_not_sent_nor_counted(configure: Any) -> None:
+    router = configure(MAILERS, FAILOVER)
+    empty = EmailMessage("x", "y", "app@example.com", [])
+    assert router.send_messages([empty]) == 0
+    assert empty.sent_using is None and fakes.OPEN_CALLS == {}
+
+
+# -- Failover semantics ---------------------------------------------------------------
+
+
+def test_not_sent_fails_over_and_records_attempts(configure: Any) -> None:
+    router = configure(MAILERS, FAILOVER)
+    script("a", "tempfail")
+    message = msg()
+    assert router.send_messages([message]) == 1
+    assert outcomes(message) == [("a", "not_sent"), ("b", "accepted")]
+    assert message.sent_using == "b" and message.mailrouter_status is MessageStatus.SENT
+    assert message.mailrouter_attempts[0].error_type == "SMTPDataError"
+    assert "451" in message.mailrouter_attempts[0].error
+
+
+def test_rejected_is_not_failed_over(configure: Any) -> None:
+    router = configure(MAILERS, FAILOVER)
+    script("a", "reject")
+    message = msg()
+    with pytest.raises(DeliveryError) as raised:
+        router.send_messages([message])
+    assert outcomes(message) == [("a", "rejected")]
+    assert raised.value.failures[0].status is MessageStatus.REJECTED
+    assert fakes.RECEIVED["b"] == []
+
+
+def test_incompatible_tries_next(configure: Any) -> None:
+    router = configure(MAILERS, FAILOVER)
+    script("a", "incompatible")
+    message = msg()
+    assert router.send_messages([message]) == 1
+    assert outcomes(message) == [("a", "incompatible"), ("b", "accepted")]
+
+
+def test_uncertain_is_not_resent_by_default(configure: Any) -> None:
+    router = configure(MAILERS, FAILOVER)
+    script("a", "drop_after_body")
+    message = msg()
+    with pytest.raises(DeliveryError, match="uncertain"):
+        router.send_messages([message])
+    assert outcomes(message) == [("a", "uncertain")]
+    assert message.mailrouter_status is MessageStatus.UNCERTAIN and fakes.RECEIVED["b"] == []
+
+
+def test_at_least_once_resends_uncertain(configure: Any) -> None:
+    router = configure(MAILERS, {**FAILOVER, "delivery": "at_least_once"})
+    script("a", "drop_after_body")
+    message = msg()
+    assert router.send_messages([message]) == 1
+    assert outcomes(message) == [("a", "uncertain"), ("b", "accepted")]
+    assert fakes.RECEIVED["a"] == fakes.RECEIVED["b"]  # same Message-ID twice: detectable
+
+
+def test_dead_mailer_costs_one_failure_per_batch(configure: Any) -> None:
+    router = configure(MAILERS, FAILOVER)
+    script("a", "refuse_connect")
+    batch = [msg() for _ in range(5)]
+    assert router.send_messages(batch) == 5
+    assert outcomes(batch[0]) == [("a", "not_sent"), ("b", "accepted")]
+    assert all(outcomes(m) == [("a", "skipped"), ("b", "accepted")] for m in batch[1:])
+    assert fakes.OPEN_CALLS["a"] == 1
+
+
+def test_one_failure_never_stops_the_batch_and_error_names_all(configure: Any) -> None:
+    router = configure(MAILERS, {"routes": [{"mailers": ["a"]}]})
+    script("a", "accept", "reject", "accept", "tempfail", "accept")
+    batch = [msg(subject=f"m{i}") for i in range(5)]
+    with pytest.raises(DeliveryError) as raised:
+        router.send_messages(batch)
+    error = raised.value
+    assert error.sent == 3
+    assert [f.message.subject for f in error.failures] == ["m1", "m3"]
+    assert "'m1'" in str(error) and "'m3'" in str(error) and "a: rejected" in str(error)
+
+
+def test_fail_silently_returns_count() -> None:
+    # fail_silently is a legacy get_connection() argument; Django 6.1 passes it
+    # to the MAILERS "default" router too.
+    from .conftest import router_settings
+
+    with router_settings(MAILERS, {"routes": [{"mailers": ["a"]}]}):
+        router = mail.get_connection(fail_silently=True)
+        script("a", "reject")
+        assert router.send_messages([msg(), msg()]) == 1
+
+
+def test_message_id_is_fixed_before_first_attempt_and_kept(configure: Any) -> None:
+    router = configure(MAILERS, {**FAILOVER, "delivery": "at_least_once"})
+    script("a", "drop_after_body")
+    script("b", "tempfail")
+    message = msg()
+    router.send_messages([message])
+    (received_a,), (received_c,) = fakes.RECEIVED["a"], fakes.RECEIVED["c"]
+    assert received_a == received_c == message.extra_headers["Message-ID"]
+
+
+def test_existing_message_id_is_respected_and_shared_headers_untouched(configure: Any) -> None:
+    router = configure(MAILERS, FAILOVER)
+    shared: dict[str, str] = {}
+    first = EmailMessage("a", "b", "app@example.com", ["u@example.com"], headers=shared)
+    second = EmailMessage("a", "b", "app@example.com", ["u@example.com"], headers=shared)
+    mine = EmailMessage("a", "b", "app@example.com", ["u@example.com"],
+                        headers={"message-id": "<mine@example.com>"})
+    router.send_messages([first, second, mine])
+    assert shared == {}
+    assert first.extra_headers["Message-ID"] != second.extra_headers["Message-ID"]
+    assert fakes.RECEIVED["a"][2] == "None"  # the fake reads "Message-ID"; ours was lower-case
+    assert "Message-ID" not in mine.extra_headers and mine.extra_headers["message-id"] == "<mine@example.com>"
+
+
+def test_failed_attempt_changes_do_not_leak(configure: Any) -> None:
+    router = configure(MAILERS, FAILOVER)
+    script("a", "tempfail")
+    script("b", "incompatible")
+    message = msg()
+    router.send_messages([message])
+    # Only the accepting mailer's own change remains.
+    assert message.touched == ["c"]
+    assert message.extra_headers["X-Touched-By"] == "c"
+
+
+def test_final_failure_restores_the_message(configure: Any) -> None:
+    router = configure(MAILERS, {"routes": [{"mailers": ["a"]}]})
+    script("a", "tempfail")
+    message = msg()
+    with pytest.raises(DeliveryError):
+        router.send_messages([message])
+    assert not hasattr(message, "touched") and "X-Touched-By" not in message.extra_headers
+
+
+# -- Signals and logs ------------------------------------------------------------------
+
+
+def test_signals(configure: Any) -> None:
+    router = configure(MAILERS, {"routes": [{"mailers": ["a", "b"]}]})
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def receiver(name: str) -> Any:
+        def handle(sender: Any, **kwargs: Any) -> None:
+            seen.append((name, kwargs))
+        return handle
+
+    handlers = {name: receiver(name) for name in ("attempt_failed", "message_sent", "message_failed")}
+    for name, handler in handlers.items():
+        getattr(signals, name).connect(handler)
+    try:
+        script("a", "tempfail", "tempfail")
+        script("b", "accept", "reject")
+        with pytest.raises(DeliveryError):
+            router.send_messages([msg("ok"), msg("bad")])
+    finally:
+        for name, handler in handlers.items():
+            getattr(signals, name).disconnect(handler)
+    names = [name for name, _ in seen]
+    assert names == ["attempt_failed", "message_sent", "attempt_failed", "attempt_failed",
+                     "message_failed"]
+    failed = seen[0][1]
+    assert failed["alias"] == "a" and failed["outcome"] is Outcome.NOT_SENT and "451" in failed["error"]
+    assert seen[1][1]["alias"] == "b" and len(seen[1][1]["attempts"]) == 2
+    assert seen[4][1]["status"] is MessageStatus.REJECTED
+
+
+def test_a_raising_signal_receiver_changes_nothing(configure: Any) -> None:
+    router = configure(MAILERS, FAILOVER)
+
+    def broken(sender: Any, **kwargs: Any) -> None:
+        raise RuntimeError("observer bug")
+
+    signals.message_sent.connect(broken)
+    try:
+        assert router.send_messages([msg()]) == 1
+    finally:
+        signals.message_sent.disconnect(broken)
+
+
+def test_log_records_name_alias_and_outcome(configure: Any, caplog: pytest.LogCaptureFixture) -> None:
+    router = configure(MAILERS, FAILOVER)
+    script("a", "tempfail")
+    with caplog.at_level(logging.DEBUG, logger="mailrouter"):
+        router.send_messages([msg()])
+    failure = next(r for r in caplog.records if r.levelno == logging.WARNING)
+    assert failure.mailrouter_alias == "a" and failure.mailrouter_outcome == "not_sent"  # type: ignore[attr-defined]
+    assert "a" in failure.getMessage() and "not_sent" in failure.getMessage()
+
+
+# -- Secrets ----------------------------------------------------------------------------
+
+
+class LeakyBackend(fakes.ScriptedBackend):
+    """Fails with an error text that contains its own credentials."""
+
+    def __init__(self, *args: Any, api_key: str = "", password: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.api_key, self.password = api_key, password
+
+    def send_messages(self, email_messages: Any) -> int:
+        raise ConnectionRefusedError(
+            111, f"refused https://api:{self.api_key}@esp.example/v3 with password {self.password}"
+        )
+
+
+def test_secrets_never_appear(configure: Any, caplog: pytest.LogCaptureFixture) -> None:
+    secret_key, secret_password = "key-0123456789abcdef", "hunter2-very-secret"
+    mailers = {"leaky": {"BACKEND": "tests.test_backend_contract.LeakyBackend",
+                         "OPTIONS": {"name": "leaky", "api_key": secret_key,
+                                     "password": secret_password}}}
+    router = configure(mailers, {"routes": [{"mailers": ["leaky"]}]})
+    payloads: list[Any] = []
+
+    def spy(sender: Any, **kwargs: Any) -> None:
+        payloads.append(kwargs)
+
+    signals.attempt_failed.connect(spy)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="mailrouter"), pytest.raises(DeliveryError) as raised:
+            router.send_messages([msg()])
+    finally:
+        signals.attempt_failed.disconnect(spy)
+    texts = [str(raised.value), caplog.text, repr(payloads[0]["attempt"]), str(payloads[0]["error"]),
+             repr(raised.value.failures[0].attempts)]
+    for text in texts:
+        assert secret_key not in text and secret_password not in text
+    assert "***" in str(raised.value)
