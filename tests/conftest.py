@@ -65,7 +65,9 @@ def configure(style: str) -> Iterator[Callable[..., RouterBackend]]:
     """``configure(mailers, options) -> router`` in the parametrized style."""
     stack: list[Any] = []
 
-    def apply(mailers: Mapping[str, Any], options: Mapping[str, Any], **extra: Any) -> RouterBackend:
+    def apply(
+        mailers: Mapping[str, Any], options: Mapping[str, Any], **extra: Any
+    ) -> RouterBackend:
         context = router_settings(mailers, options, style=style, **extra)
         context.__enter__()
         stack.append(context)

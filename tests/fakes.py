@@ -12,9 +12,8 @@ import threading
 from collections import defaultdict, deque
 from typing import Any
 
-from django.core.mail.backends.base import BaseEmailBackend
-
 import django
+from django.core.mail.backends.base import BaseEmailBackend
 
 # alias -> queue of actions for upcoming sends (default: "accept")
 SCRIPTS: dict[str, deque[str]] = defaultdict(deque)
@@ -79,7 +78,7 @@ class ScriptedBackend(BaseEmailBackend):
                 action = script.popleft() if script else "accept"
             # Backends may change the message; the router must undo this on failure.
             message.extra_headers["X-Touched-By"] = self.name
-            message.touched = getattr(message, "touched", []) + [self.name]
+            message.touched = [*getattr(message, "touched", []), self.name]
             if action == "accept":
                 RECEIVED[self.name].append(message_id(message))
                 sent += 1

@@ -55,8 +55,9 @@ def test_send_mail_through_router_end_to_end(configure: Any) -> None:
 
 def test_unicode_content(configure: Any) -> None:
     router = configure({"x": {"BACKEND": LOCMEM}}, {"routes": [{"mailers": ["x"]}]})
-    message = EmailMultiAlternatives("Grüße ✉", "Ünïcødé body — 日本語", "Ünï <a@example.com>",
-                                     ["Zoë <z@exämple.de>"])
+    message = EmailMultiAlternatives(
+        "Grüße ✉", "Ünïcødé body — 日本語", "Ünï <a@example.com>", ["Zoë <z@exämple.de>"]
+    )
     message.attach_alternative("<p>Grüße</p>", "text/html")
     assert router.send_messages([message]) == 1
     assert "Grüße" in mail.outbox[0].message().as_string() or mail.outbox[0].subject == "Grüße ✉"
@@ -86,10 +87,15 @@ def test_context_manager_keeps_connections_open_across_calls(configure: Any) -> 
 
 
 def test_batch_opens_each_mailer_once_and_closes_what_it_opened(configure: Any) -> None:
-    router = configure(MAILERS, {"routes": [
-        {"name": "b", "when": {"to_domain": ["*.b"]}, "mailers": ["b"]},
-        {"mailers": ["a"]},
-    ]})
+    router = configure(
+        MAILERS,
+        {
+            "routes": [
+                {"name": "b", "when": {"to_domain": ["*.b"]}, "mailers": ["b"]},
+                {"mailers": ["a"]},
+            ]
+        },
+    )
     batch = [msg(to=f"u{i}@x.{'b' if i % 2 else 'a'}") for i in range(10)]
     assert router.send_messages(batch) == 10
     assert (fakes.OPEN_CALLS["a"], fakes.OPEN_CALLS["b"]) == (1, 1)
@@ -218,13 +224,17 @@ def test_existing_message_id_is_respected_and_shared_headers_untouched(configure
     shared: dict[str, str] = {}
     first = EmailMessage("a", "b", "app@example.com", ["u@example.com"], headers=shared)
     second = EmailMessage("a", "b", "app@example.com", ["u@example.com"], headers=shared)
-    mine = EmailMessage("a", "b", "app@example.com", ["u@example.com"],
-                        headers={"message-id": "<mine@example.com>"})
+    mine = EmailMessage(
+        "a", "b", "app@example.com", ["u@example.com"], headers={"message-id": "<mine@example.com>"}
+    )
     router.send_messages([first, second, mine])
     assert shared == {}
     assert first.extra_headers["Message-ID"] != second.extra_headers["Message-ID"]
     assert fakes.RECEIVED["a"][2] == "None"  # the fake reads "Message-ID"; ours was lower-case
-    assert "Message-ID" not in mine.extra_headers and mine.extra_headers["message-id"] == "<mine@example.com>"
+    assert (
+        "Message-ID" not in mine.extra_headers
+        and mine.extra_headers["message-id"] == "<mine@example.com>"
+    )
 
 
 def test_failed_attempt_changes_do_not_leak(configure: Any) -> None:
@@ -257,9 +267,12 @@ def test_signals(configure: Any) -> None:
     def receiver(name: str) -> Any:
         def handle(sender: Any, **kwargs: Any) -> None:
             seen.append((name, kwargs))
+
         return handle
 
-    handlers = {name: receiver(name) for name in ("attempt_failed", "message_sent", "message_failed")}
+    handlers = {
+        name: receiver(name) for name in ("attempt_failed", "message_sent", "message_failed")
+    }
     for name, handler in handlers.items():
         getattr(signals, name).connect(handler)
     try:
@@ -271,10 +284,19 @@ def test_signals(configure: Any) -> None:
         for name, handler in handlers.items():
             getattr(signals, name).disconnect(handler)
     names = [name for name, _ in seen]
-    assert names == ["attempt_failed", "message_sent", "attempt_failed", "attempt_failed",
-                     "message_failed"]
+    assert names == [
+        "attempt_failed",
+        "message_sent",
+        "attempt_failed",
+        "attempt_failed",
+        "message_failed",
+    ]
     failed = seen[0][1]
-    assert failed["alias"] == "a" and failed["outcome"] is Outcome.NOT_SENT and "451" in failed["error"]
+    assert (
+        failed["alias"] == "a"
+        and failed["outcome"] is Outcome.NOT_SENT
+        and "451" in failed["error"]
+    )
     assert seen[1][1]["alias"] == "b" and len(seen[1][1]["attempts"]) == 2
     assert seen[4][1]["status"] is MessageStatus.REJECTED
 
@@ -292,7 +314,9 @@ def test_a_raising_signal_receiver_changes_nothing(configure: Any) -> None:
         signals.message_sent.disconnect(broken)
 
 
-def test_log_records_name_alias_and_outcome(configure: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_log_records_name_alias_and_outcome(
+    configure: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     router = configure(MAILERS, FAILOVER)
     script("a", "tempfail")
     with caplog.at_level(logging.DEBUG, logger="mailrouter"):
@@ -320,9 +344,12 @@ class LeakyBackend(fakes.ScriptedBackend):
 
 def test_secrets_never_appear(configure: Any, caplog: pytest.LogCaptureFixture) -> None:
     secret_key, secret_password = "key-0123456789abcdef", "hunter2-very-secret"
-    mailers = {"leaky": {"BACKEND": "tests.test_backend_contract.LeakyBackend",
-                         "OPTIONS": {"name": "leaky", "api_key": secret_key,
-                                     "password": secret_password}}}
+    mailers = {
+        "leaky": {
+            "BACKEND": "tests.test_backend_contract.LeakyBackend",
+            "OPTIONS": {"name": "leaky", "api_key": secret_key, "password": secret_password},
+        }
+    }
     router = configure(mailers, {"routes": [{"mailers": ["leaky"]}]})
     payloads: list[Any] = []
 
@@ -331,12 +358,20 @@ def test_secrets_never_appear(configure: Any, caplog: pytest.LogCaptureFixture) 
 
     signals.attempt_failed.connect(spy)
     try:
-        with caplog.at_level(logging.DEBUG, logger="mailrouter"), pytest.raises(DeliveryError) as raised:
+        with (
+            caplog.at_level(logging.DEBUG, logger="mailrouter"),
+            pytest.raises(DeliveryError) as raised,
+        ):
             router.send_messages([msg()])
     finally:
         signals.attempt_failed.disconnect(spy)
-    texts = [str(raised.value), caplog.text, repr(payloads[0]["attempt"]), str(payloads[0]["error"]),
-             repr(raised.value.failures[0].attempts)]
+    texts = [
+        str(raised.value),
+        caplog.text,
+        repr(payloads[0]["attempt"]),
+        str(payloads[0]["error"]),
+        repr(raised.value.failures[0].attempts),
+    ]
     for text in texts:
         assert secret_key not in text and secret_password not in text
     assert "***" in str(raised.value)

@@ -14,10 +14,15 @@ from mailrouter.errors import ConfigurationError
 from .conftest import HAS_MAILERS, LOCMEM, ROUTER, make_router, router_settings
 
 LEAVES = {"a": {"BACKEND": LOCMEM}, "b": {"BACKEND": LOCMEM}}
-GOOD_ROUTES = [{"name": "eu", "when": {"to_domain": ["*.de"]}, "mailers": ["a"]}, {"mailers": ["b"]}]
+GOOD_ROUTES = [
+    {"name": "eu", "when": {"to_domain": ["*.de"]}, "mailers": ["a"]},
+    {"mailers": ["b"]},
+]
 
 
-def problems_for(options: dict[str, Any], style: str, mailers: dict[str, Any] | None = None) -> tuple[str, list[str]]:
+def problems_for(
+    options: dict[str, Any], style: str, mailers: dict[str, Any] | None = None
+) -> tuple[str, list[str]]:
     """(construction error text, system check messages) for these options."""
     with router_settings(mailers or LEAVES, options, style=style):
         with pytest.raises(ImproperlyConfigured) as raised:
@@ -39,7 +44,10 @@ def problems_for(options: dict[str, Any], style: str, mailers: dict[str, Any] | 
         ({"routes": [{"when": {"to_domain": ["*.d e"]}, "mailers": ["a"]}]}, "white space"),
         ({"routes": [{"when": {"to_domain": ["[de"]}, "mailers": ["a"]}]}, "unbalanced"),
         ({"routes": [{"when": {"from_email": ["example.com"]}, "mailers": ["a"]}]}, "no '@'"),
-        ({"routes": [{"when": {"callable": "no.such.module.f"}, "mailers": ["a"]}]}, "cannot be imported"),
+        (
+            {"routes": [{"when": {"callable": "no.such.module.f"}, "mailers": ["a"]}]},
+            "cannot be imported",
+        ),
         ({"routes": [{"when": {"tags": []}, "mailers": ["a"]}]}, "'tags' must be a non-empty list"),
         ({"routes": [{"when": {"headers": {"X-A": 1}}, "mailers": ["a"]}]}, "'headers' maps"),
         ({"routes": [{"mailers": ["a"]}, {"mailers": ["b"]}]}, "put the catch-all route last"),
@@ -48,10 +56,15 @@ def problems_for(options: dict[str, Any], style: str, mailers: dict[str, Any] | 
         ({"routes": GOOD_ROUTES, "delivery": "exactly_once"}, "'delivery' must be one of"),
         ({"routes": GOOD_ROUTES, "timeout": -1}, "'timeout' must be a positive number"),
         ({"routes": GOOD_ROUTES, "timeouts": {"zz": 3}}, "'timeouts' names 'zz'"),
-        ({"routes": GOOD_ROUTES, "classifier": "nope.nope"}, "'classifier' 'nope.nope' cannot be imported"),
+        (
+            {"routes": GOOD_ROUTES, "classifier": "nope.nope"},
+            "'classifier' 'nope.nope' cannot be imported",
+        ),
     ],
 )
-def test_bad_options_fail_at_construction_and_in_checks(options: dict[str, Any], expected: str, style: str) -> None:
+def test_bad_options_fail_at_construction_and_in_checks(
+    options: dict[str, Any], expected: str, style: str
+) -> None:
     text, found = problems_for(options, style)
     assert expected in text
     assert any(expected in message for message in found), found
@@ -71,9 +84,12 @@ def test_every_problem_is_reported_at_once(style: str) -> None:
 def test_unknown_options_raise_invalid_mailer_on_django_61() -> None:
     from django.core.mail import InvalidMailer  # type: ignore[attr-defined]
 
-    with router_settings(LEAVES, {"routes": GOOD_ROUTES, "retries": 3}, style="mailers"):
-        with pytest.raises(InvalidMailer, match=r"MAILERS\['default'\]: Unknown options 'retries'"):
-            make_router()
+    expected = r"MAILERS\['default'\]: Unknown options 'retries'"
+    with (
+        router_settings(LEAVES, {"routes": GOOD_ROUTES, "retries": 3}, style="mailers"),
+        pytest.raises(InvalidMailer, match=expected),
+    ):
+        make_router()
 
 
 def test_route_cycle_is_reported(style: str) -> None:
@@ -95,15 +111,22 @@ def test_router_naming_itself_is_a_cycle() -> None:
 
 
 def test_nested_router_without_cycle_is_fine(style: str) -> None:
-    mailers = {**LEAVES, "eu": {"BACKEND": ROUTER, "OPTIONS": {"routes": [{"mailers": ["a", "b"]}]}}}
+    mailers = {
+        **LEAVES,
+        "eu": {"BACKEND": ROUTER, "OPTIONS": {"routes": [{"mailers": ["a", "b"]}]}},
+    }
     with router_settings(mailers, {"routes": [{"mailers": ["eu", "b"]}]}, style=style):
         make_router()
         assert [m for m in check_mailrouter() if m.level >= checks.WARNING] == []
 
 
 def test_leaf_option_errors_surface_in_checks(style: str) -> None:
-    mailers = {"smtp": {"BACKEND": "django.core.mail.backends.smtp.EmailBackend",
-                        "OPTIONS": {"host": "127.0.0.1", "use_tls": True, "use_ssl": True}}}
+    mailers = {
+        "smtp": {
+            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "OPTIONS": {"host": "127.0.0.1", "use_tls": True, "use_ssl": True},
+        }
+    }
     with router_settings(mailers, {"routes": [{"mailers": ["smtp"]}]}, style=style):
         found = [m for m in check_mailrouter() if m.id == "mailrouter.E003"]
     assert found and "smtp" in found[0].msg

@@ -25,24 +25,40 @@ from .conftest import make_router, router_settings
 
 ALIASES = ("a", "b", "c", "d")
 DOMAINS = ("x.de", "y.fr", "z.com")
-MAILERS = {alias: {"BACKEND": "tests.fakes.ScriptedBackend", "OPTIONS": {"name": alias}}
-           for alias in ALIASES}
+MAILERS = {
+    alias: {"BACKEND": "tests.fakes.ScriptedBackend", "OPTIONS": {"name": alias}}
+    for alias in ALIASES
+}
 
 candidate_lists = st.lists(st.sampled_from(ALIASES), min_size=1, max_size=4, unique=True)
 routes = st.lists(
-    st.fixed_dictionaries({"when": st.fixed_dictionaries(
-        {"to_domain": st.lists(st.sampled_from(DOMAINS), min_size=1, max_size=2, unique=True)}
-    ), "mailers": candidate_lists}),
+    st.fixed_dictionaries(
+        {
+            "when": st.fixed_dictionaries(
+                {
+                    "to_domain": st.lists(
+                        st.sampled_from(DOMAINS), min_size=1, max_size=2, unique=True
+                    )
+                }
+            ),
+            "mailers": candidate_lists,
+        }
+    ),
     max_size=3,
-).flatmap(lambda specific: st.booleans().map(
-    lambda catch_all: specific + ([{"mailers": ["a", "b", "c"]}] if catch_all or not specific else [])
-))
+).flatmap(
+    lambda specific: st.booleans().map(
+        lambda catch_all: (
+            specific + ([{"mailers": ["a", "b", "c"]}] if catch_all or not specific else [])
+        )
+    )
+)
 messages = st.lists(
     st.tuples(
         st.lists(st.sampled_from(DOMAINS), min_size=1, max_size=3),
         st.one_of(st.none(), candidate_lists),
     ),
-    min_size=1, max_size=12,
+    min_size=1,
+    max_size=12,
 )
 schedules = st.fixed_dictionaries(
     {alias: st.lists(st.sampled_from(fakes.ACTIONS), max_size=14) for alias in ALIASES}
@@ -56,20 +72,29 @@ def _reset() -> Iterator[None]:
     fakes.reset()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(route_table=routes, batch_spec=messages, schedule=schedules,
-       delivery=st.sampled_from(["at_most_once", "at_least_once"]))
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    route_table=routes,
+    batch_spec=messages,
+    schedule=schedules,
+    delivery=st.sampled_from(["at_most_once", "at_least_once"]),
+)
 def test_every_message_ends_exactly_once(
-    route_table: list[dict[str, Any]], batch_spec: list[tuple[list[str], list[str] | None]],
-    schedule: dict[str, list[str]], delivery: str,
+    route_table: list[dict[str, Any]],
+    batch_spec: list[tuple[list[str], list[str] | None]],
+    schedule: dict[str, list[str]],
+    delivery: str,
 ) -> None:
     fakes.reset()
     for alias, actions in schedule.items():
         fakes.SCRIPTS[alias].extend(actions)
     batch = []
     for index, (domains, pin) in enumerate(batch_spec):
-        message = EmailMessage(f"m{index}", "body", "app@example.com",
-                               [f"u{i}@{d}" for i, d in enumerate(domains)])
+        message = EmailMessage(
+            f"m{index}", "body", "app@example.com", [f"u{i}@{d}" for i, d in enumerate(domains)]
+        )
         if pin is not None:
             message.mailers = pin  # type: ignore[attr-defined]
         batch.append(message)
@@ -103,7 +128,7 @@ def test_every_message_ends_exactly_once(
         aliases = [a.alias for a in attempts]
         assert len(aliases) == len(set(aliases))
         # Nothing after a rejection; nothing after uncertainty unless at-least-once.
-        for position, kind in enumerate(kinds[:-1]):
+        for kind in kinds[:-1]:
             assert kind is not Outcome.REJECTED
             assert kind is not Outcome.ACCEPTED
             if delivery == "at_most_once":
@@ -111,8 +136,11 @@ def test_every_message_ends_exactly_once(
         # What the mailers actually got matches what the router recorded.
         for alias in ALIASES:
             got = fakes.RECEIVED[alias].count(mid)
-            recorded = sum(1 for a in attempts if a.alias == alias
-                           and a.outcome in (Outcome.ACCEPTED, Outcome.UNCERTAIN))
+            recorded = sum(
+                1
+                for a in attempts
+                if a.alias == alias and a.outcome in (Outcome.ACCEPTED, Outcome.UNCERTAIN)
+            )
             assert got == recorded
         if delivery == "at_most_once":
             assert receptions[mid] <= 1

@@ -26,8 +26,11 @@ ROUTES: list[dict[str, Any]] = [
     {"name": "bulk", "when": {"tags": ["newsletter"]}, "mailers": ["bulk"]},
     {"name": "receipts", "when": {"metadata": {"kind": "receipt", "v": 2}}, "mailers": ["tx"]},
     {"name": "hdr", "when": {"headers": {"X-Stream": "ops"}}, "mailers": ["tx"]},
-    {"name": "billing", "when": {"from_email": ["billing@*"], "from_domain": ["shop.example"]},
-     "mailers": ["tx"]},
+    {
+        "name": "billing",
+        "when": {"from_email": ["billing@*"], "from_domain": ["shop.example"]},
+        "mailers": ["tx"],
+    },
     {"name": "default", "mailers": ["fallback"]},
 ]
 
@@ -35,8 +38,11 @@ ROUTES: list[dict[str, Any]] = [
 def msg(to: list[str] | None = None, **kwargs: Any) -> EmailMessage:
     extras = {k: kwargs.pop(k) for k in ("tags", "metadata", "mailers") if k in kwargs}
     message = EmailMessage(
-        kwargs.pop("subject", "Hello"), "Body", kwargs.pop("from_email", "app@example.com"),
-        to if to is not None else ["someone@example.com"], **kwargs,
+        kwargs.pop("subject", "Hello"),
+        "Body",
+        kwargs.pop("from_email", "app@example.com"),
+        to if to is not None else ["someone@example.com"],
+        **kwargs,
     )
     for key, value in extras.items():
         setattr(message, key, value)
@@ -65,7 +71,9 @@ def msg(to: list[str] | None = None, **kwargs: Any) -> EmailMessage:
         ({"subject": "VIP offer", "to": ["a@mail.de"]}, "vip", "vip"),
     ],
 )
-def test_first_matching_route_wins(configure: Any, message_kwargs: dict[str, Any], route: str, alias: str) -> None:
+def test_first_matching_route_wins(
+    configure: Any, message_kwargs: dict[str, Any], route: str, alias: str
+) -> None:
     router = configure(LEAVES, {"routes": ROUTES})
     message = msg(**message_kwargs)
     assert router.send_messages([message]) == 1
@@ -102,10 +110,19 @@ def test_no_matching_route_is_a_clear_error_not_a_drop(configure: Any) -> None:
 
 
 def test_failing_callable_matcher_fails_only_that_message(configure: Any) -> None:
-    router = configure(LEAVES, {"routes": [
-        {"name": "cb", "when": {"callable": "tests.test_routing.explode"}, "mailers": ["vip"]},
-        {"mailers": ["fallback"]},
-    ]})
+    router = configure(
+        LEAVES,
+        {
+            "routes": [
+                {
+                    "name": "cb",
+                    "when": {"callable": "tests.test_routing.explode"},
+                    "mailers": ["vip"],
+                },
+                {"mailers": ["fallback"]},
+            ]
+        },
+    )
     with pytest.raises(DeliveryError, match="matcher raised RuntimeError"):
         router.send_messages([msg()])
 

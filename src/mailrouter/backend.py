@@ -52,11 +52,18 @@ class RouterBackend(BaseEmailBackend):
             super().__init__()
         self.alias = alias
         self.fail_silently = fail_silently
-        if alias is None and not options:
+        if alias is None:
+            # Legacy style: options come from MAILROUTER; Django < 6.1's
+            # send_mail() always passes username/password (usually None).
             raw = legacy_settings().get("OPTIONS", {})
             if not isinstance(raw, dict):
                 raise ConfigurationError(["MAILROUTER['OPTIONS'] must be a dict"])
-            options = dict(raw)
+            given = {
+                key: value
+                for key, value in options.items()
+                if not (key in ("username", "password") and value is None)
+            }
+            options = {**raw, **given}
         self._runtime: RouterRuntime = load_runtime(alias, options)
         self._pool = MailerPool(self._runtime.config, self._runtime.table)
         self._dispatcher = Dispatcher(
@@ -106,7 +113,7 @@ class RouterBackend(BaseEmailBackend):
                 for message in messages:
                     failure = self._send_one(message, batch)
                     if failure is None:
-                        sent += message.sent_using is not None
+                        sent += getattr(message, "sent_using", None) is not None
                     else:
                         failures.append(failure)
             finally:

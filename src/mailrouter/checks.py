@@ -20,6 +20,7 @@ from .config import (
     uses_mailers_setting,
 )
 from .errors import ConfigurationError
+from .redaction import is_overridden
 
 
 def _routers(table: MailerTable) -> Iterator[tuple[str | None, Mapping[str, Any]]]:
@@ -27,7 +28,7 @@ def _routers(table: MailerTable) -> Iterator[tuple[str | None, Mapping[str, Any]
     for alias, spec in table.entries.items():
         if is_router_spec(spec):
             yield alias, spec.options
-    if uses_mailers_setting() or not settings.is_overridden("EMAIL_BACKEND"):
+    if uses_mailers_setting() or not is_overridden("EMAIL_BACKEND"):
         return
     try:
         cls = import_string(settings.EMAIL_BACKEND)
@@ -54,13 +55,13 @@ def check_mailrouter(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
                     id="mailrouter.E002",
                 )
             )
-    for alias, options in _routers(table):
-        label = router_label(alias, table)
+    for router_alias, options in _routers(table):
+        label = router_label(router_alias, table)
         if not isinstance(options, Mapping):
             messages.append(checks.Error(f"{label}: OPTIONS must be a dict", id="mailrouter.E001"))
             continue
         try:
-            config = parse_router_options(options, alias=alias, table=table)
+            config = parse_router_options(options, alias=router_alias, table=table)
         except ConfigurationError as error:
             messages.extend(checks.Error(p, id="mailrouter.E001") for p in error.problems)
             continue

@@ -21,7 +21,7 @@ from django.core.exceptions import ImproperlyConfigured
 from .outcomes import MessageStatus, Outcome
 
 
-class Stage(str, enum.Enum):
+class Stage(enum.StrEnum):
     """How far an attempt got before the error."""
 
     #: Opening the connection: connect, TLS, greeting, authentication.
@@ -77,7 +77,9 @@ def error_chain(error: BaseException) -> Iterator[BaseException]:
         for linked in (current.__cause__, current.__context__, getattr(current, "reason", None)):
             if isinstance(linked, BaseException):
                 pending.append(linked)
-        pending.extend(arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException))
+        pending.extend(
+            arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException)
+        )
 
 
 def _names(error: BaseException) -> set[str]:
@@ -93,14 +95,29 @@ def classify_transport_chain(error: BaseException) -> Outcome | None:
     verdict: Outcome | None = None
     for link in error_chain(error):
         names = _names(link)
-        if names & {"ConnectTimeout", "ConnectTimeoutError", "NewConnectionError",
-                    "NameResolutionError", "SSLError", "ProxyError", "InvalidURL",
-                    "MissingSchema", "InvalidSchema", "LocationParseError"}:
+        if names & {
+            "ConnectTimeout",
+            "ConnectTimeoutError",
+            "NewConnectionError",
+            "NameResolutionError",
+            "SSLError",
+            "ProxyError",
+            "InvalidURL",
+            "MissingSchema",
+            "InvalidSchema",
+            "LocationParseError",
+        }:
             return Outcome.NOT_SENT
         if isinstance(link, (ConnectionRefusedError, socket.gaierror)):
             return Outcome.NOT_SENT
-        if names & {"ReadTimeout", "ReadTimeoutError", "ProtocolError", "RemoteDisconnected",
-                    "ChunkedEncodingError", "IncompleteRead"}:
+        if names & {
+            "ReadTimeout",
+            "ReadTimeoutError",
+            "ProtocolError",
+            "RemoteDisconnected",
+            "ChunkedEncodingError",
+            "IncompleteRead",
+        }:
             verdict = Outcome.UNCERTAIN
     return verdict
 
@@ -112,11 +129,13 @@ def _classify_anymail(error: BaseException) -> Outcome | None:
         return None
     if not isinstance(error, anymail_errors.AnymailError):
         return None
-    if isinstance(error, (anymail_errors.AnymailRecipientsRefused,
-                          anymail_errors.AnymailInvalidAddress)):
+    if isinstance(
+        error, (anymail_errors.AnymailRecipientsRefused, anymail_errors.AnymailInvalidAddress)
+    ):
         return Outcome.REJECTED
-    if isinstance(error, (anymail_errors.AnymailUnsupportedFeature,
-                          anymail_errors.AnymailSerializationError)):
+    if isinstance(
+        error, (anymail_errors.AnymailUnsupportedFeature, anymail_errors.AnymailSerializationError)
+    ):
         return Outcome.INCOMPATIBLE
     if isinstance(error, anymail_errors.AnymailConfigurationError):
         return Outcome.NOT_SENT
@@ -153,8 +172,15 @@ def _classify_smtp(error: smtplib.SMTPException, stage: Stage) -> Outcome:
         return Outcome.NOT_SENT
     if isinstance(error, smtplib.SMTPDataError):
         return _smtp_code_outcome(error.smtp_code, permanent=Outcome.REJECTED)
-    if isinstance(error, (smtplib.SMTPAuthenticationError, smtplib.SMTPHeloError,
-                          smtplib.SMTPConnectError, smtplib.SMTPNotSupportedError)):
+    if isinstance(
+        error,
+        (
+            smtplib.SMTPAuthenticationError,
+            smtplib.SMTPHeloError,
+            smtplib.SMTPConnectError,
+            smtplib.SMTPNotSupportedError,
+        ),
+    ):
         return Outcome.NOT_SENT
     if isinstance(error, smtplib.SMTPResponseException):
         if stage is Stage.BODY_SENT:

@@ -27,7 +27,7 @@ DEFAULT_SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 ROUTER_BACKEND = "mailrouter.backend.RouterBackend"
 
 
-class Delivery(str, enum.Enum):
+class Delivery(enum.StrEnum):
     """What to do after an *uncertain* attempt."""
 
     #: Never resend a message a mailer may have (the default).
@@ -90,7 +90,7 @@ def uses_mailers_setting() -> bool:
 def load_mailer_table() -> MailerTable:
     """Read the leaf mailer definitions from ``MAILERS`` or ``MAILROUTER['MAILERS']``."""
     if uses_mailers_setting():
-        raw, source = settings.MAILERS, "MAILERS"
+        raw, source = getattr(settings, "MAILERS"), "MAILERS"  # noqa: B009 (not in older stubs)
     else:
         raw, source = legacy_settings().get("MAILERS", {}), "MAILROUTER['MAILERS']"
     if not isinstance(raw, Mapping):
@@ -148,9 +148,13 @@ def parse_router_options(
             f"(router options are: {', '.join(ROUTER_OPTION_KEYS)})."
         )
     routes = _parse_routes(options.get("routes"), label, table, problems)
-    delivery = _parse_delivery(options.get("delivery", Delivery.AT_MOST_ONCE.value), label, problems)
+    delivery = _parse_delivery(
+        options.get("delivery", Delivery.AT_MOST_ONCE.value), label, problems
+    )
     classifier = _parse_classifier(options.get("classifier"), label, problems)
-    timeout = _parse_seconds(options.get("timeout", DEFAULT_TIMEOUT), f"{label}: 'timeout'", problems)
+    timeout = _parse_seconds(
+        options.get("timeout", DEFAULT_TIMEOUT), f"{label}: 'timeout'", problems
+    )
     timeouts = _parse_timeouts(options.get("timeouts", {}), label, table, problems)
     health = options.get("health", {})
     if not isinstance(health, Mapping):
@@ -172,9 +176,7 @@ def parse_router_options(
     )
 
 
-def _parse_routes(
-    raw: Any, label: str, table: MailerTable, problems: list[str]
-) -> list[Route]:
+def _parse_routes(raw: Any, label: str, table: MailerTable, problems: list[str]) -> list[Route]:
     if raw is None:
         problems.append(f"{label}: 'routes' is required (a list of routes)")
         return []
@@ -216,7 +218,9 @@ def _parse_routes(
             continue
         for alias in mailers:
             if alias not in table:
-                problems.append(f"{where}: 'mailers' names {alias!r}, which is not in {table.source}")
+                problems.append(
+                    f"{where}: 'mailers' names {alias!r}, which is not in {table.source}"
+                )
         if len(set(mailers)) != len(mailers):
             problems.append(f"{where}: 'mailers' lists an alias twice: {list(mailers)!r}")
         routes.append(Route(name, when, mailers))
@@ -327,4 +331,3 @@ def find_cycles(
         for target in route.mailers:
             visit(target, [root])
     return sorted(set(problems))
-

@@ -154,7 +154,9 @@ class Dispatcher:
 
     def _attempt(self, message: EmailMessage, candidate: Candidate, batch: BatchState) -> Attempt:
         alias = candidate.alias
-        key: Any = alias if candidate.connection is None else ("connection", id(candidate.connection))
+        key: Any = (
+            alias if candidate.connection is None else ("connection", id(candidate.connection))
+        )
         reason = batch.down.get(key)
         if reason is not None:
             return Attempt(alias, Outcome.SKIPPED, f"not tried: {reason} earlier in this batch")
@@ -177,9 +179,7 @@ class Dispatcher:
             if outcome in (Outcome.NOT_SENT, Outcome.UNCERTAIN) and backend is not None:
                 self._pool.discard(key, backend)
                 if stage is Stage.CONNECT or _is_timeout(error):
-                    batch.down[key] = (
-                        "timed out" if _is_timeout(error) else "connection failed"
-                    )
+                    batch.down[key] = "timed out" if _is_timeout(error) else "connection failed"
             text = self._redact(str(error))[:MAX_ERROR_TEXT]
             return Attempt(alias, outcome, text, type(error).__name__, duration)
         duration = time.perf_counter() - started

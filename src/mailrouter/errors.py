@@ -13,13 +13,16 @@ from .outcomes import Attempt, MessageStatus
 if TYPE_CHECKING:
     from django.core.mail import EmailMessage
 
-try:  # Django 6.1+: mailer configuration errors have their own class.
-    from django.core.mail import InvalidMailer as _ConfigBase  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - exercised on Django < 6.1
+if TYPE_CHECKING:
     _ConfigBase = ImproperlyConfigured
+else:
+    try:  # Django 6.1+: mailer configuration errors have their own class.
+        from django.core.mail import InvalidMailer as _ConfigBase
+    except ImportError:  # Django < 6.1
+        _ConfigBase = ImproperlyConfigured
 
 
-class ConfigurationError(_ConfigBase):  # type: ignore[misc,valid-type]
+class ConfigurationError(_ConfigBase):
     """The router's settings are invalid.
 
     On Django 6.1+ this is an ``InvalidMailer`` (so also ``ImproperlyConfigured``),
@@ -29,8 +32,15 @@ class ConfigurationError(_ConfigBase):  # type: ignore[misc,valid-type]
 
     def __init__(self, problems: Sequence[str]) -> None:
         self.problems = tuple(problems)
-        text = self.problems[0] if len(self.problems) == 1 else "\n".join(
-            [f"{len(self.problems)} configuration problems:", *(f"- {p}" for p in self.problems)]
+        text = (
+            self.problems[0]
+            if len(self.problems) == 1
+            else "\n".join(
+                [
+                    f"{len(self.problems)} configuration problems:",
+                    *(f"- {p}" for p in self.problems),
+                ]
+            )
         )
         # Django's InvalidMailer takes an alias keyword; our texts already name it.
         super().__init__(text)

@@ -112,7 +112,9 @@ class Tags:
 
     def __call__(self, message: EmailMessage) -> bool:
         tags = getattr(message, "tags", None)
-        return bool(tags) and not self.tags.isdisjoint(tags)
+        if not tags:
+            return False
+        return not self.tags.isdisjoint(tags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,10 +164,7 @@ class When:
     matchers: tuple[MessagePredicate, ...]
 
     def __call__(self, message: EmailMessage) -> bool:
-        for matcher in self.matchers:
-            if not matcher(message):
-                return False
-        return True
+        return all(matcher(message) for matcher in self.matchers)
 
 
 def compile_when(when: Any) -> When:
@@ -188,9 +187,7 @@ def compile_when(when: Any) -> When:
         if key == "to_domain":
             matchers.append(ToDomain(_glob_regex(key, _string_list(key, value), allow_at=False)))
         elif key == "from_domain":
-            matchers.append(
-                FromDomain(_glob_regex(key, _string_list(key, value), allow_at=False))
-            )
+            matchers.append(FromDomain(_glob_regex(key, _string_list(key, value), allow_at=False)))
         elif key == "from_email":
             matchers.append(FromEmail(_glob_regex(key, _string_list(key, value), allow_at=True)))
         elif key == "tags":
@@ -207,9 +204,7 @@ def compile_when(when: Any) -> When:
                             f"'headers' maps header names to string values; "
                             f"got {name!r}: {header_value!r}"
                         )
-                matchers.append(
-                    Headers(tuple((name.lower(), val) for name, val in value.items()))
-                )
+                matchers.append(Headers(tuple((name.lower(), val) for name, val in value.items())))
         elif key == "callable":
             matchers.append(_compile_callable(value))
     return When(tuple(matchers))

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """The kind of one attempt's result, decided by what happened and when.
 
     The kind, not the exception type, decides whether the router fails over and
@@ -45,11 +45,8 @@ class Outcome(str, enum.Enum):
         """Whether this outcome is evidence that the mailer is unhealthy."""
         return self in (Outcome.NOT_SENT, Outcome.UNCERTAIN)
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class MessageStatus(str, enum.Enum):
+class MessageStatus(enum.StrEnum):
     """How a message ended after all its attempts; exactly one per message."""
 
     SENT = "sent"
@@ -58,9 +55,6 @@ class MessageStatus(str, enum.Enum):
     FAILED = "failed"
     #: A mailer may have the message; it was not resent elsewhere.
     UNCERTAIN = "uncertain"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True, slots=True)

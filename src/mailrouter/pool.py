@@ -26,7 +26,7 @@ BACKENDS_TAKE_ALIAS = django.VERSION >= (6, 1)
 def build_mailer(alias: str, table: MailerTable) -> BaseEmailBackend:
     """Create the backend for a leaf alias exactly as Django would."""
     if uses_mailers_setting():
-        from django.core.mail import mailers  # type: ignore[attr-defined]
+        from django.core.mail import mailers
 
         backend: BaseEmailBackend = mailers[alias]
         return backend
@@ -39,7 +39,7 @@ def build_mailer(alias: str, table: MailerTable) -> BaseEmailBackend:
         options["alias"] = alias
     backend = cls(**options)
     if getattr(backend, "alias", None) is None:
-        backend.alias = alias
+        setattr(backend, "alias", alias)  # noqa: B010 (Django < 6.1 backends lack it)
     return backend
 
 

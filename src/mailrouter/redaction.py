@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 MASK = "***"
 _SECRET_KEY_PARTS = ("password", "passwd", "secret", "key", "token", "auth", "credential")
@@ -18,19 +18,20 @@ _MIN_SECRET_LENGTH = 4
 
 _PATTERNS = (
     # scheme://user:password@host
-    (re.compile(r"(?P<keep>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+(?=@)", re.I), MASK),
+    re.compile(r"(?P<keep>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+(?=@)", re.I),
     # api_key=..., token: ..., password="..."
-    (
-        re.compile(
-            r"(?P<keep>\b[\w-]*(?:password|passwd|secret|api[_-]?key|token)[\w-]*"
-            r"[\"']?\s*[=:]\s*[\"']?)[^\s\"'&,;}]+",
-            re.I,
-        ),
-        MASK,
+    re.compile(
+        r"(?P<keep>\b[\w-]*(?:password|passwd|secret|api[_-]?key|token)[\w-]*"
+        r"[\"']?\s*[=:]\s*[\"']?)[^\s\"'&,;}]+",
+        re.I,
     ),
     # Authorization: Basic xxx / Bearer xxx
-    (re.compile(r"(?P<keep>\b(?:basic|bearer)\s+)[A-Za-z0-9+/=._-]{8,}", re.I), MASK),
+    re.compile(r"(?P<keep>\b(?:basic|bearer)\s+)[A-Za-z0-9+/=._-]{8,}", re.I),
 )
+
+
+def _keep_and_mask(match: re.Match[str]) -> str:
+    return match.group("keep") + MASK
 
 
 def looks_secret(key: str) -> bool:
@@ -53,15 +54,25 @@ class Redactor:
     """Replaces known secret values and secret-shaped substrings with ``***``."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        values = sorted({s for s in secrets if s and len(s) >= _MIN_SECRET_LENGTH}, key=len, reverse=True)
+        values = sorted(
+            {s for s in secrets if s and len(s) >= _MIN_SECRET_LENGTH}, key=len, reverse=True
+        )
         self._known = re.compile("|".join(re.escape(v) for v in values)) if values else None
 
     def __call__(self, text: str) -> str:
         if self._known is not None:
             text = self._known.sub(MASK, text)
-        for pattern, mask in _PATTERNS:
-            text = pattern.sub(lambda m: m.group("keep") + mask, text)
+        for pattern in _PATTERNS:
+            text = pattern.sub(_keep_and_mask, text)
         return text
+
+
+def is_overridden(name: str) -> bool:
+    """Whether settings set ``name`` (without reading it: Django 6.1 warns on
+    reads of deprecated email settings)."""
+    from django.conf import settings
+
+    return bool(cast(Any, settings).is_overridden(name))
 
 
 def settings_secrets() -> set[str]:
@@ -70,9 +81,7 @@ def settings_secrets() -> set[str]:
 
     found: set[str] = set()
     # Read only when set: Django 6.1 warns on reading deprecated EMAIL_* settings.
-    password = (
-        settings.EMAIL_HOST_PASSWORD if settings.is_overridden("EMAIL_HOST_PASSWORD") else ""
-    )
+    password = settings.EMAIL_HOST_PASSWORD if is_overridden("EMAIL_HOST_PASSWORD") else ""
     if isinstance(password, str) and len(password) >= _MIN_SECRET_LENGTH:
         found.add(password)
     anymail = getattr(settings, "ANYMAIL", None)

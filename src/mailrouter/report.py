@@ -20,7 +20,9 @@ def _send(signal: Signal, sender: type, **kwargs: Any) -> None:
     for receiver, result in signal.send_robust(sender, **kwargs):
         if isinstance(result, Exception):
             logger.error(
-                "mailrouter: signal receiver %r raised %s", receiver, type(result).__name__,
+                "mailrouter: signal receiver %r raised %s",
+                receiver,
+                type(result).__name__,
                 exc_info=result,
             )
 
@@ -34,19 +36,31 @@ def attempt_failed(router: Any, message: EmailMessage, attempt: Attempt) -> None
         extra={"mailrouter_alias": attempt.alias, "mailrouter_outcome": attempt.outcome.value},
     )
     _send(
-        signals.attempt_failed, type(router), router=router, alias=attempt.alias,
-        message=message, outcome=attempt.outcome, error=attempt.error, attempt=attempt,
+        signals.attempt_failed,
+        type(router),
+        router=router,
+        alias=attempt.alias,
+        message=message,
+        outcome=attempt.outcome,
+        error=attempt.error,
+        attempt=attempt,
     )
 
 
 def message_sent(router: Any, message: EmailMessage, alias: str, attempts: list[Attempt]) -> None:
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug(
-            "mailrouter: message sent via %s after %d attempt(s)", alias, len(attempts),
+            "mailrouter: message sent via %s after %d attempt(s)",
+            alias,
+            len(attempts),
             extra={"mailrouter_alias": alias, "mailrouter_outcome": "accepted"},
         )
     _send(
-        signals.message_sent, type(router), router=router, alias=alias, message=message,
+        signals.message_sent,
+        type(router),
+        router=router,
+        alias=alias,
+        message=message,
         attempts=attempts,
     )
 
@@ -71,6 +85,11 @@ def message_failed(
         },
     )
     _send(
-        signals.message_failed, type(router), router=router, message=message, attempts=attempts,
-        status=status, reason=reason,
+        signals.message_failed,
+        type(router),
+        router=router,
+        message=message,
+        attempts=attempts,
+        status=status,
+        reason=reason,
     )

@@ -51,7 +51,9 @@ def connection_label(connection: Any) -> str:
     return f"connection:{cls.__module__}.{cls.__qualname__}"
 
 
-def select(message: EmailMessage, config: RouterConfig, table: MailerTable, router: Any) -> Selection:
+def select(
+    message: EmailMessage, config: RouterConfig, table: MailerTable, router: Any
+) -> Selection:
     connection = legacy_connection(message)
     if connection is not None and not _is_same_router(connection, router):
         return Selection(CONNECTION, (Candidate(connection_label(connection), connection),))
@@ -62,12 +64,14 @@ def select(message: EmailMessage, config: RouterConfig, table: MailerTable, rout
         if aliases is None:
             return Selection(
                 PINNED,
-                problem=f"message.mailers must be an alias or a non-empty list of aliases, not {pinned!r}",
+                problem="message.mailers must be an alias or a non-empty list of aliases, "
+                f"not {pinned!r}",
             )
         unknown = [alias for alias in aliases if alias not in table]
         if unknown:
             return Selection(
-                PINNED, problem=f"message.mailers names {unknown[0]!r}, which is not in {table.source}"
+                PINNED,
+                problem=f"message.mailers names {unknown[0]!r}, which is not in {table.source}",
             )
         return Selection(PINNED, tuple(Candidate(alias) for alias in dict.fromkeys(aliases)))
 

@@ -44,7 +44,7 @@ def watch(connection: Any) -> SMTPStage | None:
             if isinstance(data, (bytes, bytearray)) and data.endswith(_BODY_TERMINATOR):
                 marker.stage = Stage.BODY_SENT
 
-        connection.send = send  # type: ignore[method-assign]
+        connection.send = send  # type: ignore[method-assign,assignment]
         connection.__dict__[_ATTRIBUTE] = marker
     marker.stage = Stage.ENVELOPE
     return marker

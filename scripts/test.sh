@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Run the whole test suite on every supported Django/Python pair, plus ruff and mypy.
+#
+#   bash scripts/test.sh            # full matrix
+#   bash scripts/test.sh 61         # one entry (61, 60 or 52); extra args go to pytest
+#
+# Needs only python3 (3.11+), pip, and Python 3.12 somewhere (PATH or pyenv) for
+# Django 6.x. Creates .venv-test/<entry> with uv; installs redis-server through
+# apt when it is missing and we are root (the health tests use a real Redis).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export UV_PYTHON_DOWNLOADS=never PIP_DISABLE_PIP_VERSION_CHECK=1
+
+find_python() {  # find_python 3.12 -> path of an interpreter of that version
+  local version=$1 candidate
+  for candidate in "$(command -v "python$version" || true)" \
+      "$(pyenv root 2>/dev/null || echo /root/.pyenv)"/versions/"$version"*/bin/python"$version" \
+      /usr/bin/python"$version" /usr/local/bin/python"$version"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ] && "$candidate" -c "import sys; assert sys.version_info[:2] == tuple(map(int, '$version'.split('.')))" 2>/dev/null; then
+      echo "$candidate"; return 0
+    fi
+  done
+  echo "error: Python $version not found (needed for this Django version)" >&2
+  return 1
+}
+
+ensure_uv() {
+  if command -v uv >/dev/null 2>&1; then UV=$(command -v uv); return; fi
+  if [ ! -x .venv-tools/bin/uv ]; then
+    python3 -m venv .venv-tools
+    .venv-tools/bin/pip install -q uv
+  fi
+  UV=$ROOT/.venv-tools/bin/uv
+}
+
+ensure_redis() {
+  if command -v redis-server >/dev/null 2>&1; then return; fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing redis-server (apt)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    # The package starts a system service; the tests start their own servers.
+    (service redis-server stop || true) >/dev/null 2>&1
+  else
+    echo "warning: redis-server is not installed; the Redis tests will fail" >&2
+  fi
+}
+
+declare -A DJANGO=([61]="django==6.1.*" [60]="django==6.0.*" [52]="django==5.2.*")
+declare -A PYTHON=([61]="3.12" [60]="3.12" [52]="3.11")
+ENTRIES=(61 60 52)
+if [ $# -gt 0 ] && [ -n "${DJANGO[$1]:-}" ]; then ENTRIES=("$1"); shift; fi
+
+ensure_uv
+ensure_redis
+
+total_passed=0 total_failed=0 failed_entries=()
+for entry in "${ENTRIES[@]}"; do
+  venv=$ROOT/.venv-test/django$entry
+  python=$(find_python "${PYTHON[$entry]}")
+  echo "== Django ${DJANGO[$entry]#django==} on Python ${PYTHON[$entry]} ($python)"
+  if [ ! -x "$venv/bin/python" ]; then "$UV" venv -q -p "$python" "$venv"; fi
+  VIRTUAL_ENV=$venv "$UV" pip install -q -e ".[dev]" "${DJANGO[$entry]}"
+  if [ "$entry" = 61 ]; then
+    echo "-- ruff";  "$venv/bin/ruff" check src tests demo benchmarks
+    echo "-- mypy";  "$venv/bin/mypy" src/mailrouter
+  fi
+  log=$(mktemp)
+  set +e
+  "$venv/bin/python" -m pytest -q "$@" 2>&1 | tee "$log"
+  status=${PIPESTATUS[0]}
+  set -e
+  summary=$(grep -E '^[=]* ?[0-9]+ (passed|failed)' "$log" | tail -1 || true)
+  passed=$(grep -oE '[0-9]+ passed' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
+  failed=0
+  for n in $(grep -oE '[0-9]+ (failed|errors?)' <<<"$summary" | grep -oE '^[0-9]+' || true); do
+    failed=$((failed + n))
+  done
+  rm -f "$log"
+  total_passed=$((total_passed + passed)); total_failed=$((total_failed + failed))
+  if [ "$status" -ne 0 ]; then
+    failed_entries+=("django$entry")
+    # A run that failed without failing tests (collection error, crash) still counts.
+    if [ "$failed" -eq 0 ]; then total_failed=$((total_failed + 1)); fi
+  fi
+done
+
+echo
+if [ ${#failed_entries[@]} -gt 0 ]; then
+  echo "failing matrix entries: ${failed_entries[*]}"
+fi
+echo "matrix: $total_passed passed, $total_failed failed"
+[ ${#failed_entries[@]} -eq 0 ]
