@@ -13,6 +13,7 @@ from django.core import mail
 from django.test.utils import override_settings
 
 from mailrouter.backend import RouterBackend
+from mailrouter.testing import FaultySMTPServer
 
 ROUTER = "mailrouter.backend.RouterBackend"
 HAS_MAILERS = django.VERSION >= (6, 1)
@@ -86,3 +87,18 @@ def _clean_outbox() -> Iterator[None]:
 
 
 LOCMEM = "django.core.mail.backends.locmem.EmailBackend"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[Callable[..., FaultySMTPServer]]:
+    """``smtp_server(**kwargs)`` starts a real local SMTP server, stopped after the test."""
+    started: list[FaultySMTPServer] = []
+
+    def start(**kwargs: Any) -> FaultySMTPServer:
+        server = FaultySMTPServer(**kwargs).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
-
-import pytest
 
 from mailrouter.testing import FaultySMTPServer
 
@@ -18,17 +15,3 @@ def smtp_mailer(server: FaultySMTPServer, **options: Any) -> dict[str, Any]:
         "BACKEND": SMTP_BACKEND,
         "OPTIONS": {"host": server.host, "port": server.port, "timeout": 2, **options},
     }
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[Callable[..., FaultySMTPServer]]:
-    started: list[FaultySMTPServer] = []
-
-    def start(**kwargs: Any) -> FaultySMTPServer:
-        server = FaultySMTPServer(**kwargs).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()

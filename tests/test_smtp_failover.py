@@ -20,7 +20,7 @@ from mailrouter.errors import DeliveryError
 from mailrouter.outcomes import MessageStatus
 from mailrouter.testing import FaultySMTPServer
 
-from .smtp_fixtures import smtp_mailer, smtp_server  # noqa: F401 (fixture)
+from .smtp_fixtures import smtp_mailer
 
 Start = Callable[..., FaultySMTPServer]
 
@@ -42,13 +42,18 @@ def send(router: Any, messages: list[EmailMessage]) -> DeliveryError | None:
 
 
 @pytest.fixture
-def pair(configure: Any, smtp_server: Start) -> Callable[..., tuple[Any, FaultySMTPServer, FaultySMTPServer]]:  # noqa: F811
+def pair(
+    configure: Any, smtp_server: Start
+) -> Callable[..., tuple[Any, FaultySMTPServer, FaultySMTPServer]]:
     def build(
         primary_options: dict[str, Any] | None = None, **router_options: Any
     ) -> tuple[Any, FaultySMTPServer, FaultySMTPServer]:
         primary, backup = smtp_server(), smtp_server()
         router = configure(
-            {"primary": smtp_mailer(primary, **(primary_options or {})), "backup": smtp_mailer(backup)},
+            {
+                "primary": smtp_mailer(primary, **(primary_options or {})),
+                "backup": smtp_mailer(backup),
+            },
             {"routes": [{"mailers": ["primary", "backup"]}], **router_options},
         )
         return router, primary, backup
@@ -139,12 +144,14 @@ def test_hanging_mailer_costs_its_timeout_once_per_batch(pair: Any) -> None:
     assert len(backup.messages) == 5
 
 
-def test_router_timeout_bounds_a_leaf_without_one(configure: Any, smtp_server: Start) -> None:  # noqa: F811
+def test_router_timeout_bounds_a_leaf_without_one(configure: Any, smtp_server: Start) -> None:
     hung, backup = smtp_server(mode="hang_greeting"), smtp_server()
     leaf = smtp_mailer(hung)
     del leaf["OPTIONS"]["timeout"]  # Django's SMTP backend would wait forever
-    router = configure({"hung": leaf, "backup": smtp_mailer(backup)},
-                       {"routes": [{"mailers": ["hung", "backup"]}], "timeout": 0.3})
+    router = configure(
+        {"hung": leaf, "backup": smtp_mailer(backup)},
+        {"routes": [{"mailers": ["hung", "backup"]}], "timeout": 0.3},
+    )
     message = msg()
     assert router.send_messages([message]) == 1
     assert kinds(message) == [("hung", "not_sent"), ("backup", "accepted")]
@@ -161,7 +168,7 @@ def test_primary_failing_part_way_loses_and_duplicates_nothing(pair: Any) -> Non
     assert set(received.values()) == {1}
 
 
-def test_connection_is_reused_across_the_batch(configure: Any, smtp_server: Start) -> None:  # noqa: F811
+def test_connection_is_reused_across_the_batch(configure: Any, smtp_server: Start) -> None:
     eu, world = smtp_server(), smtp_server()
     router = configure(
         {"eu": smtp_mailer(eu), "world": smtp_mailer(world)},
@@ -174,7 +181,7 @@ def test_connection_is_reused_across_the_batch(configure: Any, smtp_server: Star
 
 
 def test_reconnects_after_a_dropped_connection(pair: Any) -> None:
-    router, primary, backup = pair()
+    router, primary, _backup = pair()
     primary.schedule = ["drop_before_data"]
     batch = [msg("first"), msg("second")]
     assert router.send_messages(batch) == 2
@@ -183,11 +190,13 @@ def test_reconnects_after_a_dropped_connection(pair: Any) -> None:
     assert primary.connections_opened == 2
 
 
-def test_auth_failure_fails_over_and_hides_the_password(configure: Any, smtp_server: Start) -> None:  # noqa: F811
+def test_auth_failure_fails_over_and_hides_the_password(configure: Any, smtp_server: Start) -> None:
     secured, backup = smtp_server(username="relay", password="right-password"), smtp_server()
     router = configure(
-        {"secured": smtp_mailer(secured, username="relay", password="wrong-password-123"),
-         "backup": smtp_mailer(backup)},
+        {
+            "secured": smtp_mailer(secured, username="relay", password="wrong-password-123"),
+            "backup": smtp_mailer(backup),
+        },
         {"routes": [{"mailers": ["secured", "backup"]}]},
     )
     message = msg()
@@ -196,26 +205,44 @@ def test_auth_failure_fails_over_and_hides_the_password(configure: Any, smtp_ser
     assert "wrong-password-123" not in repr(message.mailrouter_attempts)
 
 
-MODES = ["accept", "accept", "tempfail_connect", "tempfail_rcpt", "reject_rcpt", "tempfail_data",
-         "reject_data", "drop_after_body", "drop_before_data"]
+MODES = [
+    "accept",
+    "accept",
+    "tempfail_connect",
+    "tempfail_rcpt",
+    "reject_rcpt",
+    "tempfail_data",
+    "reject_data",
+    "drop_after_body",
+    "drop_before_data",
+]
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     schedules=st.lists(st.lists(st.sampled_from(MODES), max_size=8), min_size=3, max_size=3),
     size=st.integers(1, 8),
     delivery=st.sampled_from(["at_most_once", "at_least_once"]),
 )
 def test_real_smtp_fault_schedules_end_every_message_once(
-    configure: Any, smtp_server: Start, schedules: list[list[str]], size: int, delivery: str,  # noqa: F811
+    configure: Any,
+    smtp_server: Start,
+    schedules: list[list[str]],
+    size: int,
+    delivery: str,
 ) -> None:
     servers = [smtp_server() for _ in schedules]
     for server, schedule in zip(servers, schedules, strict=True):
         server.schedule = schedule
     aliases = [f"m{i}" for i in range(len(servers))]
-    router = configure({alias: smtp_mailer(s) for alias, s in zip(aliases, servers, strict=True)},
-                       {"routes": [{"mailers": aliases}], "delivery": delivery})
+    router = configure(
+        {alias: smtp_mailer(s) for alias, s in zip(aliases, servers, strict=True)},
+        {"routes": [{"mailers": aliases}], "delivery": delivery},
+    )
     batch = [msg(f"s{i}") for i in range(size)]
     error = send(router, batch)
     received = Counter(r.message_id for s in servers for r in s.messages)

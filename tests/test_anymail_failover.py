@@ -1,0 +1,197 @@
+"""Failover with django-anymail's real Mailgun and Postmark backends talking
+HTTP to a local server that speaks their send APIs (mailrouter.testing.esp)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.core.mail import EmailMessage
+
+from mailrouter.errors import DeliveryError
+from mailrouter.outcomes import MessageStatus
+from mailrouter.testing import FakeESPServer
+
+API_KEY = "key-live-0123456789abcdef"
+
+
+@pytest.fixture
+def esp() -> Iterator[Callable[..., FakeESPServer]]:
+    started: list[FakeESPServer] = []
+
+    def start(**kwargs: Any) -> FakeESPServer:
+        server = FakeESPServer(api_key=API_KEY, **kwargs).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def mailgun(server: FakeESPServer, **options: Any) -> dict[str, Any]:
+    return {
+        "BACKEND": "anymail.backends.mailgun.EmailBackend",
+        "OPTIONS": {
+            "api_key": API_KEY,
+            "sender_domain": "mg.example.com",
+            "api_url": server.mailgun_api_url,
+            "timeout": 2,
+            **options,
+        },
+    }
+
+
+def postmark(server: FakeESPServer, **options: Any) -> dict[str, Any]:
+    return {
+        "BACKEND": "anymail.backends.postmark.EmailBackend",
+        "OPTIONS": {
+            "server_token": API_KEY,
+            "api_url": server.postmark_api_url,
+            "timeout": 2,
+            **options,
+        },
+    }
+
+
+def msg(subject: str = "Hello", **attributes: Any) -> EmailMessage:
+    message = EmailMessage(subject, "Body", "app@example.com", ["user@example.com"])
+    for key, value in attributes.items():
+        setattr(message, key, value)
+    return message
+
+
+def kinds(message: EmailMessage) -> list[tuple[str, str]]:
+    return [(a.alias, a.outcome.value) for a in message.mailrouter_attempts]  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def esps(configure: Any, esp: Callable[..., FakeESPServer]) -> Callable[..., Any]:
+    def build(
+        mailgun_options: dict[str, Any] | None = None, **router_options: Any
+    ) -> tuple[Any, FakeESPServer, FakeESPServer]:
+        primary, backup = esp(), esp()
+        router = configure(
+            {"mailgun": mailgun(primary, **(mailgun_options or {})), "postmark": postmark(backup)},
+            {"routes": [{"mailers": ["mailgun", "postmark"]}], **router_options},
+        )
+        return router, primary, backup
+
+    return build
+
+
+def test_accepted_by_mailgun_with_the_message_id(esps: Any) -> None:
+    router, primary, backup = esps()
+    message = msg()
+    assert router.send_messages([message]) == 1
+    assert kinds(message) == [("mailgun", "accepted")]
+    assert primary.messages[0].message_id == message.extra_headers["Message-ID"]
+    assert message.anymail_status.status == {"queued"}
+    assert backup.requests_seen == 0
+
+
+@pytest.mark.parametrize(
+    "mode",
+    ["error_500", "error_503", "rate_limited_429", "unauthorized_401", "forbidden_403", "refuse"],
+)
+def test_not_sent_fails_over_to_postmark_with_the_same_message_id(esps: Any, mode: str) -> None:
+    router, primary, backup = esps()
+    primary.mode = mode
+    message = msg()
+    assert router.send_messages([message]) == 1
+    assert kinds(message) == [("mailgun", "not_sent"), ("postmark", "accepted")]
+    (received,) = backup.messages
+    assert received.message_id == message.extra_headers["Message-ID"]
+    assert primary.messages == [] and primary.maybe_delivered == []
+
+
+@pytest.mark.parametrize("mode", ["bad_request_400", "unprocessable_422"])
+def test_validation_errors_are_rejected_not_failed_over(esps: Any, mode: str) -> None:
+    router, primary, backup = esps()
+    primary.mode = mode
+    message = msg()
+    with pytest.raises(DeliveryError) as raised:
+        router.send_messages([message])
+    assert raised.value.failures[0].status is MessageStatus.REJECTED
+    assert kinds(message) == [("mailgun", "rejected")] and backup.requests_seen == 0
+
+
+@pytest.mark.parametrize("mode", ["read_timeout", "garbage_2xx", "drop"])
+def test_maybe_delivered_is_uncertain_and_not_resent(esps: Any, mode: str) -> None:
+    router, primary, backup = esps(mailgun_options={"timeout": 0.5})
+    primary.mode = mode
+    message = msg()
+    with pytest.raises(DeliveryError, match="uncertain"):
+        router.send_messages([message])
+    assert kinds(message) == [("mailgun", "uncertain")]
+    assert len(primary.maybe_delivered) == 1 and backup.requests_seen == 0
+
+
+def test_at_least_once_resends_after_a_read_timeout(esps: Any) -> None:
+    router, primary, backup = esps(mailgun_options={"timeout": 0.5}, delivery="at_least_once")
+    primary.mode = "read_timeout"
+    message = msg()
+    assert router.send_messages([message]) == 1
+    assert kinds(message) == [("mailgun", "uncertain"), ("postmark", "accepted")]
+    assert primary.maybe_delivered[0].message_id == backup.messages[0].message_id
+
+
+def test_unsupported_feature_is_incompatible_and_tries_next(configure: Any, esp: Any) -> None:
+    primary, backup = esp(), esp()
+    router = configure(
+        {"postmark": postmark(primary), "mailgun": mailgun(backup)},
+        {"routes": [{"mailers": ["postmark", "mailgun"]}]},
+    )
+    message = msg(tags=["one", "two"])  # Postmark allows a single tag
+    assert router.send_messages([message]) == 1
+    assert kinds(message) == [("postmark", "incompatible"), ("mailgun", "accepted")]
+    assert message.mailrouter_attempts[0].error_type == "AnymailUnsupportedFeature"
+    assert primary.requests_seen == 0
+
+
+def test_recipients_refused_is_rejected(configure: Any, esp: Any) -> None:
+    server = esp()
+    router = configure(
+        {"postmark": postmark(server), "mailgun": mailgun(server)},
+        {"routes": [{"mailers": ["postmark", "mailgun"]}]},
+    )
+    message = msg()
+    message.to = ["not an address"]
+    with pytest.raises(DeliveryError) as raised:
+        router.send_messages([message])
+    assert kinds(message) == [("postmark", "rejected")]
+    assert raised.value.failures[0].attempts[0].error_type == "AnymailInvalidAddress"
+
+
+def test_wrong_api_key_fails_over_and_is_never_shown(configure: Any, esp: Any) -> None:
+    primary, backup = esp(), esp()
+    wrong = "key-wrong-9876543210fedcba"
+    router = configure(
+        {"mailgun": mailgun(primary, api_key=wrong), "postmark": postmark(backup)},
+        {"routes": [{"mailers": ["mailgun", "postmark"]}]},
+    )
+    message = msg()
+    assert router.send_messages([message]) == 1
+    assert kinds(message) == [("mailgun", "not_sent"), ("postmark", "accepted")]
+    assert wrong not in repr(message.mailrouter_attempts)
+    assert API_KEY not in repr(message.mailrouter_attempts)
+
+
+def test_mailgun_failing_part_way_through_a_batch(esps: Any) -> None:
+    router, primary, backup = esps()
+    primary.accept_n_then(3, "error_503")
+    batch = [msg(f"m{i}") for i in range(8)]
+    assert router.send_messages(batch) == 8
+    assert [m.sent_using for m in batch] == ["mailgun"] * 3 + ["postmark"] * 5
+    ids = [r.message_id for r in primary.messages + backup.messages]
+    assert sorted(ids) == sorted(m.extra_headers["Message-ID"] for m in batch)
+
+
+def test_failed_attempt_leaves_no_anymail_status_behind(esps: Any) -> None:
+    router, primary, _backup = esps()
+    primary.mode = "error_500"
+    message = msg()
+    router.send_messages([message])
+    # The status is Postmark's, not a leftover from the failed Mailgun attempt.
+    assert message.anymail_status.esp_response.json()["ErrorCode"] == 0

@@ -1,0 +1,164 @@
+"""The default classifier's table, and replacing it with your own."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+from typing import Any
+
+import pytest
+import requests
+from django.core.mail import EmailMessage
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
+
+from mailrouter import Outcome, Stage, default_classifier
+
+from . import fakes
+
+
+def wrapped(outer: type[Exception], inner: BaseException) -> Exception:
+    """An exception raised ``from`` another, as requests and Anymail do."""
+    try:
+        try:
+            raise inner
+        except BaseException as cause:
+            raise outer("wrapped") from cause
+    except Exception as error:
+        return error
+
+
+def connect_error() -> requests.ConnectionError:
+    reason = NewConnectionError(None, "Failed to establish a new connection: refused")  # type: ignore[arg-type]
+    return requests.ConnectionError(MaxRetryError(None, "/v3", reason))  # type: ignore[arg-type]
+
+
+CASES: list[tuple[str, BaseException, Stage, Outcome]] = [
+    ("refused at connect", ConnectionRefusedError(111, "refused"), Stage.CONNECT, Outcome.NOT_SENT),
+    ("dns failure", socket.gaierror(-2, "Name unknown"), Stage.CONNECT, Outcome.NOT_SENT),
+    ("greeting timeout", TimeoutError("timed out"), Stage.CONNECT, Outcome.NOT_SENT),
+    ("auth failure", smtplib.SMTPAuthenticationError(535, b"bad"), Stage.CONNECT, Outcome.NOT_SENT),
+    (
+        "4xx at rcpt",
+        smtplib.SMTPRecipientsRefused({"a@x": (450, b"later")}),
+        Stage.ENVELOPE,
+        Outcome.NOT_SENT,
+    ),
+    (
+        "5xx at rcpt",
+        smtplib.SMTPRecipientsRefused({"a@x": (550, b"no")}),
+        Stage.ENVELOPE,
+        Outcome.REJECTED,
+    ),
+    (
+        "mixed rcpt",
+        smtplib.SMTPRecipientsRefused({"a@x": (550, b"no"), "b@x": (451, b"l")}),
+        Stage.ENVELOPE,
+        Outcome.NOT_SENT,
+    ),
+    (
+        "sender refused",
+        smtplib.SMTPSenderRefused(553, b"no", "a@x"),
+        Stage.ENVELOPE,
+        Outcome.NOT_SENT,
+    ),
+    ("451 after body", smtplib.SMTPDataError(451, b"later"), Stage.BODY_SENT, Outcome.NOT_SENT),
+    ("554 after body", smtplib.SMTPDataError(554, b"spam"), Stage.BODY_SENT, Outcome.REJECTED),
+    ("drop before body", smtplib.SMTPServerDisconnected("gone"), Stage.ENVELOPE, Outcome.NOT_SENT),
+    ("drop after body", smtplib.SMTPServerDisconnected("gone"), Stage.BODY_SENT, Outcome.UNCERTAIN),
+    ("timeout after body", TimeoutError("timed out"), Stage.BODY_SENT, Outcome.UNCERTAIN),
+    ("http connect error", connect_error(), Stage.UNKNOWN, Outcome.NOT_SENT),
+    ("http connect timeout", requests.ConnectTimeout("t"), Stage.UNKNOWN, Outcome.NOT_SENT),
+    ("http read timeout", requests.ReadTimeout("t"), Stage.UNKNOWN, Outcome.UNCERTAIN),
+    (
+        "http dropped",
+        requests.ConnectionError(ProtocolError("Connection aborted.")),
+        Stage.UNKNOWN,
+        Outcome.UNCERTAIN,
+    ),
+    (
+        "bad header",
+        ValueError("Header values can't contain newlines"),
+        Stage.ENVELOPE,
+        Outcome.REJECTED,
+    ),
+    ("serialization", TypeError("not JSON serializable"), Stage.UNKNOWN, Outcome.INCOMPATIBLE),
+    ("unknown error, unknown stage", RuntimeError("?"), Stage.UNKNOWN, Outcome.UNCERTAIN),
+    ("unknown error at connect", RuntimeError("?"), Stage.CONNECT, Outcome.NOT_SENT),
+    (
+        "wrapped read timeout",
+        wrapped(RuntimeError, requests.ReadTimeout("t")),
+        Stage.UNKNOWN,
+        Outcome.UNCERTAIN,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("error", "stage", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_default_classifier(error: BaseException, stage: Stage, expected: Outcome) -> None:
+    assert default_classifier(error, stage) is expected
+
+
+def test_anymail_errors() -> None:
+    from anymail.exceptions import (
+        AnymailAPIError,
+        AnymailRecipientsRefused,
+        AnymailSerializationError,
+        AnymailUnsupportedFeature,
+    )
+
+    assert default_classifier(AnymailRecipientsRefused(), Stage.UNKNOWN) is Outcome.REJECTED
+    assert default_classifier(AnymailUnsupportedFeature("x"), Stage.UNKNOWN) is Outcome.INCOMPATIBLE
+    assert default_classifier(AnymailSerializationError(), Stage.UNKNOWN) is Outcome.INCOMPATIBLE
+    for status, outcome in [
+        (500, Outcome.NOT_SENT),
+        (429, Outcome.NOT_SENT),
+        (401, Outcome.NOT_SENT),
+        (400, Outcome.REJECTED),
+        (422, Outcome.REJECTED),
+        (200, Outcome.UNCERTAIN),
+    ]:
+        assert (
+            default_classifier(AnymailAPIError("x", status_code=status), Stage.UNKNOWN) is outcome
+        )
+
+
+def cautious(error: BaseException, stage: Stage) -> Outcome:
+    """A user's classifier: treat any 451 as uncertain, defer the rest."""
+    if isinstance(error, smtplib.SMTPDataError) and error.smtp_code == 451:
+        return Outcome.UNCERTAIN
+    return default_classifier(error, stage)
+
+
+def broken(error: BaseException, stage: Stage) -> Outcome:
+    raise KeyError("bug")
+
+
+@pytest.mark.parametrize(
+    ("classifier", "expected"),
+    [
+        ("tests.test_classify.cautious", [("a", "uncertain")]),
+        (
+            "tests.test_classify.broken",
+            [("a", "uncertain")],
+        ),  # a broken classifier never duplicates
+        (None, [("a", "not_sent"), ("b", "accepted")]),
+    ],
+)
+def test_classifier_is_replaceable(configure: Any, classifier: str | None, expected: Any) -> None:
+    fakes.reset()
+    mailers = {
+        alias: {"BACKEND": "tests.fakes.ScriptedBackend", "OPTIONS": {"name": alias}}
+        for alias in "ab"
+    }
+    options: dict[str, Any] = {"routes": [{"mailers": ["a", "b"]}]}
+    if classifier:
+        options["classifier"] = classifier
+    router = configure(mailers, options)
+    fakes.SCRIPTS["a"].append("tempfail")
+    message = EmailMessage("s", "b", "f@example.com", ["t@example.com"])
+    router.fail_silently = True
+    router.send_messages([message])
+    assert [(a.alias, a.outcome.value) for a in message.mailrouter_attempts] == expected
+    fakes.reset()
