@@ -111,7 +111,6 @@ def test_connection_the_caller_opened_is_left_open(configure: Any) -> None:
     assert leaf.connected
 
 
-@pytest.mark.skipif(not HAS_MAILERS, reason="aliases come with MAILERS")
 def test_alias_is_set(configure: Any, style: str) -> None:
     router = configure(MAILERS, FAILOVER)
     assert router.alias == ("default" if style == "mailers" else None)
@@ -375,3 +374,23 @@ def test_secrets_never_appear(configure: Any, caplog: pytest.LogCaptureFixture) 
     for text in texts:
         assert secret_key not in text and secret_password not in text
     assert "***" in str(raised.value)
+
+
+def test_nested_router_fails_over_inside_and_reports_outside(configure: Any) -> None:
+    mailers = {
+        **MAILERS,
+        "eu": {"BACKEND": "mailrouter.backend.RouterBackend",
+               "OPTIONS": {"routes": [{"mailers": ["a", "b"]}]}},
+    }
+    router = configure(mailers, {"routes": [{"mailers": ["eu", "c"]}]})
+    script("a", "tempfail")
+    failed_over = msg()
+    assert router.send_messages([failed_over]) == 1
+    assert outcomes(failed_over) == [("eu", "accepted")]
+    assert fakes.RECEIVED["b"] == [failed_over.extra_headers["Message-ID"]]
+    script("a", "reject")
+    rejected = msg()
+    with pytest.raises(DeliveryError, match="a: rejected"):
+        router.send_messages([rejected])
+    assert outcomes(rejected) == [("eu", "rejected")]  # not retried at "c"
+    assert fakes.RECEIVED["c"] == []
