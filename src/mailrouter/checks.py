@@ -74,16 +74,16 @@ def check_mailrouter(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
                     id="mailrouter.W001",
                 )
             )
-        messages.extend(_check_leaves(config.routes, config.timeouts, table, label))
+        messages.extend(_check_leaves(config.routes, table, label))
     return messages
 
 
-def _check_leaves(
-    routes: Any, timeouts: Mapping[str, float], table: MailerTable, label: str
-) -> list[checks.CheckMessage]:
+def _check_leaves(routes: Any, table: MailerTable, label: str) -> list[checks.CheckMessage]:
     """Build each leaf once (no I/O) so its own OPTIONS errors surface now."""
     from .pool import build_mailer
+    from .runtime import build_redactor
 
+    redact = build_redactor(table)
     messages: list[checks.CheckMessage] = []
     seen: set[str] = set()
     for route in routes:
@@ -97,7 +97,7 @@ def _check_leaves(
                 messages.append(
                     checks.Error(
                         f"{table.label(alias)} (used by {label}, route {route.name!r}) "
-                        f"cannot be created: {type(error).__name__}: {error}",
+                        f"cannot be created: {type(error).__name__}: {redact(str(error))}",
                         id="mailrouter.E003",
                     )
                 )

@@ -43,13 +43,18 @@ def load_runtime(alias: str | None, options: Mapping[str, Any]) -> RouterRuntime
     if runtime is None:
         table = load_mailer_table()
         config = parse_router_options(options, alias=alias, table=table)
-        secrets = settings_secrets()
-        for spec in table.entries.values():
-            secrets |= secrets_in(spec.options)
-        runtime = RouterRuntime(config, table, Redactor(secrets))
+        runtime = RouterRuntime(config, table, build_redactor(table))
         with _cache_lock:
             _cache[key] = runtime
     return runtime
+
+
+def build_redactor(table: MailerTable) -> Redactor:
+    """A redactor that knows every secret configured for these mailers."""
+    secrets = settings_secrets()
+    for spec in table.entries.values():
+        secrets |= secrets_in(spec.options)
+    return Redactor(secrets)
 
 
 def clear_cache(**_: Any) -> None:
