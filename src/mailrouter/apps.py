@@ -7,3 +7,4 @@ class MailRouterConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
+        from .health import checks as health_checks  # noqa: F401

@@ -18,6 +18,7 @@ from . import report
 from .config import MailerTable, RouterConfig, legacy_settings
 from .delivery import BatchState, DeliveryResult, Dispatcher
 from .errors import ConfigurationError, DeliveryError, FailedMessage
+from .health.monitor import build_health
 from .outcomes import Attempt, MessageStatus
 from .pool import BACKENDS_TAKE_ALIAS, MailerPool
 from .routing import select
@@ -67,7 +68,8 @@ class RouterBackend(BaseEmailBackend):
         self._runtime: RouterRuntime = load_runtime(alias, options)
         self._pool = MailerPool(self._runtime.config, self._runtime.table)
         self._dispatcher = Dispatcher(
-            self._runtime.config, self._pool, self._runtime.redact, self._attempt_failed
+            self._runtime.config, self._pool, self._runtime.redact, self._attempt_failed,
+            health=build_health(self._runtime.config, self),
         )
         self._held_open = False
         self._lock = threading.RLock()

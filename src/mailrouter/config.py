@@ -18,6 +18,7 @@ from django.utils.module_loading import import_string
 
 from .classify import Classifier, default_classifier
 from .errors import ConfigurationError
+from .health.settings import HealthSettings, parse_health
 from .matching import MatcherError, When, compile_when
 
 ROUTER_OPTION_KEYS = ("routes", "delivery", "classifier", "timeout", "timeouts", "health")
@@ -80,6 +81,8 @@ class RouterConfig:
     timeout: float | None = DEFAULT_TIMEOUT
     timeouts: Mapping[str, float] = field(default_factory=dict)
     health: Mapping[str, Any] = field(default_factory=dict)
+    #: ``health`` validated (see ``mailrouter.health.settings``).
+    health_settings: HealthSettings = field(default_factory=HealthSettings)
 
 
 def uses_mailers_setting() -> bool:
@@ -157,8 +160,8 @@ def parse_router_options(
     )
     timeouts = _parse_timeouts(options.get("timeouts", {}), label, table, problems)
     health = options.get("health", {})
+    health_settings = parse_health(health, label, table, table.source, problems)
     if not isinstance(health, Mapping):
-        problems.append(f"{label}: 'health' must be a dict")
         health = {}
     if not problems:
         problems.extend(find_cycles(alias, routes, table))
@@ -173,6 +176,7 @@ def parse_router_options(
         timeout=timeout,
         timeouts=timeouts,
         health=health,
+        health_settings=health_settings,
     )
 
 

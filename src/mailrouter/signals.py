@@ -17,3 +17,9 @@ from django.dispatch import Signal
 attempt_failed = Signal()
 message_sent = Signal()
 message_failed = Signal()
+
+#: A mailer's circuit breaker changed state, once per transition per fleet (as
+#: far as the health cache allows). Sent with ``sender`` = the router's class
+#: and ``alias``, ``old`` and ``new`` (``mailrouter.health.breaker.State``:
+#: closed, open, half_open) and ``reason`` (redacted text).
+mailer_state_changed = Signal()

@@ -1,0 +1,92 @@
+"""System checks for the health cache (registered from ``MailRouterConfig.ready``).
+
+Breaker state is only fleet-wide if the cache is shared by every process and
+increments atomically. Local memory and the dummy cache are per process (or
+nothing); file and database caches are shared but count with get-then-set, so
+concurrent failures are lost. With ``DEBUG`` off (production) such a cache gets
+a warning; the embedded default gets its own id so a single-process
+deployment can silence just that one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core import checks
+from django.core.cache import caches
+
+from ..config import load_mailer_table, parse_router_options, router_label
+from ..errors import ConfigurationError
+from .store import cache_kind
+
+W_LOCAL = "mailrouter.W101"
+W_NONATOMIC = "mailrouter.W102"
+W_EMBEDDED = "mailrouter.W103"
+
+
+@checks.register("mailrouter", checks.Tags.caches)
+def check_health_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    if settings.DEBUG:
+        return []
+    from ..checks import _routers
+
+    try:
+        table = load_mailer_table()
+    except ConfigurationError:
+        return []  # reported by mailrouter.E001
+    messages: list[checks.CheckMessage] = []
+    for alias, options in _routers(table):
+        try:
+            config = parse_router_options(options, alias=alias, table=table)
+        except (ConfigurationError, TypeError, AttributeError):
+            continue  # reported by mailrouter.E001
+        health = config.health_settings
+        if not health.enabled:
+            continue
+        label = router_label(alias, table)
+        hint = (
+            "Point health['cache'] at a CACHES alias using "
+            "django.core.cache.backends.redis.RedisCache (or memcached)."
+        )
+        if health.cache is None:
+            messages.append(
+                checks.Warning(
+                    f"{label}: circuit-breaker state is kept in embedded per-process "
+                    "memory, so each process learns a mailer's outage on its own",
+                    hint=hint + f" Silence {W_EMBEDDED} if this site runs one process.",
+                    id=W_EMBEDDED,
+                )
+            )
+            continue
+        try:
+            kind = cache_kind(caches[health.cache])
+        except Exception as error:
+            messages.append(
+                checks.Error(
+                    f"{label}: health['cache'] {health.cache!r} cannot be created: "
+                    f"{type(error).__name__}: {error}",
+                    id="mailrouter.E101",
+                )
+            )
+            continue
+        backend = settings.CACHES[health.cache].get("BACKEND", "?")
+        if kind == "local":
+            messages.append(
+                checks.Warning(
+                    f"{label}: health['cache'] {health.cache!r} ({backend}) is not shared "
+                    "across processes; every process keeps its own breakers and drains",
+                    hint=hint,
+                    id=W_LOCAL,
+                )
+            )
+        elif kind == "shared-nonatomic":
+            messages.append(
+                checks.Warning(
+                    f"{label}: health['cache'] {health.cache!r} ({backend}) does not "
+                    "increment atomically; concurrent failures can be undercounted",
+                    hint=hint,
+                    id=W_NONATOMIC,
+                )
+            )
+    return messages

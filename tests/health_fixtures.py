@@ -1,0 +1,201 @@
+"""Fixtures and helpers for the health tests (imported by tests/test_health_*.py).
+
+- ``CLOCK``: a controllable wall clock; routers use it through the health
+  option ``"clock": "tests.health_fixtures.CLOCK"``.
+- ``CountingCache``: a local-memory cache that counts calls (≈ round trips).
+- ``redis_server``: a real ``redis-server`` process on a free port. If the
+  binary is missing the tests FAIL (with how to fix it) unless
+  ``MAILROUTER_ALLOW_NO_REDIS=1`` is set, in which case they are skipped with
+  that reason shown.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.cache.backends.locmem import LocMemCache
+
+from mailrouter.health import store as health_store
+
+START = 1_700_000_000.0
+
+
+class FakeClock:
+    """Wall-clock seconds that only move when a test says so."""
+
+    def __init__(self, now: float = START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+CLOCK = FakeClock()
+
+_COUNTED = (
+    "get", "get_many", "set", "set_many", "add", "incr", "decr", "delete", "delete_many",
+    "touch", "has_key", "clear",
+)
+
+
+class CountingCache(LocMemCache):
+    """LocMemCache that counts top-level calls per method in ``CALLS``.
+
+    Calls made by another counted method (BaseCache.get_many calls get) are
+    not counted again: each counted call is one round trip on a networked cache.
+    """
+
+    CALLS: Counter[str] = Counter()
+    _depth = threading.local()
+
+    def __getattribute__(self, name: str) -> Any:
+        attribute = super().__getattribute__(name)
+        if name not in _COUNTED:
+            return attribute
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            depth = getattr(CountingCache._depth, "value", 0)
+            if depth == 0:
+                CountingCache.CALLS[name] += 1
+            CountingCache._depth.value = depth + 1
+            try:
+                return attribute(*args, **kwargs)
+            finally:
+                CountingCache._depth.value = depth
+
+        return counted
+
+    @classmethod
+    def total(cls) -> int:
+        return sum(cls.CALLS.values())
+
+    @classmethod
+    def writes(cls) -> int:
+        return sum(n for name, n in cls.CALLS.items() if name not in ("get", "get_many", "has_key"))
+
+
+@pytest.fixture
+def clock() -> Iterator[FakeClock]:
+    CLOCK.now = START
+    yield CLOCK
+    CLOCK.now = START
+
+
+@pytest.fixture(autouse=True)
+def _fresh_health_state() -> Iterator[None]:
+    health_store.reset_stores()
+    CountingCache.CALLS.clear()
+    yield
+    health_store.reset_stores()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A throw-away redis-server on 127.0.0.1 (no persistence)."""
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def flush(self) -> None:
+        import redis
+
+        redis.Redis.from_url(self.url).flushall()
+
+
+def redis_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = (
+            "redis-server is not installed: the health tests need a real Redis "
+            "(apt-get install redis-server). Set MAILROUTER_ALLOW_NO_REDIS=1 to skip them."
+        )
+        if os.environ.get("MAILROUTER_ALLOW_NO_REDIS") == "1":
+            pytest.skip(message)
+        pytest.fail(message)
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        pytest.fail("the 'redis' package is not installed (pip install redis)")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer(redis_binary())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> Iterator[RedisServer]:
+    """The session's Redis, emptied, and running again after the test."""
+    if redis_server.process is None:
+        redis_server.start()
+    redis_server.flush()
+    yield redis_server
+    if redis_server.process is None:
+        redis_server.start()
+
+
+def redis_caches(server: RedisServer) -> dict[str, Any]:
+    return {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "health": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": server.url,
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        },
+    }
+
+
+COUNTING_CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "health": {"BACKEND": "tests.health_fixtures.CountingCache", "LOCATION": "health-counting"},
+}
