@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The django-mailrouter demo, from a fresh checkout, in one command:
+#
+#   bash scripts/demo.sh            # extra arguments go to demo/run.py (e.g. --verbose)
+#
+# Needs only python3 (3.11+) with venv and pip. Creates .venv-demo on first use,
+# installs the package with Django and Anymail (Mailgun, Postmark) into it, then
+# runs demo/run.py: local SMTP servers and fake ESP APIs on 127.0.0.1, nothing
+# leaves the machine. Exit status is the demo's: 0 when the router behaved as designed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "error: $PYTHON is missing or older than 3.11 (set PYTHON=/path/to/python3.11+)" >&2
+  exit 2
+fi
+
+VENV=.venv-demo
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "== creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+echo "== installing django-mailrouter[anymail] into $VENV"
+"$VENV/bin/python" -m pip install -q -e ".[anymail]"
+echo "== running demo/run.py"
+echo
+exec "$VENV/bin/python" demo/run.py "$@"
