@@ -1,0 +1,237 @@
+"""``manage.py mailrouter``: status, explain, drain, undrain, probe.
+
+Probes talk to real local SMTP servers; drain/undrain store their state in a
+real Redis started by the suite.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.mail import EmailMessage
+from django.core.management import CommandError, call_command
+
+from mailrouter.backend import RouterBackend
+from mailrouter.health.store import LastError, store_for
+from mailrouter.testing import FaultySMTPServer
+
+from . import fakes
+from .health_fixtures import (  # noqa: F401  (fixtures)
+    FakeClock,
+    RedisServer,
+    _fresh_health_state,
+    clock,
+    redis,
+    redis_caches,
+    redis_server,
+)
+
+SECRET = "hunter2-very-secret"
+HEALTH = {"failure_threshold": 2, "failure_rate": None, "cooldown": 60,
+          "clock": "tests.health_fixtures.CLOCK"}
+
+
+def mailers(smtp_port: int = 1) -> dict[str, Any]:
+    return {
+        "a": {"BACKEND": "tests.fakes.ScriptedBackend", "OPTIONS": {"name": "a"}},
+        "b": {"BACKEND": "tests.fakes.ScriptedBackend", "OPTIONS": {"name": "b"}},
+        "smtp": {
+            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "OPTIONS": {"host": "127.0.0.1", "port": smtp_port, "username": "app",
+                        "password": SECRET, "timeout": 2},
+        },
+    }
+
+
+def options(health: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "routes": [
+            {"name": "eu", "when": {"to_domain": ["*.de"]}, "mailers": ["smtp", "b"]},
+            {"name": "default", "mailers": ["a", "b"]},
+        ],
+        "health": {**HEALTH, **(health or {})},
+    }
+
+
+@pytest.fixture(autouse=True)
+def _reset_fakes() -> Iterator[None]:
+    fakes.reset()
+    yield
+    fakes.reset()
+
+
+def run(*args: str) -> tuple[int, str]:
+    """(exit code, stdout) of ``manage.py mailrouter *args``."""
+    out = StringIO()
+    try:
+        call_command("mailrouter", *args, stdout=out, stderr=StringIO())
+    except CommandError as error:
+        return error.returncode, out.getvalue() + f"\nCommandError: {error}"
+    return 0, out.getvalue()
+
+
+def open_breaker(router: RouterBackend, alias: str = "a", failures: int = 2) -> None:
+    fakes.SCRIPTS[alias].extend(["refuse_connect"] * failures)
+    router.fail_silently = True
+    for _ in range(failures):
+        router.send_messages([EmailMessage("s", "b", "app@example.com", ["u@example.com"])])
+
+
+def test_status_shows_every_mailer_with_its_breaker(
+    configure: Callable[..., RouterBackend], clock: FakeClock,
+) -> None:
+    router = configure(mailers(), options())
+    open_breaker(router)
+    code, text = run("status")
+    assert code == 0
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["MAILER", "BACKEND", "STATE"]
+    row_a = next(line for line in lines if line.startswith("a "))
+    assert "tests.fakes.ScriptedBackend" in row_a and "open (retry" in row_a
+    assert "2 in a row" in row_a and "Connection refused" in row_a
+    assert next(line for line in lines if line.startswith("b ")).split()[2] == "closed"
+    assert "per process" in text  # the embedded store only shows this process
+
+
+def test_status_json_and_redaction(configure: Callable[..., RouterBackend],
+                                   clock: FakeClock) -> None:
+    router = configure(mailers(), options())
+    settings = router.config.health_settings
+    store_for(settings).record_failure(
+        "smtp", settings.policy("smtp"), clock.now,
+        LastError(clock.now, "not_sent", f"535 authentication failed for app:{SECRET}"),
+    )
+    code, text = run("status", "--json")
+    assert code == 0 and SECRET not in text
+    rows = {row["alias"]: row for row in json.loads(text)["mailers"]}
+    assert set(rows) == {"smtp", "a", "b"}
+    assert rows["smtp"]["state"] == "closed"
+    assert rows["smtp"]["consecutive_failures"] == 1
+    assert "***" in rows["smtp"]["last_error"]
+    assert rows["smtp"]["backend"] == "django.core.mail.backends.smtp.EmailBackend"
+
+
+def test_explain_names_the_route_and_the_order_with_skip_reasons(
+    configure: Callable[..., RouterBackend], clock: FakeClock,
+) -> None:
+    router = configure(mailers(), options())
+    open_breaker(router)
+    opened = dict(fakes.OPEN_CALLS)
+    code, text = run("explain", "--to", "ann@example.com", "--from", "app@example.com")
+    assert code == 0
+    assert "route:  default" in text
+    assert "1. a  [open]  skip: circuit open until" in text
+    assert "2. b  [closed]  try" in text
+
+    code, text = run("explain", "--to", "ann@example.com", "--cc", "bob@shop.de", "--json")
+    result = json.loads(text)
+    assert result["route"] == "eu"
+    assert [c["alias"] for c in result["candidates"]] == ["smtp", "b"]
+    assert fakes.OPEN_CALLS == opened  # nothing was sent or even opened
+
+
+def test_explain_reports_when_every_candidate_is_skipped_and_when_nothing_matches(
+    configure: Callable[..., RouterBackend], clock: FakeClock,
+) -> None:
+    router = configure(mailers(), options())
+    open_breaker(router, "a")
+    open_breaker(router, "b")  # a is skipped, so b's failures come from the fallback
+    code, text = run("explain", "--to", "x@example.com", "--mailers", "a,b")
+    assert code == 0
+    assert "route:  (pinned)" in text
+    assert "tries them all in order anyway" in text
+    code, text = run("explain", "--to", "x@example.com", "--mailers", "nope")
+    assert code == 1 and "'nope'" in text
+
+
+def test_usage_errors_exit_2(configure: Callable[..., RouterBackend], clock: FakeClock) -> None:
+    configure(mailers(), options())
+    assert run("explain", "--to", "x@example.com", "--router", "nope")[0] == 2
+    assert run("explain", "--to", "not-an-address")[0] == 2
+    assert run("explain", "--to", "x@example.com", "--header", "novalue")[0] == 2
+    code, text = run("probe", "nope")
+    assert code == 2 and "unknown mailer alias 'nope'" in text
+
+
+def test_drain_refuses_a_per_process_store(configure: Callable[..., RouterBackend],
+                                           clock: FakeClock) -> None:
+    configure(mailers(), options())
+    code, text = run("drain", "a")
+    assert code == 3 and "per process" in text
+
+
+def test_drain_and_undrain_fleet_wide_through_redis(
+    configure: Callable[..., RouterBackend], clock: FakeClock, redis: RedisServer,
+) -> None:
+    router = configure(mailers(), options({"cache": "health"}), CACHES=redis_caches(redis))
+    assert run("drain", "a", "--for", "0")[0] == 2
+    assert run("drain", "nope")[0] == 2
+    code, text = run("drain", "a", "--for", "15m", "--reason", "provider maintenance")
+    assert code == 0 and text.startswith("drained a until ")
+
+    router.fail_silently = True
+    message = EmailMessage("s", "b", "app@example.com", ["u@example.com"])
+    router.send_messages([message])
+    first = message.mailrouter_attempts[0]  # type: ignore[attr-defined]
+    assert (first.alias, first.outcome.value) == ("a", "skipped")
+    assert "provider maintenance" in first.error
+
+    rows = {r["alias"]: r for r in json.loads(run("status", "--json")[1])["mailers"]}
+    assert rows["a"]["drained"] is True and rows["a"]["drain_reason"] == "provider maintenance"
+    assert run("undrain", "a") == (0, "undrained a\n")
+    assert run("undrain", "a") == (0, "a was not drained\n")
+    router.send_messages([message])
+    assert message.sent_using == "a"  # type: ignore[attr-defined]
+
+
+def test_status_exits_3_when_the_health_cache_is_down(
+    configure: Callable[..., RouterBackend], clock: FakeClock, redis: RedisServer,
+) -> None:
+    configure(mailers(), options({"cache": "health"}), CACHES=redis_caches(redis))
+    redis.stop()
+    code, text = run("status")
+    assert code == 3 and "unreachable" in text
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[FaultySMTPServer]:
+    with FaultySMTPServer(username="app", password=SECRET) as server:
+        yield server
+
+
+def test_probe_opens_and_closes_without_sending(
+    configure: Callable[..., RouterBackend], clock: FakeClock, smtp_server: FaultySMTPServer,
+) -> None:
+    configure(mailers(smtp_server.port), options())
+    code, text = run("probe", "smtp")
+    assert code == 0 and text.startswith("smtp: ok (opened and closed in ")
+    assert smtp_server.connections_opened == 1
+    assert smtp_server.messages == [] and smtp_server.transactions == 0
+
+
+@pytest.mark.parametrize("mode", ["refuse", "auth_fail", "tempfail_connect"])
+def test_probe_failure_exits_1_with_outcome_and_redacted_error(
+    configure: Callable[..., RouterBackend], clock: FakeClock, smtp_server: FaultySMTPServer,
+    mode: str,
+) -> None:
+    configure(mailers(smtp_server.port), options())
+    smtp_server.mode = mode
+    code, text = run("probe", "smtp", "--json")
+    assert code == 1
+    result = json.loads(text.split("\nCommandError")[0])
+    assert result["ok"] is False and result["outcome"] == "not_sent"
+    assert SECRET not in text
+
+
+def test_probe_of_a_router_alias_is_a_usage_error(
+    configure: Callable[..., RouterBackend], clock: FakeClock,
+) -> None:
+    table = {**mailers(), "inner": {"BACKEND": "mailrouter.backend.RouterBackend",
+                                    "OPTIONS": {"routes": [{"mailers": ["a"]}]}}}
+    configure(table, options())
+    code, text = run("probe", "inner")
+    assert code == 2 and "is a router" in text
