@@ -11,7 +11,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-PYTHON=${PYTHON:-python3}
+# Prefer the newest Python on the machine: Django 6.1 (and its MAILERS setting,
+# which the demo then uses) needs 3.12+; with 3.11 pip picks Django 5.2.
+if [ -z "${PYTHON:-}" ]; then
+  PYTHON=python3
+  for candidate in python3.13 python3.12 \
+      "$(pyenv root 2>/dev/null || echo /root/.pyenv)"/versions/3.1[23]*/bin/python3; do
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import venv, ensurepip' 2>/dev/null; then
+      PYTHON=$candidate
+      break
+    fi
+  done
+fi
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
   echo "error: $PYTHON is missing or older than 3.11 (set PYTHON=/path/to/python3.11+)" >&2
   exit 2

@@ -180,7 +180,8 @@ class Dispatcher:
                 self._pool.discard(key, backend)
                 if stage is Stage.CONNECT or _is_timeout(error):
                     batch.down[key] = "timed out" if _is_timeout(error) else "connection failed"
-            text = self._redact(str(error))[:MAX_ERROR_TEXT]
+            # One line: ESP errors embed pretty-printed JSON bodies.
+            text = self._redact(" ".join(str(error).split()))[:MAX_ERROR_TEXT]
             return Attempt(alias, outcome, text, type(error).__name__, duration)
         duration = time.perf_counter() - started
         if sent:
