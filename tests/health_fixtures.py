@@ -1,9 +1,9 @@
-"""Fixtures and helpers for the health tests (imported by tests/test_health_*.py).
+"""Helpers for the health tests; their fixtures are in tests/health_plugin.py.
 
 - ``CLOCK``: a controllable wall clock; routers use it through the health
   option ``"clock": "tests.health_fixtures.CLOCK"``.
 - ``CountingCache``: a local-memory cache that counts calls (≈ round trips).
-- ``redis_server``: a real ``redis-server`` process on a free port. If the
+- ``RedisServer``: a real ``redis-server`` process on a free port. If the
   binary is missing the tests FAIL (with how to fix it) unless
   ``MAILROUTER_ALLOW_NO_REDIS=1`` is set, in which case they are skipped with
   that reason shown.
@@ -18,13 +18,10 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.core.cache.backends.locmem import LocMemCache
-
-from mailrouter.health import store as health_store
 
 START = 1_700_000_000.0
 
@@ -84,21 +81,6 @@ class CountingCache(LocMemCache):
     @classmethod
     def writes(cls) -> int:
         return sum(n for name, n in cls.CALLS.items() if name not in ("get", "get_many", "has_key"))
-
-
-@pytest.fixture
-def clock() -> Iterator[FakeClock]:
-    CLOCK.now = START
-    yield CLOCK
-    CLOCK.now = START
-
-
-@pytest.fixture(autouse=True)
-def _fresh_health_state() -> Iterator[None]:
-    health_store.reset_stores()
-    CountingCache.CALLS.clear()
-    yield
-    health_store.reset_stores()
 
 
 def free_port() -> int:
@@ -163,25 +145,6 @@ def redis_binary() -> str:
     except ImportError:
         pytest.fail("the 'redis' package is not installed (pip install redis)")
     return binary
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer(redis_binary())
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def redis(redis_server: RedisServer) -> Iterator[RedisServer]:
-    """The session's Redis, emptied, and running again after the test."""
-    if redis_server.process is None:
-        redis_server.start()
-    redis_server.flush()
-    yield redis_server
-    if redis_server.process is None:
-        redis_server.start()
 
 
 def redis_caches(server: RedisServer) -> dict[str, Any]:

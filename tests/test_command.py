@@ -20,15 +20,10 @@ from mailrouter.health.store import LastError, store_for
 from mailrouter.testing import FaultySMTPServer
 
 from . import fakes
-from .health_fixtures import (  # noqa: F401  (fixtures)
-    FakeClock,
-    RedisServer,
-    _fresh_health_state,
-    clock,
-    redis,
-    redis_caches,
-    redis_server,
-)
+from .health_fixtures import FakeClock, RedisServer, redis_caches
+
+# Fixtures: clock, redis, a fresh health state per test (tests/health_plugin.py).
+pytest_plugins = ["tests.health_plugin"]
 
 SECRET = "hunter2-very-secret"
 HEALTH = {"failure_threshold": 2, "failure_rate": None, "cooldown": 60,
@@ -131,7 +126,7 @@ def test_explain_names_the_route_and_the_order_with_skip_reasons(
     result = json.loads(text)
     assert result["route"] == "eu"
     assert [c["alias"] for c in result["candidates"]] == ["smtp", "b"]
-    assert fakes.OPEN_CALLS == opened  # nothing was sent or even opened
+    assert opened == fakes.OPEN_CALLS  # nothing was sent or even opened
 
 
 def test_explain_reports_when_every_candidate_is_skipped_and_when_nothing_matches(

@@ -23,13 +23,10 @@ from mailrouter.outcomes import Outcome
 
 from . import fakes
 from .conftest import make_router
-from .health_fixtures import (  # noqa: F401  (fixtures)
-    COUNTING_CACHES,
-    CountingCache,
-    FakeClock,
-    _fresh_health_state,
-    clock,
-)
+from .health_fixtures import COUNTING_CACHES, CountingCache, FakeClock
+
+# Fixtures: clock, redis, a fresh health state per test (tests/health_plugin.py).
+pytest_plugins = ["tests.health_plugin"]
 
 MAILERS = {alias: {"BACKEND": "tests.fakes.ScriptedBackend", "OPTIONS": {"name": alias}}
            for alias in ("a", "b", "c")}
@@ -42,7 +39,9 @@ HEALTH = {
 }
 
 
-def options(health: dict[str, Any] | None = None, mailers: list[str] | None = None) -> dict[str, Any]:
+def options(
+    health: dict[str, Any] | None = None, mailers: list[str] | None = None
+) -> dict[str, Any]:
     return {"routes": [{"mailers": mailers or ["a", "b"]}], "health": {**HEALTH, **(health or {})}}
 
 

@@ -52,8 +52,9 @@ def check_health_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
         if health.cache is None:
             messages.append(
                 checks.Warning(
-                    f"{label}: circuit-breaker state is kept in embedded per-process "
-                    "memory, so each process learns a mailer's outage on its own",
+                    f"{label}: no health['cache']: circuit-breaker state is kept in "
+                    "embedded per-process memory, so each process learns a mailer's "
+                    "outage on its own",
                     hint=hint + f" Silence {W_EMBEDDED} if this site runs one process.",
                     id=W_EMBEDDED,
                 )

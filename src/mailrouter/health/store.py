@@ -199,7 +199,7 @@ class HealthStore:
             f"mailrouter-health-fallback:{cache_alias}", {"TIMEOUT": None, "MAX_ENTRIES": 10000}
         )
         self._lock = threading.Lock()
-        self._retry_at: float | None = None  # monotonic; None = shared cache in use
+        self._failed_at: float | None = None  # monotonic; None = shared cache in use
         self._warned_at: float | None = None
 
     # -- plumbing --------------------------------------------------------------
@@ -220,11 +220,11 @@ class HealthStore:
 
     @property
     def using_fallback(self) -> bool:
-        return self._retry_at is not None
+        return self._failed_at is not None
 
     def _run(self, operation: Callable[[BaseCache], T]) -> T:
-        retry_at = self._retry_at
-        if retry_at is not None and time.monotonic() < retry_at:
+        failed_at = self._failed_at
+        if failed_at is not None and time.monotonic() < failed_at + RETRY_INTERVAL:
             return operation(self._local)
         try:
             result = operation(self.backend())
@@ -233,14 +233,14 @@ class HealthStore:
             # pymemcache, database errors), and none of them may stop a send.
             self._cache_failed(error)
             return operation(self._local)
-        if retry_at is not None:
+        if failed_at is not None:
             self._cache_resumed()
         return result
 
     def _cache_failed(self, error: Exception) -> None:
         now = time.monotonic()
         with self._lock:
-            self._retry_at = now + RETRY_INTERVAL
+            self._failed_at = now
             if self._warned_at is not None and now - self._warned_at < WARN_INTERVAL:
                 return
             self._warned_at = now
@@ -254,9 +254,9 @@ class HealthStore:
 
     def _cache_resumed(self) -> None:
         with self._lock:
-            if self._retry_at is None:
+            if self._failed_at is None:
                 return
-            self._retry_at = None
+            self._failed_at = None
         logger.info(
             "mailrouter: health cache %s answers again; using shared breaker state",
             self.label,
@@ -397,7 +397,7 @@ class HealthStore:
             self._embedded.clear()
         self._local.clear()
         with self._lock:
-            self._retry_at = None
+            self._failed_at = None
             self._warned_at = None
 
 
