@@ -274,6 +274,8 @@ class HealthStore:
             alias_policy = policy(alias)
             for part in ("breaker", "fails", "drain", "error"):
                 wanted[key(alias, part)] = (alias, part, None)
+            if alias_policy.failure_rate is None:
+                continue  # no rate rule, no window to read
             for bucket in alias_policy.window_buckets(now):
                 wanted[window_key(alias, alias_policy, bucket)] = (alias, "window", bucket)
         if not wanted:

@@ -1,0 +1,279 @@
+#!/usr/bin/env python
+"""What does a dead primary mailer cost a fleet of processes?
+
+N messages are sent across K worker processes (each message on its own, as
+``send_mail()`` does in a web request) through the router, whose routes are
+``[primary, backup]`` — two local SMTP servers (``FaultySMTPServer``) — while
+the primary is (a) refusing connections, (b) hanging until the SMTP timeout.
+Side by side, in one run, with the same servers:
+
+- **shared**: breakers in Redis (Django's ``RedisCache``; a ``redis-server``
+  is started on a free port);
+- **per-process**: breakers in each process's own memory (the embedded default);
+- **no breaker**: ``"health": False`` (only the per-batch "connection failed"
+  memory of the core router).
+
+For each: failed attempts paid on the dead primary, wall time, throughput.
+Target: with shared state the fleet pays <= failure_threshold + 1 attempts on
+the dead mailer per cooldown whatever K is — plus, honestly reported, the sends
+that were already in flight when the breaker opened (they had read "closed").
+
+Finally the hot-path cost with a healthy primary: Redis commands per
+``send_messages()`` (target: one MGET, no writes), counted by Redis itself
+(``INFO commandstats``).
+
+Usage::
+
+    python benchmarks/outage.py                # 400 messages, 8 processes
+    python benchmarks/outage.py --quick        # 120 messages, 4 processes
+    python benchmarks/outage.py --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SMTP = "django.core.mail.backends.smtp.EmailBackend"
+
+
+# -- worker process -------------------------------------------------------------------
+
+
+def worker(config: dict[str, Any]) -> None:
+    """Send ``count`` messages one by one; print one JSON line of figures."""
+    import logging
+
+    from django.conf import settings
+
+    locmem = "django.core.cache.backends.locmem.LocMemCache"
+    cache_settings: dict[str, Any] = {"default": {"BACKEND": locmem}}
+    health = config["health"]
+    if config["mode"] == "shared":
+        cache_settings["health"] = {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                            "LOCATION": config["redis"],
+                            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}}
+        health = {**health, "cache": "health"}
+    elif config["mode"] == "none":
+        health = False
+    settings.configure(
+        DEBUG=False, INSTALLED_APPS=["mailrouter"], CACHES=cache_settings, LOGGING_CONFIG=None,
+        EMAIL_BACKEND="mailrouter.backend.RouterBackend", DEFAULT_FROM_EMAIL="app@example.com",
+        MAILROUTER={
+            "MAILERS": {
+                name: {"BACKEND": SMTP, "OPTIONS": {"host": "127.0.0.1", "port": port,
+                                                    "timeout": config["timeout"]}}
+                for name, port in (("primary", config["primary"]), ("backup", config["backup"]))
+            },
+            "OPTIONS": {"routes": [{"mailers": ["primary", "backup"]}], "health": health},
+        },
+    )
+    import django
+
+    django.setup()
+    logging.getLogger("mailrouter").setLevel(logging.CRITICAL)
+    # Warm up outside the measurement: imports (redis-py takes ~0.7 s), the
+    # cache connection, the router's parsed configuration.
+    from django.core.cache import caches
+    from django.core.mail import EmailMessage, get_connection
+
+    if config["mode"] == "shared":
+        caches["health"].get("warm-up")
+    get_connection()
+    go = Path(config["go"])
+    Path(f"{go}.ready.{os.getpid()}").touch()
+    while not go.exists():
+        time.sleep(0.002)
+    started = time.time()
+    paid = sent = 0
+    for index in range(config["count"]):
+        message = EmailMessage(f"m{index}", "body", None, ["user@example.com"])
+        get_connection(fail_silently=True).send_messages([message])
+        sent += int(getattr(message, "sent_using", None) is not None)
+        attempts: list[Any] = getattr(message, "mailrouter_attempts", [])
+        paid += sum(1 for a in attempts
+                    if a.alias == "primary" and a.outcome.value in ("not_sent", "uncertain"))
+    print(json.dumps({"started": started, "ended": time.time(), "paid": paid, "sent": sent,
+                      "count": config["count"]}), flush=True)
+
+
+# -- coordinator -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Redis:
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server not found (apt-get install redis-server)")
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        self.client = redis.Redis(port=self.port)
+        for _ in range(500):
+            try:
+                self.client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.01)
+        raise RuntimeError("redis-server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def commands(self) -> dict[str, int]:
+        stats = self.client.info("commandstats")
+        return {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()
+                if k not in ("cmdstat_info", "cmdstat_config|resetstat", "cmdstat_flushall")}
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def run_fleet(mode: str, args: argparse.Namespace, ports: tuple[int, int],
+              redis: Redis | None) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        go = Path(tmp) / "go"
+        per_worker = args.messages // args.processes
+        health = {"failure_threshold": args.threshold, "failure_rate": None,
+                  "cooldown": args.cooldown, "max_cooldown": args.cooldown * 8}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        processes = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--worker", json.dumps({
+                    "mode": mode, "health": health, "redis": redis.url if redis else None,
+                    "primary": ports[0], "backup": ports[1], "timeout": args.timeout,
+                    "count": per_worker, "go": str(go),
+                })],
+                stdout=subprocess.PIPE, env=env, cwd=ROOT,
+            )
+            for _ in range(args.processes)
+        ]
+        # Every worker has imported Django, warmed up, and waits for "go".
+        deadline = time.monotonic() + 120
+        while len(list(Path(tmp).glob("go.ready.*"))) < args.processes:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+                raise RuntimeError("workers did not start")
+            time.sleep(0.01)
+        if redis is not None:
+            redis.client.flushall()
+            redis.client.config_resetstat()
+        go.touch()
+        results = []
+        for process in processes:
+            out, _ = process.communicate(timeout=600)
+            if process.returncode != 0:
+                raise RuntimeError(f"worker failed ({process.returncode})")
+            results.append(json.loads(out.decode().strip().splitlines()[-1]))
+    wall = max(r["ended"] for r in results) - min(r["started"] for r in results)
+    total = sum(r["count"] for r in results)
+    figures: dict[str, Any] = {
+        "paid": sum(r["paid"] for r in results),
+        "wall": wall,
+        "rate": total / wall if wall else float("inf"),
+        "sent": sum(r["sent"] for r in results),
+        "messages": total,
+    }
+    if redis is not None and mode == "shared":
+        commands = redis.commands()
+        figures["redis_commands_per_send"] = sum(commands.values()) / total
+        figures["redis_commands"] = commands
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--messages", type=int, default=400)
+    parser.add_argument("--processes", type=int, default=8)
+    parser.add_argument("--threshold", type=int, default=3)
+    parser.add_argument("--cooldown", type=float, default=60.0)
+    parser.add_argument("--timeout", type=float, default=0.5, help="SMTP timeout (hang case)")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.worker:
+        worker(json.loads(args.worker))
+        return
+    if args.quick:
+        args.messages, args.processes = 120, 4
+    sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+    from mailrouter.testing import FaultySMTPServer
+
+    try:
+        redis: Redis | None = Redis()
+    except (RuntimeError, ImportError) as error:
+        print(f"shared mode skipped: {error}", file=sys.stderr)
+        redis = None
+    modes = (["shared"] if redis else []) + ["per-process", "none"]
+    report: dict[str, Any] = {"messages": args.messages, "processes": args.processes,
+                              "threshold": args.threshold, "cooldown": args.cooldown,
+                              "timeout": args.timeout, "outages": {}}
+    try:
+        with FaultySMTPServer() as primary, FaultySMTPServer() as backup:
+            for outage in ("refuse", "hang_greeting"):
+                primary.mode = outage
+                report["outages"][outage] = {
+                    mode: run_fleet(mode, args, (primary.port, backup.port), redis)
+                    for mode in modes
+                }
+            if redis is not None:
+                primary.mode = "accept"
+                report["healthy"] = run_fleet("shared", args, (primary.port, backup.port), redis)
+    finally:
+        if redis is not None:
+            redis.stop()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print_report(report)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    labels = {"shared": "shared (Redis)", "per-process": "per-process", "none": "no breaker"}
+    print(f"{report['messages']} messages across {report['processes']} processes, "
+          f"failure_threshold {report['threshold']}, cooldown {report['cooldown']:g}s, "
+          f"SMTP timeout {report['timeout']:g}s")
+    titles = {"refuse": "primary refusing connections",
+              "hang_greeting": "primary hanging until the timeout"}
+    for outage, rows in report["outages"].items():
+        print(f"\n{titles[outage]}:")
+        print(f"  {'state':16} {'attempts on dead primary':>25} {'wall time':>10} "
+              f"{'msgs/s':>8} {'sent':>9}")
+        for mode, row in rows.items():
+            print(f"  {labels[mode]:16} {row['paid']:>25} {row['wall']:>9.2f}s "
+                  f"{row['rate']:>8.0f} {row['sent']:>4}/{row['messages']}")
+        if "shared" in rows:
+            bound = report["threshold"] + report["processes"] - 1
+            print(f"  shared: {rows['shared']['paid']} paid; bound = threshold + in-flight "
+                  f"sends of the other processes = {bound}")
+    if "healthy" in report:
+        healthy = report["healthy"]
+        print(f"\nhot path, healthy primary, shared state: "
+              f"{healthy['redis_commands_per_send']:.2f} Redis commands per send_messages() "
+              f"{healthy['redis_commands']}")
+
+
+if __name__ == "__main__":
+    main()
