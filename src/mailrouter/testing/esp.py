@@ -35,6 +35,7 @@ import itertools
 import json
 import re
 import select
+import selectors
 import socket
 import socketserver
 import threading
@@ -198,7 +199,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass  # keep test output clean
 
-    def do_POST(self) -> None:  # http.server naming
+    def do_POST(self) -> None:  # (method name dictated by http.server)
         self.server.owner._handle_request(self)
 
     do_GET = do_PUT = do_DELETE = do_PATCH = do_POST
@@ -260,6 +261,7 @@ class FakeESPServer:
         self._control = threading.RLock()
         self._httpd: _HTTPServer | None = None
         self._serve_thread: threading.Thread | None = None
+        self._wake: socket.socket | None = None
         self._running = False
         self._ids = itertools.count(1)
 
@@ -475,25 +477,46 @@ class FakeESPServer:
                     raise
                 time.sleep(0.02)
         self.port = int(httpd.server_address[1])
+        # handle_request() below must only poll: we call it when the listener
+        # is already readable.
+        httpd.timeout = 0.0
+        wake_r, wake_w = socket.socketpair()
         thread = threading.Thread(
-            # A short poll interval keeps shutdown() (used for "refuse" and
-            # stop()) fast.
-            target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.02},
+            target=self._accept_loop,
+            args=(httpd, wake_r),
             name=f"FakeESPServer:{self.port}",
             daemon=True,
         )
-        self._httpd, self._serve_thread = httpd, thread
+        self._httpd, self._serve_thread, self._wake = httpd, thread, wake_w
         thread.start()
+
+    @staticmethod
+    def _accept_loop(httpd: _HTTPServer, wake_r: socket.socket) -> None:
+        # Instead of serve_forever(), whose shutdown() waits for a polling
+        # interval, block on the listener *and* a wake-up socket: closing the
+        # listener ("refuse", stop()) then takes microseconds, which matters
+        # when a test suite starts hundreds of servers.
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(httpd.socket, selectors.EVENT_READ, "accept")
+                selector.register(wake_r, selectors.EVENT_READ, "wake")
+                while True:
+                    events = selector.select()
+                    if any(key.data == "wake" for key, _mask in events):
+                        return
+                    httpd.handle_request()  # accept + hand over to a thread
+        finally:
+            wake_r.close()
 
     def _close_listener(self) -> None:
         """Stop accepting and close the listening socket (caller holds _control)."""
-        httpd, thread = self._httpd, self._serve_thread
-        self._httpd = self._serve_thread = None
-        if httpd is not None and thread is not None:
-            httpd.shutdown()
-            httpd.server_close()
+        httpd, thread, wake = self._httpd, self._serve_thread, self._wake
+        self._httpd = self._serve_thread = self._wake = None
+        if httpd is not None and thread is not None and wake is not None:
+            wake.send(b"x")
             thread.join()
+            wake.close()
+            httpd.server_close()
         # An idle keep-alive connection would let a pooled client keep talking
         # to a "down" server; close those.  Busy ones get "Connection: close".
         with self._lock:

@@ -44,7 +44,7 @@ from email.message import EmailMessage
 from email.parser import BytesHeaderParser, BytesParser
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Self, TypeVar
 
 from ._faults import FaultPlan
 
@@ -221,10 +221,11 @@ class FaultySMTPServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         # The following are only touched from the event-loop thread.
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._listener: socket.socket | None = None
+        self._conn_tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._queue_ids = itertools.count(1)
+        self._closing = False
 
     # ------------------------------------------------------------------
     # Lifecycle
@@ -244,6 +245,7 @@ class FaultySMTPServer:
             # and port 0 is resolved before anything else happens.
             sock = self._bind()
             self.port = sock.getsockname()[1]
+            self._closing = False
             loop = asyncio.new_event_loop()
             ready = threading.Event()
             thread = threading.Thread(
@@ -268,8 +270,8 @@ class FaultySMTPServer:
     def stop(self, timeout: float = 5.0) -> None:
         """Close the listener and every connection, then join the server thread.
 
-        Hung clients do not delay this: their handlers are cancelled and their
-        sockets aborted.  Idempotent.  Raises ``RuntimeError`` only if the
+        Hung clients do not delay this: their connections are aborted, which
+        ends their handlers.  Idempotent.  Raises ``RuntimeError`` only if the
         thread failed to exit within ``timeout`` (a bug).
         """
         with self._control:
@@ -481,32 +483,90 @@ class FaultySMTPServer:
         else:
             self._call(self._ensure_listener())
 
+    # Connections are accepted by a plain reader callback on the listening
+    # socket instead of asyncio.start_server() or loop.sock_accept():
+    # closing an asyncio.Server while an accept is in flight trips an
+    # assertion in Server._attach (CPython 3.12.1) and leaks the accepted
+    # socket, and cancelling a sock_accept() that just completed drops the
+    # accepted socket too -- exactly what "refuse" and stop() do.  A
+    # synchronous callback accepts and hands over in one step, so nothing can
+    # be lost in between.
+
     async def _listen(self, sock: socket.socket) -> None:
-        self._server = await asyncio.start_server(self._handle_client, sock=sock, limit=_LINE_LIMIT)
+        self._listener = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._on_acceptable, sock)
+
+    def _on_acceptable(self, lsock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _addr = lsock.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # backlog drained
+            except OSError:
+                return  # listener closed or transient accept error
+            conn.setblocking(False)
+            # Keep a strong reference: the loop only holds tasks weakly.
+            task = loop.create_task(self._serve_socket(conn))
+            self._conn_tasks.add(task)
+            task.add_done_callback(self._conn_tasks.discard)
+
+    async def _serve_socket(self, conn: socket.socket) -> None:
+        if self._closing:
+            conn.close()  # accepted just before shutdown; never start a session
+            return
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn, limit=_LINE_LIMIT)
+        except BaseException:
+            conn.close()
+            raise
+        await self._handle_client(reader, writer)
 
     async def _ensure_listener(self) -> None:
-        if self._server is None:
+        if self._listener is None:
             await self._listen(self._bind())
 
     async def _close_listener(self) -> None:
         self._close_listener_now()
 
     def _close_listener_now(self) -> None:
-        # Server.close() closes the listening socket synchronously; we do not
-        # await wait_closed(), which would wait for live connections to end.
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        """Close the listening socket right now (event-loop thread only).
+
+        Synchronous so that, when it returns, connection attempts are refused.
+        Live connections are not touched.
+        """
+        lsock, self._listener = self._listener, None
+        if lsock is not None:
+            # Unregister before closing so the selector never sees a closed fd.
+            asyncio.get_running_loop().remove_reader(lsock.fileno())
+            lsock.close()
 
     async def _shutdown(self) -> None:
+        self._closing = True
         self._close_listener_now()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=2.0)
+        me = asyncio.current_task()
+        # Loop until no other task is left: that covers connection handlers
+        # as well as connections accepted but not yet handed over (whose
+        # writers only appear later, hence the repeated abort pass).
+        for _ in range(25):
+            # Aborting a transport feeds EOF to its reader and fails pending
+            # drains, so every handler -- hung ones included -- ends by itself.
+            for writer in list(self._writers):
+                writer.transport.abort()
+            others = asyncio.all_tasks() - {me}
+            if not others:
+                break
+            await asyncio.wait(others, timeout=0.2)
+        else:
+            # Belt and braces; should not happen.
+            others = asyncio.all_tasks() - {me}
+            for task in others:
+                task.cancel()
+            if others:
+                await asyncio.wait(others, timeout=1.0)
+        # Let the transports' close callbacks (scheduled with call_soon) run.
+        for _ in range(3):
+            await asyncio.sleep(0)
 
     # ------------------------------------------------------------------
     # SMTP protocol
@@ -515,10 +575,13 @@ class FaultySMTPServer:
     async def _handle_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(cast("asyncio.Task[None]", task))
         self._writers.add(writer)
+        if self._closing:
+            # Handed over while stop() was running; it may already have done
+            # its abort pass for this connection.
+            self._writers.discard(writer)
+            writer.transport.abort()
+            return
         with self._lock:
             self._connections_opened += 1
         session = _Session(reader, writer)
@@ -526,15 +589,21 @@ class FaultySMTPServer:
             await self._run_session(session)
         except (_Hangup, ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # Only _shutdown() cancels us (as a last resort) and this task is
+            # the root of its connection: nothing awaits the cancellation.
+            pass
         except OSError:
             pass  # peer vanished mid-write, etc.
         except Exception as exc:  # record server bugs for tests
             with self._lock:
                 self._errors.append(exc)
         finally:
-            self._tasks.discard(cast("asyncio.Task[None]", task))
             self._writers.discard(writer)
-            writer.close()
+            if self._closing:
+                writer.transport.abort()
+            else:
+                writer.close()
 
     async def _reply(self, session: _Session, code: int, *lines: str) -> None:
         texts = lines or ("",)
