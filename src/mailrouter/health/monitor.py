@@ -100,7 +100,7 @@ class HealthMonitor:
     def skip_reason(self, alias: str) -> str | None:
         entry = self._entry(alias)
         now = self.settings.clock()
-        reason = explain_skip(entry.health, now)
+        reason = explain_skip(entry.health, now, self._policy(alias))
         if reason is not None or entry.health.breaker.effective(now) is State.CLOSED:
             return reason
         # Half-open: exactly one process in the fleet may make the probe.
@@ -273,7 +273,7 @@ def monitor_state_listener(router: Any) -> StateListener:
     return listener
 
 
-def explain_skip(health: MailerHealth, now: float) -> str | None:
+def explain_skip(health: MailerHealth, now: float, policy: BreakerPolicy) -> str | None:
     """Why a mailer would be skipped now (read-only: takes no lease)."""
     if health.drained(now):
         assert health.drain is not None
@@ -286,9 +286,19 @@ def explain_skip(health: MailerHealth, now: float) -> str | None:
             f"circuit open until {format_time(health.breaker.retry_at)} "
             f"({health.breaker.reason or 'failures'})"
         )
+    if (
+        state is State.CLOSED
+        and policy.failure_threshold is not None
+        and health.consecutive >= policy.failure_threshold
+        and health.last_error is not None
+        and now < health.last_error.at + policy.cooldown
+    ):
+        # The threshold is reached but the open record is not stored yet (the
+        # process making the transition is between its incr and its write).
+        # Acting on the counter closes that window; bounded by the cooldown in
+        # case that process died before writing.
+        return f"circuit opening ({health.consecutive} consecutive failures)"
     return None
-
-
 
 
 def build_health(config: RouterConfig, router: Any) -> HealthMonitor | None:

@@ -344,7 +344,7 @@ class Command(BaseCommand):
         candidates = []
         for alias in aliases:
             entry = health.get(alias)
-            skip = explain_skip(entry, now) if entry is not None else None
+            skip = explain_skip(entry, now, settings.policy(alias)) if entry is not None else None
             state = entry.breaker.effective(now).value if entry is not None else "untracked"
             note = None
             if state == State.HALF_OPEN.value and skip is None:
