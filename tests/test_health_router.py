@@ -344,3 +344,25 @@ def test_skipped_attempt_outcome_is_recorded_as_skipped(
     for _ in range(4):
         [message] = send(router)
     assert message.mailrouter_attempts[0].outcome is Outcome.SKIPPED  # type: ignore[attr-defined]
+
+
+def test_a_reached_threshold_skips_even_before_the_open_record_is_stored(
+    configure: Callable[..., RouterBackend], clock: FakeClock,
+) -> None:
+    from mailrouter.health.store import LastError
+
+    router = configure(MAILERS, options())
+    settings = router.config.health_settings
+    store = store_for(settings)
+    # Another process counted the third failure and has not written "open" yet
+    # (or died before it could).
+    for _ in range(3):
+        store.record_failure("a", settings.policy("a"), clock.now,
+                             LastError(clock.now, "not_sent", "refused"))
+    [message] = send(router)
+    assert trail(message) == [("a", "skipped"), ("b", "accepted")]
+    assert message.mailrouter_attempts[0].error == "circuit opening (3 consecutive failures)"  # type: ignore[attr-defined]
+    # Bounded by the cooldown: if nobody stored the transition, try again.
+    clock.advance(10)
+    assert trail(send(router)[0]) == [("a", "accepted")]
+    assert trail(send(router)[0]) == [("a", "accepted")]
