@@ -16,6 +16,7 @@ from email.utils import make_msgid
 from typing import Any, Protocol
 
 from django.core.mail import EmailMessage
+from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.utils import DNS_NAME
 
 from .classify import Stage, error_chain
@@ -88,6 +89,35 @@ def ensure_message_id(message: EmailMessage) -> None:
             return
     # A new dict: callers often share one headers dict between messages.
     message.extra_headers = {**headers, "Message-ID": make_msgid(domain=DNS_NAME.get_fqdn())}
+
+
+#: Django 6.1's ``BaseEmailBackend.__getattr__`` (None before 6.1): it never
+#: provides ``connection``; it only raises AttributeError, which is costly.
+_BASE_GETATTR = BaseEmailBackend.__dict__.get("__getattr__")
+#: Per leaf class: can ``connection`` only ever be a plain instance attribute?
+_PLAIN_CLASSES: dict[type, bool] = {}
+
+
+def leaf_connection(backend: Any) -> Any:
+    """``getattr(backend, "connection", None)``, without a failing attribute
+    lookup on every message for the many backends that have no connection
+    (locmem, console, Anymail's, ...)."""
+    cls: Any = type(backend)
+    plain = _PLAIN_CLASSES.get(cls)
+    if plain is None:
+        # No custom attribute lookup, and no class attribute or property
+        # named ``connection``: then only the instance dict can hold one.
+        plain = _PLAIN_CLASSES[cls] = (
+            cls.__getattribute__ is object.__getattribute__
+            and getattr(cls, "__getattr__", None) in (None, _BASE_GETATTR)
+            and not any("connection" in vars(klass) for klass in cls.__mro__)
+        )
+    if not plain:
+        return getattr(backend, "connection", None)
+    try:
+        return backend.__dict__.get("connection")
+    except AttributeError:  # no __dict__ (slots): then no connection either
+        return None
 
 
 def _is_timeout(error: BaseException) -> bool:
@@ -168,7 +198,7 @@ class Dispatcher:
             if backend is None:
                 backend = self._pool.backend(alias)
             self._pool.ensure_open(key, backend)
-            marker = watch(getattr(backend, "connection", None))
+            marker = watch(leaf_connection(backend))
             stage = Stage.UNKNOWN if marker is None else Stage.ENVELOPE
             sent = backend.send_messages([message])
         except Exception as error:

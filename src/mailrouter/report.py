@@ -15,7 +15,9 @@ logger = logging.getLogger("mailrouter")
 
 
 def _send(signal: Signal, sender: type, **kwargs: Any) -> None:
-    if not signal.has_listeners(sender):
+    # No receivers at all is the common case, and much cheaper to check than
+    # has_listeners() (Django's own Signal.send() takes the same shortcut).
+    if not signal.receivers or not signal.has_listeners(sender):
         return
     for receiver, result in signal.send_robust(sender, **kwargs):
         if isinstance(result, Exception):

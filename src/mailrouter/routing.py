@@ -8,6 +8,7 @@ whose ``when`` matches.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from django.core.mail import EmailMessage
@@ -33,6 +34,12 @@ class Selection:
     route: str | None
     candidates: tuple[Candidate, ...] = ()
     problem: str | None = None
+
+
+@lru_cache(maxsize=256)
+def route_candidates(aliases: tuple[str, ...]) -> tuple[Candidate, ...]:
+    """A route's candidates, built once: they are immutable, so shared."""
+    return tuple(Candidate(alias) for alias in aliases)
 
 
 def legacy_connection(message: EmailMessage) -> Any:
@@ -84,7 +91,7 @@ def select(
                 problem=f"route {route.name!r}: matcher raised {type(error).__name__}: {error}",
             )
         if matched:
-            return Selection(route.name, tuple(Candidate(alias) for alias in route.mailers))
+            return Selection(route.name, route_candidates(route.mailers))
     names = ", ".join(route.name for route in config.routes)
     return Selection(
         None,

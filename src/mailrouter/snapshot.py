@@ -12,6 +12,11 @@ from typing import Any
 
 from django.core.mail import EmailMessage
 
+#: The container types that are copied; every other value is shared. Checked
+#: inline before calling ``_clone``: most values are leaves, and a snapshot is
+#: taken of every message the router sends.
+_CONTAINERS = frozenset({list, dict, set})
+
 
 def _clone(value: Any) -> Any:
     """Copy mutable containers (recursively); share everything else.
@@ -21,9 +26,11 @@ def _clone(value: Any) -> Any:
     """
     kind = type(value)
     if kind is list:
-        return [_clone(item) for item in value]
+        return [_clone(item) if type(item) in _CONTAINERS else item for item in value]
     if kind is dict:
-        return {key: _clone(item) for key, item in value.items()}
+        return {
+            key: _clone(item) if type(item) in _CONTAINERS else item for key, item in value.items()
+        }
     if kind is set:
         return set(value)
     return value
@@ -35,10 +42,18 @@ class MessageSnapshot:
     __slots__ = ("_state",)
 
     def __init__(self, message: EmailMessage) -> None:
-        self._state = {key: _clone(value) for key, value in message.__dict__.items()}
+        self._state = {
+            key: _clone(value) if type(value) in _CONTAINERS else value
+            for key, value in message.__dict__.items()
+        }
 
     def restore(self, message: EmailMessage) -> None:
         """Put the message back as it was (keeping this snapshot reusable)."""
         state = message.__dict__
         state.clear()
-        state.update({key: _clone(value) for key, value in self._state.items()})
+        state.update(
+            {
+                key: _clone(value) if type(value) in _CONTAINERS else value
+                for key, value in self._state.items()
+            }
+        )
