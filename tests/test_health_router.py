@@ -366,3 +366,33 @@ def test_a_reached_threshold_skips_even_before_the_open_record_is_stored(
     clock.advance(10)
     assert trail(send(router)[0]) == [("a", "accepted")]
     assert trail(send(router)[0]) == [("a", "accepted")]
+
+
+def test_probe_lease_is_only_taken_for_a_mailer_actually_reached(
+    configure: Callable[..., RouterBackend], clock: FakeClock, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mailrouter.health.store import HealthStore
+
+    router = configure(MAILERS, options(mailers=["a", "b"]))
+    refuse("b", 3)
+    for _ in range(3):
+        message = EmailMessage("pin", "body", "app@example.com", ["u@example.com"])
+        message.mailers = ["b"]  # type: ignore[attr-defined]
+        router.fail_silently = True
+        router.send_messages([message])
+    clock.advance(10)  # b is half-open now
+    leases: list[str] = []
+    original = HealthStore.acquire_probe
+
+    def spy(self: HealthStore, alias: str, *args: Any, **kwargs: Any) -> bool:
+        leases.append(alias)
+        return original(self, alias, *args, **kwargs)
+
+    monkeypatch.setattr(HealthStore, "acquire_probe", spy)
+    [message] = send(router)
+    assert trail(message) == [("a", "accepted")]
+    assert leases == []  # b was never reached, so no process's probe was taken
+    refuse("a", 1)
+    [message] = send(router)
+    assert trail(message) == [("a", "not_sent"), ("b", "accepted")]  # the probe
+    assert leases == ["b"]

@@ -149,18 +149,47 @@ class Dispatcher:
     ) -> DeliveryResult:
         ensure_message_id(message)
         snapshot = MessageSnapshot(message)
+        result = self._try_in_order(message, candidates, batch, snapshot, use_health=True)
+        if result is None:
+            # Health said skip every candidate. Health data can be wrong, and
+            # refusing to send is worse: try them all in order, ignoring it.
+            result = self._try_in_order(message, candidates, batch, snapshot, use_health=False)
+            assert result is not None
+        return result
+
+    def _try_in_order(
+        self,
+        message: EmailMessage,
+        candidates: tuple[Candidate, ...],
+        batch: BatchState,
+        snapshot: MessageSnapshot,
+        *,
+        use_health: bool,
+    ) -> DeliveryResult | None:
+        """Attempt candidates until one outcome ends the message.
+
+        Health is asked lazily, one candidate at a time, so a half-open
+        breaker's probe lease is only taken for a mailer actually reached.
+        Returns None when every candidate was skipped and health skipped at
+        least one of them.
+        """
         at_least_once = self._config.delivery is Delivery.AT_LEAST_ONCE
         attempts: list[Attempt] = []
-        skips = self._skip_reasons(candidates)
-        for candidate, skip in zip(candidates, skips, strict=True):
+        health_skipped = False
+        for candidate in candidates:
+            tracked = candidate.connection is None
+            skip = self.health.skip_reason(candidate.alias) if use_health and tracked else None
             if skip is not None:
-                attempt = Attempt(candidate.alias, Outcome.SKIPPED, skip)
-            else:
-                attempt = self._attempt(message, candidate, batch)
-                if candidate.connection is None and attempt.outcome is not Outcome.SKIPPED:
-                    self.health.record(candidate.alias, attempt)
+                health_skipped = True
+                attempts.append(Attempt(candidate.alias, Outcome.SKIPPED, skip))
+                continue
+            attempt = self._attempt(message, candidate, batch)
             attempts.append(attempt)
             outcome = attempt.outcome
+            if outcome is Outcome.SKIPPED:
+                continue
+            if tracked:
+                self.health.record(candidate.alias, attempt)
             if outcome is Outcome.ACCEPTED:
                 return DeliveryResult(MessageStatus.SENT, candidate.alias, attempts)
             snapshot.restore(message)
@@ -169,18 +198,9 @@ class Dispatcher:
                 break
             if outcome is Outcome.UNCERTAIN and not at_least_once:
                 break
+        if health_skipped and all(a.outcome is Outcome.SKIPPED for a in attempts):
+            return None
         return DeliveryResult(status_from_attempts(attempts), None, attempts)
-
-    def _skip_reasons(self, candidates: tuple[Candidate, ...]) -> list[str | None]:
-        """Health-based skips; if health says skip them all, try them all in
-        order anyway: health data can be wrong, and refusing to send is worse."""
-        reasons = [
-            None if candidate.connection is not None else self.health.skip_reason(candidate.alias)
-            for candidate in candidates
-        ]
-        if all(reason is not None for reason in reasons):
-            return [None] * len(candidates)
-        return reasons
 
     def _attempt(self, message: EmailMessage, candidate: Candidate, batch: BatchState) -> Attempt:
         alias = candidate.alias
