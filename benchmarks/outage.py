@@ -60,19 +60,27 @@ def worker(config: dict[str, Any]) -> None:
     cache_settings: dict[str, Any] = {"default": {"BACKEND": locmem}}
     health = config["health"]
     if config["mode"] == "shared":
-        cache_settings["health"] = {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                            "LOCATION": config["redis"],
-                            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}}
+        cache_settings["health"] = {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": config["redis"],
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
         health = {**health, "cache": "health"}
     elif config["mode"] == "none":
         health = False
     settings.configure(
-        DEBUG=False, INSTALLED_APPS=["mailrouter"], CACHES=cache_settings, LOGGING_CONFIG=None,
-        EMAIL_BACKEND="mailrouter.backend.RouterBackend", DEFAULT_FROM_EMAIL="app@example.com",
+        DEBUG=False,
+        INSTALLED_APPS=["mailrouter"],
+        CACHES=cache_settings,
+        LOGGING_CONFIG=None,
+        EMAIL_BACKEND="mailrouter.backend.RouterBackend",
+        DEFAULT_FROM_EMAIL="app@example.com",
         MAILROUTER={
             "MAILERS": {
-                name: {"BACKEND": SMTP, "OPTIONS": {"host": "127.0.0.1", "port": port,
-                                                    "timeout": config["timeout"]}}
+                name: {
+                    "BACKEND": SMTP,
+                    "OPTIONS": {"host": "127.0.0.1", "port": port, "timeout": config["timeout"]},
+                }
                 for name, port in (("primary", config["primary"]), ("backup", config["backup"]))
             },
             "OPTIONS": {"routes": [{"mailers": ["primary", "backup"]}], "health": health},
@@ -101,10 +109,23 @@ def worker(config: dict[str, Any]) -> None:
         get_connection(fail_silently=True).send_messages([message])
         sent += int(getattr(message, "sent_using", None) is not None)
         attempts: list[Any] = getattr(message, "mailrouter_attempts", [])
-        paid += sum(1 for a in attempts
-                    if a.alias == "primary" and a.outcome.value in ("not_sent", "uncertain"))
-    print(json.dumps({"started": started, "ended": time.time(), "paid": paid, "sent": sent,
-                      "count": config["count"]}), flush=True)
+        paid += sum(
+            1
+            for a in attempts
+            if a.alias == "primary" and a.outcome.value in ("not_sent", "uncertain")
+        )
+    print(
+        json.dumps(
+            {
+                "started": started,
+                "ended": time.time(),
+                "paid": paid,
+                "sent": sent,
+                "count": config["count"],
+            }
+        ),
+        flush=True,
+    )
 
 
 # -- coordinator -------------------------------------------------------------------------
@@ -123,8 +144,20 @@ class Redis:
             raise RuntimeError("redis-server not found (apt-get install redis-server)")
         self.port = free_port()
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         import redis
 
         self.client = redis.Redis(port=self.port)
@@ -142,31 +175,53 @@ class Redis:
 
     def commands(self) -> dict[str, int]:
         stats = self.client.info("commandstats")
-        return {k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items()
-                if k not in ("cmdstat_info", "cmdstat_config|resetstat", "cmdstat_flushall")}
+        return {
+            k.removeprefix("cmdstat_"): v["calls"]
+            for k, v in stats.items()
+            if k not in ("cmdstat_info", "cmdstat_config|resetstat", "cmdstat_flushall")
+        }
 
     def stop(self) -> None:
         self.process.kill()
         self.process.wait()
 
 
-def run_fleet(mode: str, args: argparse.Namespace, ports: tuple[int, int],
-              redis: Redis | None) -> dict[str, Any]:
+def run_fleet(
+    mode: str, args: argparse.Namespace, ports: tuple[int, int], redis: Redis | None
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         go = Path(tmp) / "go"
         per_worker = args.messages // args.processes
-        health = {"failure_threshold": args.threshold, "failure_rate": None,
-                  "cooldown": args.cooldown, "max_cooldown": args.cooldown * 8}
+        health = {
+            "failure_threshold": args.threshold,
+            "failure_rate": None,
+            "cooldown": args.cooldown,
+            "max_cooldown": args.cooldown * 8,
+        }
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
         env.pop("DJANGO_SETTINGS_MODULE", None)
         processes = [
             subprocess.Popen(
-                [sys.executable, __file__, "--worker", json.dumps({
-                    "mode": mode, "health": health, "redis": redis.url if redis else None,
-                    "primary": ports[0], "backup": ports[1], "timeout": args.timeout,
-                    "count": per_worker, "go": str(go),
-                })],
-                stdout=subprocess.PIPE, env=env, cwd=ROOT,
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    json.dumps(
+                        {
+                            "mode": mode,
+                            "health": health,
+                            "redis": redis.url if redis else None,
+                            "primary": ports[0],
+                            "backup": ports[1],
+                            "timeout": args.timeout,
+                            "count": per_worker,
+                            "go": str(go),
+                        }
+                    ),
+                ],
+                stdout=subprocess.PIPE,
+                env=env,
+                cwd=ROOT,
             )
             for _ in range(args.processes)
         ]
@@ -227,9 +282,14 @@ def main() -> None:
         print(f"shared mode skipped: {error}", file=sys.stderr)
         redis = None
     modes = (["shared"] if redis else []) + ["per-process", "none"]
-    report: dict[str, Any] = {"messages": args.messages, "processes": args.processes,
-                              "threshold": args.threshold, "cooldown": args.cooldown,
-                              "timeout": args.timeout, "outages": {}}
+    report: dict[str, Any] = {
+        "messages": args.messages,
+        "processes": args.processes,
+        "threshold": args.threshold,
+        "cooldown": args.cooldown,
+        "timeout": args.timeout,
+        "outages": {},
+    }
     try:
         with FaultySMTPServer() as primary, FaultySMTPServer() as backup:
             for outage in ("refuse", "hang_greeting"):
@@ -252,27 +312,39 @@ def main() -> None:
 
 def print_report(report: dict[str, Any]) -> None:
     labels = {"shared": "shared (Redis)", "per-process": "per-process", "none": "no breaker"}
-    print(f"{report['messages']} messages across {report['processes']} processes, "
-          f"failure_threshold {report['threshold']}, cooldown {report['cooldown']:g}s, "
-          f"SMTP timeout {report['timeout']:g}s")
-    titles = {"refuse": "primary refusing connections",
-              "hang_greeting": "primary hanging until the timeout"}
+    print(
+        f"{report['messages']} messages across {report['processes']} processes, "
+        f"failure_threshold {report['threshold']}, cooldown {report['cooldown']:g}s, "
+        f"SMTP timeout {report['timeout']:g}s"
+    )
+    titles = {
+        "refuse": "primary refusing connections",
+        "hang_greeting": "primary hanging until the timeout",
+    }
     for outage, rows in report["outages"].items():
         print(f"\n{titles[outage]}:")
-        print(f"  {'state':16} {'attempts on dead primary':>25} {'wall time':>10} "
-              f"{'msgs/s':>8} {'sent':>9}")
+        print(
+            f"  {'state':16} {'attempts on dead primary':>25} {'wall time':>10} "
+            f"{'msgs/s':>8} {'sent':>9}"
+        )
         for mode, row in rows.items():
-            print(f"  {labels[mode]:16} {row['paid']:>25} {row['wall']:>9.2f}s "
-                  f"{row['rate']:>8.0f} {row['sent']:>4}/{row['messages']}")
+            print(
+                f"  {labels[mode]:16} {row['paid']:>25} {row['wall']:>9.2f}s "
+                f"{row['rate']:>8.0f} {row['sent']:>4}/{row['messages']}"
+            )
         if "shared" in rows:
             bound = report["threshold"] + report["processes"] - 1
-            print(f"  shared: {rows['shared']['paid']} paid; bound = threshold + in-flight "
-                  f"sends of the other processes = {bound}")
+            print(
+                f"  shared: {rows['shared']['paid']} paid; bound = threshold + in-flight "
+                f"sends of the other processes = {bound}"
+            )
     if "healthy" in report:
         healthy = report["healthy"]
-        print(f"\nhot path, healthy primary, shared state: "
-              f"{healthy['redis_commands_per_send']:.2f} Redis commands per send_messages() "
-              f"{healthy['redis_commands']}")
+        print(
+            f"\nhot path, healthy primary, shared state: "
+            f"{healthy['redis_commands_per_send']:.2f} Redis commands per send_messages() "
+            f"{healthy['redis_commands']}"
+        )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ and used as soon as it answers. Sending never fails because of the cache.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -34,10 +35,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from django.core.cache import BaseCache, caches
-from django.core.cache.backends.locmem import LocMemCache
 from django.core.signals import setting_changed
 
 from .breaker import Breaker, BreakerPolicy, WindowCounts, pack, unpack
+from .memory import ProcessMemory
 from .settings import HealthSettings
 
 logger = logging.getLogger("mailrouter")
@@ -58,6 +59,7 @@ T = TypeVar("T")
 _SAFE_ALIAS = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 
 
+@functools.lru_cache(maxsize=1024)
 def alias_key(alias: str) -> str:
     """The alias as a cache-key segment: itself when safe for every backend
     (memcached forbids spaces and control characters), else a digest."""
@@ -66,6 +68,8 @@ def alias_key(alias: str) -> str:
     return "h-" + hashlib.sha256(alias.encode()).hexdigest()[:32]
 
 
+# Keys are built for every alias on every send_messages(): memoized.
+@functools.lru_cache(maxsize=4096)
 def key(alias: str, part: str) -> str:
     return f"{KEY_PREFIX}{alias_key(alias)}:{part}"
 
@@ -73,7 +77,12 @@ def key(alias: str, part: str) -> str:
 def window_key(alias: str, policy: BreakerPolicy, bucket: int) -> str:
     # The bucket width is part of the key so that processes running with a
     # different window (during a deploy that changes it) never mix counts.
-    return key(alias, f"w{round(policy.bucket_width * 1000)}:{bucket}")
+    return _window_key(alias, round(policy.bucket_width * 1000), bucket)
+
+
+@functools.lru_cache(maxsize=4096)
+def _window_key(alias: str, width_ms: int, bucket: int) -> str:
+    return key(alias, f"w{width_ms}:{bucket}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,10 +203,8 @@ class HealthStore:
         self.cache_alias = cache_alias
         self._embedded: BaseCache | None = None
         if cache_alias is None:
-            self._embedded = LocMemCache("mailrouter-health-embedded", {"TIMEOUT": None})
-        self._local = LocMemCache(
-            f"mailrouter-health-fallback:{cache_alias}", {"TIMEOUT": None, "MAX_ENTRIES": 10000}
-        )
+            self._embedded = ProcessMemory()
+        self._local = ProcessMemory()
         self._lock = threading.Lock()
         self._failed_at: float | None = None  # monotonic; None = shared cache in use
         self._warned_at: float | None = None
