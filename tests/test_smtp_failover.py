@@ -108,6 +108,10 @@ def test_partial_recipient_refusal_is_accepted(pair: Any) -> None:
     message = msg(to=("good@example.com", "bad@example.com"))
     assert router.send_messages([message]) == 1
     assert primary.messages[0].rcpt_tos == ("good@example.com",)
+    # Django's SMTP backend drops this information; the router records it.
+    (attempt,) = message.mailrouter_attempts
+    assert attempt.outcome.value == "accepted"
+    assert attempt.error is not None and "refused recipients: bad@example.com (550" in attempt.error
 
 
 @pytest.mark.parametrize("mode", ["drop_after_body", "hang_after_body"])

@@ -24,7 +24,7 @@ from .config import Delivery, RouterConfig
 from .outcomes import Attempt, MessageStatus, Outcome, status_from_attempts
 from .pool import MailerPool
 from .routing import Candidate
-from .smtp_stage import watch
+from .smtp_stage import describe_refused, watch
 from .snapshot import MessageSnapshot
 
 logger = logging.getLogger("mailrouter")
@@ -235,7 +235,14 @@ class Dispatcher:
             return Attempt(alias, outcome, text, type(error).__name__, duration)
         duration = time.perf_counter() - started
         if sent:
-            return Attempt(alias, Outcome.ACCEPTED, None, None, duration)
+            note = None
+            if marker is not None and marker.refused:
+                note = self._redact(describe_refused(marker.refused))[:MAX_ERROR_TEXT]
+                logger.warning(
+                    "mailrouter: %s %s", alias, note,
+                    extra={"mailrouter_alias": alias, "mailrouter_outcome": "accepted"},
+                )
+            return Attempt(alias, Outcome.ACCEPTED, note, None, duration)
         return Attempt(
             alias, Outcome.NOT_SENT, "the backend reported the message as not sent", None, duration
         )

@@ -61,7 +61,9 @@ class MessageStatus(enum.StrEnum):
 class Attempt:
     """One try of one message at one mailer.
 
-    ``error`` is already redacted: it never contains configured secrets.
+    ``error`` is already redacted: it never contains configured secrets. On an
+    accepted attempt it is None, or notes recipients the mailer refused while
+    accepting the message for the others.
     ``duration`` is in seconds (wall clock, monotonic).
     """
 

@@ -19,12 +19,15 @@ _ATTRIBUTE = "_mailrouter_stage"
 
 
 class SMTPStage:
-    """Mutable stage marker attached to one smtplib connection."""
+    """Mutable marker attached to one smtplib connection: how far the current
+    message got, and which of its recipients the server refused although it
+    accepted the message (Django's SMTP backend drops that information)."""
 
-    __slots__ = ("stage",)
+    __slots__ = ("refused", "stage")
 
     def __init__(self) -> None:
         self.stage = Stage.ENVELOPE
+        self.refused: dict[str, tuple[int, bytes]] = {}
 
 
 def watch(connection: Any) -> SMTPStage | None:
@@ -44,7 +47,26 @@ def watch(connection: Any) -> SMTPStage | None:
             if isinstance(data, (bytes, bytearray)) and data.endswith(_BODY_TERMINATOR):
                 marker.stage = Stage.BODY_SENT
 
+        original_sendmail = connection.sendmail
+
+        def sendmail(*args: Any, **kwargs: Any) -> Any:
+            refused = original_sendmail(*args, **kwargs)
+            marker.refused = dict(refused) if refused else {}
+            return refused
+
         connection.send = send  # type: ignore[method-assign,assignment]
+        connection.sendmail = sendmail  # type: ignore[method-assign]
         connection.__dict__[_ATTRIBUTE] = marker
     marker.stage = Stage.ENVELOPE
+    if marker.refused:
+        marker.refused = {}
     return marker
+
+
+def describe_refused(refused: dict[str, tuple[int, bytes]]) -> str:
+    """``"refused recipients: a@x (550 no such user)"`` for an accepted message."""
+    parts = []
+    for address, (code, reply) in refused.items():
+        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+        parts.append(f"{address} ({code} {text})")
+    return "accepted, but refused recipients: " + ", ".join(parts)
