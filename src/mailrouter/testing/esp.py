@@ -48,10 +48,10 @@ from email import policy
 from email.parser import BytesParser
 from email.utils import getaddresses
 from enum import StrEnum
-from types import TracebackType
 from typing import Any, Self, cast
 from urllib.parse import parse_qs
 
+from ._base import FaultServer
 from ._faults import FaultPlan
 
 __all__ = ["ESPFault", "FakeESPServer", "ReceivedESPMessage", "ReceivedRequest"]
@@ -205,7 +205,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     do_GET = do_PUT = do_DELETE = do_PATCH = do_POST
 
 
-class FakeESPServer:
+class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
     """Local fake Mailgun + Postmark API with runtime-switchable faults.
 
     Contract:
@@ -218,6 +218,12 @@ class FakeESPServer:
       returning, promptly.  Idempotent; the object is a context manager.
     * All public attributes and methods are thread-safe; collections are
       returned as snapshots.
+    * One *transaction* is one send request (a Postmark batch counts once):
+      :meth:`accept_n_then` serves the next ``n`` send requests in ``ok``
+      mode, one :attr:`schedule` entry is consumed per send request, and
+      :attr:`applied_modes` gets one entry per send request.
+    * Setting :attr:`mode` to ``refuse`` closes the listener and idle
+      keep-alive connections before returning.
     * ``api_key``: if set, Mailgun requests must use basic auth ``api:<key>``
       and Postmark requests ``X-Postmark-Server-Token: <key>``; otherwise 401
       (without consuming a schedule entry).  If ``None`` nothing is checked.
@@ -242,23 +248,13 @@ class FakeESPServer:
         self.api_key = api_key
         #: Seconds sent in ``Retry-After`` with 429 responses (no header if None).
         self.retry_after = retry_after
-        self._plan: FaultPlan[ESPFault] = FaultPlan(
-            ESPFault, mode, ESPFault.OK, frozenset({ESPFault.REFUSE})
-        )
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._messages: list[ReceivedESPMessage] = []
+        super().__init__(FaultPlan(ESPFault, mode, ESPFault.OK, frozenset({ESPFault.REFUSE})))
         self._maybe: list[ReceivedESPMessage] = []
         self._requests_seen = 0
-        self._connections_opened = 0
-        self._errors: list[BaseException] = []
         # Live connections: socket -> (handler thread, busy-with-a-request flag).
         self._conns: dict[socket.socket, threading.Thread] = {}
         self._busy: set[socket.socket] = set()
         self._stopping = threading.Event()
-        # Serialises listener changes (start/stop/refuse/re-bind).  An RLock
-        # because accept_n_then may trigger "refuse" from a handler thread.
-        self._control = threading.RLock()
         self._httpd: _HTTPServer | None = None
         self._serve_thread: threading.Thread | None = None
         self._wake: socket.socket | None = None
@@ -311,24 +307,8 @@ class FakeESPServer:
         if stuck:
             raise RuntimeError(f"FakeESPServer threads did not stop: {stuck}")
 
-    @property
-    def running(self) -> bool:
-        """Whether the server is started (also true in ``refuse`` mode)."""
-        with self._control:
-            return self._running
-
-    def __enter__(self) -> Self:
-        if not self.running:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _is_running(self) -> bool:
+        return self._running
 
     def __repr__(self) -> str:
         return f"<FakeESPServer {self.host}:{self.port} mode={self.mode.value}>"
@@ -353,63 +333,8 @@ class FakeESPServer:
         return f"{self.base_url}/"
 
     # ------------------------------------------------------------------
-    # Fault control
+    # Observations (messages, connections_opened, errors: see FaultServer)
     # ------------------------------------------------------------------
-
-    @property
-    def mode(self) -> ESPFault:
-        """Base fault mode.  Setting it cancels a pending :meth:`accept_n_then`.
-
-        Setting ``refuse`` closes the listener (and idle keep-alive
-        connections) before returning; leaving ``refuse`` re-binds the same
-        port before returning (``OSError`` if that fails).
-        """
-        return self._plan.mode
-
-    @mode.setter
-    def mode(self, value: ESPFault | str) -> None:
-        with self._control:
-            self._plan.set_mode(value)
-            self._sync_listener()
-
-    def accept_n_then(self, n: int, mode: ESPFault | str) -> None:
-        """Serve the next ``n`` send requests in ``ok`` mode, then switch to ``mode``.
-
-        Counted per send request (a Postmark batch counts once).  ``n == 0``
-        switches immediately.  Schedule entries take precedence and do not
-        spend the budget.
-        """
-        with self._control:
-            self._plan.accept_n_then(n, mode)
-            self._sync_listener()
-
-    @property
-    def schedule(self) -> tuple[ESPFault, ...]:
-        """Remaining per-request modes (snapshot; assign a list to replace).
-
-        One entry is consumed per send request; with the schedule empty the
-        base :attr:`mode` applies.  ``refuse`` cannot be scheduled.
-        """
-        return self._plan.schedule
-
-    @schedule.setter
-    def schedule(self, values: Iterable[ESPFault | str]) -> None:
-        self._plan.set_schedule(values)
-
-    @property
-    def applied_modes(self) -> list[ESPFault]:
-        """Every fault resolved so far, one per send request."""
-        return self._plan.applied
-
-    # ------------------------------------------------------------------
-    # Observations
-    # ------------------------------------------------------------------
-
-    @property
-    def messages(self) -> list[ReceivedESPMessage]:
-        """Snapshot of messages accepted in ``ok`` mode, in order."""
-        with self._lock:
-            return list(self._messages)
 
     @property
     def maybe_delivered(self) -> list[ReceivedESPMessage]:
@@ -423,43 +348,9 @@ class FakeESPServer:
         with self._lock:
             return self._requests_seen
 
-    @property
-    def connections_opened(self) -> int:
-        """Number of TCP connections accepted so far."""
-        with self._lock:
-            return self._connections_opened
-
-    @property
-    def errors(self) -> list[BaseException]:
-        """Unexpected exceptions raised while handling requests (should stay empty)."""
-        with self._lock:
-            return list(self._errors)
-
-    def wait_for(self, count: int, timeout: float = 5.0) -> list[ReceivedESPMessage]:
-        """Block until :attr:`messages` has at least ``count`` entries; return them.
-
-        Raises ``TimeoutError`` otherwise.
-        """
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while len(self._messages) < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"expected {count} messages, got {len(self._messages)} after {timeout}s"
-                    )
-                self._changed.wait(remaining)
-            return list(self._messages)
-
-    def reset(self) -> None:
-        """Forget recorded messages, counters, errors and applied modes."""
-        with self._lock:
-            self._messages.clear()
-            self._maybe.clear()
-            self._requests_seen = 0
-            self._connections_opened = 0
-            self._errors.clear()
-        self._plan.clear_applied()
+    def _reset_locked(self) -> None:
+        self._maybe.clear()
+        self._requests_seen = 0
 
     # ------------------------------------------------------------------
     # Listener management
@@ -554,8 +445,7 @@ class FakeESPServer:
         except OSError:
             pass  # client went away
         except Exception as exc:  # record server bugs for tests
-            with self._lock:
-                self._errors.append(exc)
+            self._record_error(exc)
         finally:
             with self._lock:
                 self._conns.pop(sock, None)
@@ -669,9 +559,7 @@ class FakeESPServer:
             with self._lock:
                 self._maybe.extend(records)
         if mode is ESPFault.OK:
-            with self._changed:
-                self._messages.extend(records)
-                self._changed.notify_all()
+            self._record_messages(records)
             self._send_json(h, 200, self._success_body(esp, path, records))
         elif mode is ESPFault.GARBAGE_2XX:
             self._send(

@@ -43,9 +43,9 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser, BytesParser
 from enum import StrEnum
-from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from ._base import FaultServer
 from ._faults import FaultPlan
 
 __all__ = ["FaultySMTPServer", "ReceivedMessage", "SMTPFault"]
@@ -161,7 +161,7 @@ class _Session:
         self.rcpt_tos = []
 
 
-class FaultySMTPServer:
+class FaultySMTPServer(FaultServer[SMTPFault, ReceivedMessage]):
     """Local SMTP server with runtime-switchable fault injection.
 
     Contract:
@@ -176,6 +176,14 @@ class FaultySMTPServer:
       second).  Both are idempotent; the object is a context manager.
     * All public attributes and methods are thread-safe.  Collections are
       returned as snapshots.
+    * One *transaction* is one ``MAIL FROM``: :meth:`accept_n_then` counts per
+      ``MAIL FROM`` (an abandoned transaction still counts), so concurrent
+      clients cannot get more than ``n`` through.  :attr:`schedule` entries
+      are consumed one per client attempt, whichever phase it fails in (see
+      the module docstring for the phase rules), and :attr:`applied_modes`
+      gets one entry per connection-phase fault or transaction.
+    * Setting :attr:`mode` to ``refuse`` closes the listening socket; live
+      connections are closed without reply at their next ``MAIL FROM``.
     * With ``username``/``password`` set, ``AUTH PLAIN LOGIN`` is advertised
       in the EHLO reply and ``MAIL FROM`` requires prior authentication
       (``530`` otherwise); wrong credentials get ``535``.  Without credentials
@@ -206,18 +214,11 @@ class FaultySMTPServer:
         self.username = username
         self.password = password
         self.hostname = hostname
-        self._plan: FaultPlan[SMTPFault] = FaultPlan(
-            SMTPFault, mode, SMTPFault.ACCEPT, frozenset({SMTPFault.REFUSE})
+        super().__init__(
+            FaultPlan(SMTPFault, mode, SMTPFault.ACCEPT, frozenset({SMTPFault.REFUSE}))
         )
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._messages: list[ReceivedMessage] = []
-        self._connections_opened = 0
         self._transactions = 0
-        self._errors: list[BaseException] = []
         self._reject_patterns: frozenset[str] = frozenset(p.lower() for p in reject_recipients)
-        # Serialises start/stop/mode switches issued from user threads.
-        self._control = threading.RLock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         # The following are only touched from the event-loop thread.
@@ -289,78 +290,15 @@ class FaultySMTPServer:
             finally:
                 self._loop = self._thread = None
 
-    @property
-    def running(self) -> bool:
-        """Whether the server thread is running (also true in ``refuse`` mode)."""
-        with self._control:
-            return self._thread is not None
-
-    def __enter__(self) -> Self:
-        if not self.running:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def _is_running(self) -> bool:
+        return self._thread is not None
 
     def __repr__(self) -> str:
         return f"<FaultySMTPServer {self.host}:{self.port} mode={self.mode.value}>"
 
     # ------------------------------------------------------------------
-    # Fault control
+    # Fault control (mode, accept_n_then, schedule: see FaultServer)
     # ------------------------------------------------------------------
-
-    @property
-    def mode(self) -> SMTPFault:
-        """The base fault mode.  Setting it cancels a pending :meth:`accept_n_then`.
-
-        Setting ``refuse`` closes the listening socket before returning;
-        setting anything else while refusing re-binds the same port before
-        returning (``OSError`` if that fails).
-        """
-        return self._plan.mode
-
-    @mode.setter
-    def mode(self, value: SMTPFault | str) -> None:
-        with self._control:
-            self._plan.set_mode(value)
-            self._sync_listener()
-
-    def accept_n_then(self, n: int, mode: SMTPFault | str) -> None:
-        """Accept the next ``n`` transactions, then switch the base mode to ``mode``.
-
-        Counted per ``MAIL FROM`` (an abandoned transaction still counts), so
-        concurrent clients cannot get more than ``n`` through.  ``n == 0``
-        switches immediately.  Schedule entries take precedence and do not
-        spend the budget.
-        """
-        with self._control:
-            self._plan.accept_n_then(n, mode)
-            self._sync_listener()
-
-    @property
-    def schedule(self) -> tuple[SMTPFault, ...]:
-        """Remaining per-transaction modes (a snapshot; assign a list to replace it).
-
-        Entries are consumed one per client attempt (see the module docstring
-        for the phase rules); with the schedule empty the base :attr:`mode`
-        applies.  ``refuse`` cannot be scheduled (``ValueError``).
-        """
-        return self._plan.schedule
-
-    @schedule.setter
-    def schedule(self, values: Iterable[SMTPFault | str]) -> None:
-        self._plan.set_schedule(values)
-
-    @property
-    def applied_modes(self) -> list[SMTPFault]:
-        """Every fault resolved so far (one per connection-phase fault or transaction)."""
-        return self._plan.applied
 
     @property
     def reject_recipients(self) -> frozenset[str]:
@@ -375,20 +313,8 @@ class FaultySMTPServer:
             self._reject_patterns = new
 
     # ------------------------------------------------------------------
-    # Observations
+    # Observations (messages, connections_opened, errors: see FaultServer)
     # ------------------------------------------------------------------
-
-    @property
-    def messages(self) -> list[ReceivedMessage]:
-        """Snapshot of accepted messages, in acceptance order."""
-        with self._lock:
-            return list(self._messages)
-
-    @property
-    def connections_opened(self) -> int:
-        """Number of TCP connections accepted so far."""
-        with self._lock:
-            return self._connections_opened
 
     @property
     def transactions(self) -> int:
@@ -396,40 +322,8 @@ class FaultySMTPServer:
         with self._lock:
             return self._transactions
 
-    @property
-    def errors(self) -> list[BaseException]:
-        """Unexpected exceptions raised by connection handlers (should stay empty)."""
-        with self._lock:
-            return list(self._errors)
-
-    def wait_for(self, count: int, timeout: float = 5.0) -> list[ReceivedMessage]:
-        """Block until at least ``count`` messages were accepted; return them.
-
-        Raises ``TimeoutError`` if that does not happen within ``timeout``
-        seconds.
-        """
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while len(self._messages) < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"expected {count} messages, got {len(self._messages)} after {timeout}s"
-                    )
-                self._changed.wait(remaining)
-            return list(self._messages)
-
-    def reset(self) -> None:
-        """Forget received messages, counters, errors and applied modes.
-
-        The mode, schedule and reject patterns are left alone.
-        """
-        with self._lock:
-            self._messages.clear()
-            self._connections_opened = 0
-            self._transactions = 0
-            self._errors.clear()
-        self._plan.clear_applied()
+    def _reset_locked(self) -> None:
+        self._transactions = 0
 
     # ------------------------------------------------------------------
     # Event-loop plumbing
@@ -596,8 +490,7 @@ class FaultySMTPServer:
         except OSError:
             pass  # peer vanished mid-write, etc.
         except Exception as exc:  # record server bugs for tests
-            with self._lock:
-                self._errors.append(exc)
+            self._record_error(exc)
         finally:
             self._writers.discard(writer)
             if self._closing:
@@ -852,9 +745,7 @@ class FaultySMTPServer:
             await self._reply(session, 554, "5.6.0 Message rejected")
             return
         message = ReceivedMessage(mail_from, rcpt_tos, data, _parse_message_id(data))
-        with self._changed:
-            self._messages.append(message)
-            self._changed.notify_all()
+        self._record_messages([message])
         await self._reply(session, 250, f"2.0.0 OK: queued as Q{next(self._queue_ids):06d}")
 
     _COMMANDS = {
