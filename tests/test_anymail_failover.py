@@ -195,3 +195,34 @@ def test_failed_attempt_leaves_no_anymail_status_behind(esps: Any) -> None:
     router.send_messages([message])
     # The status is Postmark's, not a leftover from the failed Mailgun attempt.
     assert message.anymail_status.esp_response.json()["ErrorCode"] == 0
+
+
+def test_a_send_cancelled_by_pre_send_is_not_failed_over(
+    configure: Any, esp: Any, smtp_server: Any
+) -> None:
+    from anymail.exceptions import AnymailCancelSend
+    from anymail.signals import pre_send
+
+    from .smtp_fixtures import smtp_mailer
+
+    primary, relay = esp(), smtp_server()
+    router = configure(
+        {"mailgun": mailgun(primary), "smtp": smtp_mailer(relay)},
+        {"routes": [{"mailers": ["mailgun", "smtp"]}]},
+    )
+
+    def suppress(sender: Any, message: EmailMessage, **kwargs: Any) -> None:
+        if "suppressed" in str(message.subject):
+            raise AnymailCancelSend("on the suppression list")
+
+    pre_send.connect(suppress)
+    try:
+        suppressed, normal = msg("suppressed"), msg("normal")
+        with pytest.raises(DeliveryError) as raised:
+            router.send_messages([suppressed, normal])
+    finally:
+        pre_send.disconnect(suppress)
+    assert kinds(suppressed) == [("mailgun", "rejected")]
+    assert raised.value.failures[0].message is suppressed
+    assert kinds(normal) == [("mailgun", "accepted")]
+    assert relay.transactions == 0 and primary.requests_seen == 1

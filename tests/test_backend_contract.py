@@ -379,8 +379,10 @@ def test_secrets_never_appear(configure: Any, caplog: pytest.LogCaptureFixture) 
 def test_nested_router_fails_over_inside_and_reports_outside(configure: Any) -> None:
     mailers = {
         **MAILERS,
-        "eu": {"BACKEND": "mailrouter.backend.RouterBackend",
-               "OPTIONS": {"routes": [{"mailers": ["a", "b"]}]}},
+        "eu": {
+            "BACKEND": "mailrouter.backend.RouterBackend",
+            "OPTIONS": {"routes": [{"mailers": ["a", "b"]}]},
+        },
     }
     router = configure(mailers, {"routes": [{"mailers": ["eu", "c"]}]})
     script("a", "tempfail")
@@ -394,3 +396,37 @@ def test_nested_router_fails_over_inside_and_reports_outside(configure: Any) -> 
         router.send_messages([rejected])
     assert outcomes(rejected) == [("eu", "rejected")]  # not retried at "c"
     assert fakes.RECEIVED["c"] == []
+
+
+class NoCountBackend(fakes.ScriptedBackend):
+    """A third-party backend that sends but forgets to return a count."""
+
+    def send_messages(self, email_messages: Any) -> Any:
+        super().send_messages(email_messages)
+        return None
+
+
+def test_a_backend_returning_no_count_is_uncertain_not_resent(configure: Any) -> None:
+    mailers = {
+        **MAILERS,
+        "x": {"BACKEND": "tests.test_backend_contract.NoCountBackend", "OPTIONS": {"name": "x"}},
+    }
+    router = configure(mailers, {"routes": [{"mailers": ["x", "b"]}]})
+    message = msg()
+    with pytest.raises(DeliveryError, match="instead of a count"):
+        router.send_messages([message])
+    assert outcomes(message) == [("x", "uncertain")]
+    assert fakes.RECEIVED["b"] == []
+
+
+def test_a_leaf_that_returns_zero_is_failed_over(
+    configure: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.core.mail.backends import dummy
+
+    mailers = {**MAILERS, "quiet": {"BACKEND": "django.core.mail.backends.dummy.EmailBackend"}}
+    router = configure(mailers, {"routes": [{"mailers": ["quiet", "b"]}]})
+    monkeypatch.setattr(dummy.EmailBackend, "send_messages", lambda self, messages: 0)
+    message = msg()
+    assert router.send_messages([message]) == 1
+    assert outcomes(message) == [("quiet", "not_sent"), ("b", "accepted")]

@@ -120,6 +120,30 @@ def leaf_connection(backend: Any) -> Any:
         return None
 
 
+def _unsent_outcome(message: EmailMessage, sent: Any) -> tuple[Outcome, str]:
+    """The outcome when a backend returned without raising but did not count
+    the message as sent."""
+    if not isinstance(sent, int):
+        # Not the count Django's contract asks for: the backend may well have
+        # sent it, so never risk a duplicate.
+        return Outcome.UNCERTAIN, f"the backend returned {sent!r} instead of a count"
+    status = getattr(message, "anymail_status", None)
+    cancelled = (
+        status is not None
+        and getattr(status, "status", None) is None
+        and getattr(status, "esp_response", None) is None
+    )
+    if cancelled or not message.recipients():
+        # Anymail's pre_send receivers cancel a send (or drop every recipient)
+        # on purpose; they would do so at every Anymail mailer, and a non-Anymail
+        # mailer would then send what the application meant to suppress.
+        return (
+            Outcome.REJECTED,
+            "the backend declined to send it (cancelled, or no recipients left)",
+        )
+    return Outcome.NOT_SENT, "the backend reported the message as not sent"
+
+
 def _is_timeout(error: BaseException) -> bool:
     for link in error_chain(error):
         if isinstance(link, TimeoutError) or "Timeout" in type(link).__name__:
@@ -239,13 +263,14 @@ class Dispatcher:
             if marker is not None and marker.refused:
                 note = self._redact(describe_refused(marker.refused))[:MAX_ERROR_TEXT]
                 logger.warning(
-                    "mailrouter: %s %s", alias, note,
+                    "mailrouter: %s %s",
+                    alias,
+                    note,
                     extra={"mailrouter_alias": alias, "mailrouter_outcome": "accepted"},
                 )
             return Attempt(alias, Outcome.ACCEPTED, note, None, duration)
-        return Attempt(
-            alias, Outcome.NOT_SENT, "the backend reported the message as not sent", None, duration
-        )
+        outcome, text = _unsent_outcome(message, sent)
+        return Attempt(alias, outcome, text, None, duration)
 
     def _classify(self, error: BaseException, stage: Stage) -> Outcome:
         try:
