@@ -430,3 +430,10 @@ def test_a_leaf_that_returns_zero_is_failed_over(
     message = msg()
     assert router.send_messages([message]) == 1
     assert outcomes(message) == [("quiet", "not_sent"), ("b", "accepted")]
+
+
+def test_a_bad_item_is_refused_before_anything_is_sent(configure: Any) -> None:
+    router = configure(MAILERS, FAILOVER)
+    with pytest.raises(TypeError, match=r"item 1 is str \(nothing was sent\)"):
+        router.send_messages([msg(), "not a message"])  # type: ignore[list-item]
+    assert fakes.RECEIVED == {} and fakes.OPEN_CALLS == {}

@@ -106,6 +106,14 @@ class RouterBackend(BaseEmailBackend):
         messages = list(email_messages)
         if not messages:
             return 0
+        for index, message in enumerate(messages):
+            # Checked before anything is sent: a bad item must not stop the
+            # batch half-way, leaving the caller unsure what went out.
+            if not callable(getattr(message, "recipients", None)):
+                raise TypeError(
+                    f"send_messages() takes EmailMessage objects; item {index} is "
+                    f"{type(message).__name__} (nothing was sent)"
+                )
         failures: list[FailedMessage] = []
         sent = 0
         with self._lock:
