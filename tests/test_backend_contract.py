@@ -437,3 +437,15 @@ def test_a_bad_item_is_refused_before_anything_is_sent(configure: Any) -> None:
     with pytest.raises(TypeError, match=r"item 1 is str \(nothing was sent\)"):
         router.send_messages([msg(), "not a message"])  # type: ignore[list-item]
     assert fakes.RECEIVED == {} and fakes.OPEN_CALLS == {}
+
+
+def test_delivery_error_survives_pickling(configure: Any) -> None:
+    import pickle
+
+    router = configure(MAILERS, {"routes": [{"mailers": ["a"]}]})
+    script("a", "reject")
+    with pytest.raises(DeliveryError) as raised:
+        router.send_messages([msg("pickled")])
+    copy = pickle.loads(pickle.dumps(raised.value))
+    assert str(copy) == str(raised.value) and copy.sent == 0
+    assert copy.failures[0].attempts == raised.value.failures[0].attempts

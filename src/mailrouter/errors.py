@@ -92,3 +92,7 @@ class DeliveryError(Exception):
         ]
         lines.extend(f"- {failure.describe()}" for failure in self.failures)
         super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[type[DeliveryError], tuple[tuple[FailedMessage, ...], int]]:
+        # Task queues pickle exceptions; rebuild from the data, not the text.
+        return (type(self), (self.failures, self.sent))
