@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -11,9 +12,23 @@ import pytest
 from django.conf import settings
 from django.core import mail
 from django.test.utils import override_settings
+from hypothesis import settings as hypothesis_settings
 
 from mailrouter.backend import RouterBackend
 from mailrouter.testing import FaultySMTPServer
+
+# CI runs a fixed set of examples (a red CI must be reproducible); local runs
+# explore new ones each time. MAILROUTER_EXAMPLES_SCALE=10 explores ten times more.
+hypothesis_settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
+EXAMPLES_SCALE = float(os.environ.get("MAILROUTER_EXAMPLES_SCALE", "1"))
+
+
+def examples(count: int) -> int:
+    """A property test's number of examples, scaled by MAILROUTER_EXAMPLES_SCALE."""
+    return max(1, round(count * EXAMPLES_SCALE))
+
 
 ROUTER = "mailrouter.backend.RouterBackend"
 HAS_MAILERS = django.VERSION >= (6, 1)

@@ -21,7 +21,7 @@ from mailrouter.errors import DeliveryError
 from mailrouter.outcomes import MessageStatus, Outcome
 
 from . import fakes
-from .conftest import make_router, router_settings
+from .conftest import examples, make_router, router_settings
 
 ALIASES = ("a", "b", "c", "d")
 DOMAINS = ("x.de", "y.fr", "z.com")
@@ -73,7 +73,9 @@ def _reset() -> Iterator[None]:
 
 
 @settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(300),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     route_table=routes,

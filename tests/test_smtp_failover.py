@@ -20,6 +20,7 @@ from mailrouter.errors import DeliveryError
 from mailrouter.outcomes import MessageStatus
 from mailrouter.testing import FaultySMTPServer
 
+from .conftest import examples
 from .smtp_fixtures import smtp_mailer
 
 Start = Callable[..., FaultySMTPServer]
@@ -223,7 +224,7 @@ MODES = [
 
 
 @settings(
-    max_examples=40,
+    max_examples=examples(40),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
