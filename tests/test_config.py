@@ -148,3 +148,23 @@ def test_missing_catch_all_warns(style: str) -> None:
 
 def test_configuration_error_is_improperly_configured() -> None:
     assert issubclass(ConfigurationError, ImproperlyConfigured)
+
+
+def test_leaf_option_errors_fail_at_construction_naming_the_alias(style: str) -> None:
+    mailers = {
+        **LEAVES,
+        "smtp": {
+            "BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "OPTIONS": {
+                "host": "127.0.0.1",
+                "use_tls": True,
+                "use_ssl": True,
+                "password": "leaf-secret-123",
+            },
+        },
+    }
+    text, found = problems_for({"routes": [{"mailers": ["a", "smtp"]}]}, style, mailers)
+    label = "MAILERS['smtp']" if style == "mailers" else "MAILROUTER['MAILERS']['smtp']"
+    assert f"{label} (used by" in text and "cannot be created" in text
+    assert "leaf-secret-123" not in text
+    assert any("cannot be created" in message for message in found)

@@ -20,7 +20,9 @@ from .config import (
     uses_mailers_setting,
 )
 from .errors import ConfigurationError
+from .pool import leaf_problems
 from .redaction import is_overridden
+from .runtime import build_redactor
 
 
 def _routers(table: MailerTable) -> Iterator[tuple[str | None, Mapping[str, Any]]]:
@@ -74,31 +76,9 @@ def check_mailrouter(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
                     id="mailrouter.W001",
                 )
             )
-        messages.extend(_check_leaves(config.routes, table, label))
-    return messages
-
-
-def _check_leaves(routes: Any, table: MailerTable, label: str) -> list[checks.CheckMessage]:
-    """Build each leaf once (no I/O) so its own OPTIONS errors surface now."""
-    from .pool import build_mailer
-    from .runtime import build_redactor
-
-    redact = build_redactor(table)
-    messages: list[checks.CheckMessage] = []
-    seen: set[str] = set()
-    for route in routes:
-        for alias in route.mailers:
-            if alias in seen or is_router_spec(table[alias]):
-                continue
-            seen.add(alias)
-            try:
-                build_mailer(alias, table)
-            except Exception as error:
-                messages.append(
-                    checks.Error(
-                        f"{table.label(alias)} (used by {label}, route {route.name!r}) "
-                        f"cannot be created: {type(error).__name__}: {redact(str(error))}",
-                        id="mailrouter.E003",
-                    )
-                )
+        redact = build_redactor(table)
+        messages.extend(
+            checks.Error(problem, id="mailrouter.E003")
+            for problem in leaf_problems(config, table, redact)
+        )
     return messages

@@ -9,6 +9,7 @@ dropped after a connection-level failure so the next message reconnects.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import django
@@ -41,6 +42,31 @@ def build_mailer(alias: str, table: MailerTable) -> BaseEmailBackend:
     if getattr(backend, "alias", None) is None:
         setattr(backend, "alias", alias)  # noqa: B010 (Django < 6.1 backends lack it)
     return backend
+
+
+def leaf_problems(
+    config: RouterConfig, table: MailerTable, redact: Callable[[str], str]
+) -> list[str]:
+    """Build every leaf the routes name once (no I/O: backends connect in
+    ``open()``), so a leaf's own OPTIONS errors surface at startup, not at the
+    first send. Nested routers are skipped: they check their own leaves."""
+    from .config import is_router_spec
+
+    problems: list[str] = []
+    seen: set[str] = set()
+    for route in config.routes:
+        for alias in route.mailers:
+            if alias in seen or is_router_spec(table[alias]):
+                continue
+            seen.add(alias)
+            try:
+                build_mailer(alias, table)
+            except Exception as error:
+                problems.append(
+                    f"{table.label(alias)} (used by {config.label}, route {route.name!r}) "
+                    f"cannot be created: {type(error).__name__}: {redact(str(error))}"
+                )
+    return problems
 
 
 def apply_timeout(backend: Any, alias: str, config: RouterConfig) -> None:

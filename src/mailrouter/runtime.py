@@ -15,6 +15,8 @@ from typing import Any
 from django.core.signals import setting_changed
 
 from .config import MailerTable, RouterConfig, load_mailer_table, parse_router_options
+from .errors import ConfigurationError
+from .pool import leaf_problems
 from .redaction import Redactor, secrets_in, settings_secrets
 
 
@@ -43,7 +45,11 @@ def load_runtime(alias: str | None, options: Mapping[str, Any]) -> RouterRuntime
     if runtime is None:
         table = load_mailer_table()
         config = parse_router_options(options, alias=alias, table=table)
-        runtime = RouterRuntime(config, table, build_redactor(table))
+        redact = build_redactor(table)
+        problems = leaf_problems(config, table, redact)
+        if problems:
+            raise ConfigurationError(problems)
+        runtime = RouterRuntime(config, table, redact)
         with _cache_lock:
             _cache[key] = runtime
     return runtime
