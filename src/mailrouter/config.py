@@ -80,8 +80,7 @@ class RouterConfig:
     classifier: Classifier = default_classifier
     timeout: float | None = DEFAULT_TIMEOUT
     timeouts: Mapping[str, float] = field(default_factory=dict)
-    health: Mapping[str, Any] = field(default_factory=dict)
-    #: ``health`` validated (see ``mailrouter.health.settings``).
+    #: The ``health`` option, validated (see ``mailrouter.health.settings``).
     health_settings: HealthSettings = field(default_factory=HealthSettings)
 
 
@@ -159,10 +158,7 @@ def parse_router_options(
         options.get("timeout", DEFAULT_TIMEOUT), f"{label}: 'timeout'", problems
     )
     timeouts = _parse_timeouts(options.get("timeouts", {}), label, table, problems)
-    health = options.get("health", {})
-    health_settings = parse_health(health, label, table, table.source, problems)
-    if not isinstance(health, Mapping):
-        health = {}
+    health = parse_health(options.get("health", {}), label, table, table.source, problems)
     if not problems:
         problems.extend(find_cycles(alias, routes, table))
     if problems:
@@ -175,8 +171,7 @@ def parse_router_options(
         classifier=classifier,
         timeout=timeout,
         timeouts=timeouts,
-        health=health,
-        health_settings=health_settings,
+        health_settings=health,
     )
 
 
