@@ -68,18 +68,28 @@ for entry in "${ENTRIES[@]}"; do
     echo "-- ruff";  "$venv/bin/ruff" check src tests demo benchmarks
     echo "-- mypy";  "$venv/bin/mypy" src/mailrouter
   fi
-  log=$(mktemp)
+  report=$(mktemp)
   set +e
-  "$venv/bin/python" -m pytest -q "$@" 2>&1 | tee "$log"
-  status=${PIPESTATUS[0]}
+  "$venv/bin/python" -m pytest -q --junit-xml="$report" "$@"
+  status=$?
   set -e
-  summary=$(grep -E '^[=]* ?[0-9]+ (passed|failed)' "$log" | tail -1 || true)
-  passed=$(grep -oE '[0-9]+ passed' <<<"$summary" | grep -oE '[0-9]+' || echo 0)
-  failed=0
-  for n in $(grep -oE '[0-9]+ (failed|errors?)' <<<"$summary" | grep -oE '^[0-9]+' || true); do
-    failed=$((failed + n))
-  done
-  rm -f "$log"
+  # Counted from the JUnit report, so extra pytest arguments (-qq, -x) cannot hide them.
+  read -r passed failed < <("$venv/bin/python" - "$report" <<'PY'
+import sys, xml.etree.ElementTree as ET
+try:
+    suites = ET.parse(sys.argv[1]).getroot().iter("testsuite")
+except (ET.ParseError, OSError):
+    print(0, 0)
+else:
+    tests = failed = skipped = 0
+    for s in suites:
+        tests += int(s.get("tests", 0))
+        failed += int(s.get("failures", 0)) + int(s.get("errors", 0))
+        skipped += int(s.get("skipped", 0))
+    print(tests - failed - skipped, failed)
+PY
+)
+  rm -f "$report"
   total_passed=$((total_passed + passed)); total_failed=$((total_failed + failed))
   if [ "$status" -ne 0 ]; then
     failed_entries+=("django$entry")

@@ -17,6 +17,8 @@ from hypothesis import settings as hypothesis_settings
 from mailrouter.backend import RouterBackend
 from mailrouter.testing import FaultySMTPServer
 
+from . import fakes
+
 # CI runs a fixed set of examples (a red CI must be reproducible); local runs
 # explore new ones each time. MAILROUTER_EXAMPLES_SCALE=10 explores ten times more.
 hypothesis_settings.register_profile("ci", derandomize=True)
@@ -96,9 +98,12 @@ def configure(style: str) -> Iterator[Callable[..., RouterBackend]]:
 
 @pytest.fixture(autouse=True)
 def _clean_outbox() -> Iterator[None]:
+    """Each test starts with an empty outbox and unscripted fake mailers."""
     mail.outbox = []
+    fakes.reset()
     yield
     mail.outbox = []
+    fakes.reset()
 
 
 LOCMEM = "django.core.mail.backends.locmem.EmailBackend"

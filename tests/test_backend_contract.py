@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,13 +19,6 @@ from .conftest import HAS_MAILERS, LOCMEM
 SCRIPTED = "tests.fakes.ScriptedBackend"
 MAILERS = {alias: {"BACKEND": SCRIPTED, "OPTIONS": {"name": alias}} for alias in ("a", "b", "c")}
 FAILOVER = {"routes": [{"name": "main", "mailers": ["a", "b", "c"]}]}
-
-
-@pytest.fixture(autouse=True)
-def _reset_fakes() -> Iterator[None]:
-    fakes.reset()
-    yield
-    fakes.reset()
 
 
 def msg(subject: str = "Hi", to: str = "u@example.com") -> EmailMessage:

@@ -147,7 +147,6 @@ def broken(error: BaseException, stage: Stage) -> Outcome:
     ],
 )
 def test_classifier_is_replaceable(configure: Any, classifier: str | None, expected: Any) -> None:
-    fakes.reset()
     mailers = {
         alias: {"BACKEND": "tests.fakes.ScriptedBackend", "OPTIONS": {"name": alias}}
         for alias in "ab"
@@ -161,4 +160,3 @@ def test_classifier_is_replaceable(configure: Any, classifier: str | None, expec
     router.fail_silently = True
     router.send_messages([message])
     assert [(a.alias, a.outcome.value) for a in message.mailrouter_attempts] == expected
-    fakes.reset()

@@ -52,13 +52,6 @@ def options(health: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(autouse=True)
-def _reset_fakes() -> Iterator[None]:
-    fakes.reset()
-    yield
-    fakes.reset()
-
-
 def run(*args: str) -> tuple[int, str]:
     """(exit code, stdout) of ``manage.py mailrouter *args``."""
     out = StringIO()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -32,13 +32,6 @@ OPTIONS = {
     "health": {"cache": "health", "failure_threshold": 3, "failure_rate": 0.5,
                "cooldown": 10, "clock": "tests.health_fixtures.CLOCK"},
 }
-
-
-@pytest.fixture(autouse=True)
-def _reset_fakes() -> Iterator[None]:
-    fakes.reset()
-    yield
-    fakes.reset()
 
 
 @pytest.fixture

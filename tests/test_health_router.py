@@ -45,13 +45,6 @@ def options(
     return {"routes": [{"mailers": mailers or ["a", "b"]}], "health": {**HEALTH, **(health or {})}}
 
 
-@pytest.fixture(autouse=True)
-def _reset_fakes() -> Iterator[None]:
-    fakes.reset()
-    yield
-    fakes.reset()
-
-
 @pytest.fixture
 def transitions() -> Iterator[list[tuple[str, str, str, str]]]:
     seen: list[tuple[str, str, str, str]] = []

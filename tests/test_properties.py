@@ -9,10 +9,8 @@ mailer ever receives a message the router had already seen accepted or
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from django.core.mail import EmailMessage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -63,13 +61,6 @@ messages = st.lists(
 schedules = st.fixed_dictionaries(
     {alias: st.lists(st.sampled_from(fakes.ACTIONS), max_size=14) for alias in ALIASES}
 )
-
-
-@pytest.fixture(autouse=True)
-def _reset() -> Iterator[None]:
-    fakes.reset()
-    yield
-    fakes.reset()
 
 
 @settings(
