@@ -18,6 +18,12 @@ Target: with shared state the fleet pays <= failure_threshold + 1 attempts on
 the dead mailer per cooldown whatever K is — plus, honestly reported, the sends
 that were already in flight when the breaker opened (they had read "closed").
 
+Then the cooldown cycles, shared state only: the primary refuses for a few
+seconds under a steady stream of messages with a short, fixed cooldown, then
+recovers. Failed primary attempts are grouped into bursts: the opening of the
+breaker, then what each cooldown cost the fleet (one probe); and how soon
+traffic went back to the primary after it recovered (fail-back).
+
 Finally the hot-path cost with a healthy primary: Redis commands per
 ``send_messages()`` (target: one MGET, no writes), counted by Redis itself
 (``INFO commandstats``).
@@ -40,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,29 +110,40 @@ def worker(config: dict[str, Any]) -> None:
     while not go.exists():
         time.sleep(0.002)
     started = time.time()
-    paid = sent = 0
-    for index in range(config["count"]):
-        message = EmailMessage(f"m{index}", "body", None, ["user@example.com"])
+    # A fixed number of messages, or (cooldown cycles) as many as fit in "duration".
+    until = started + config["duration"] if config.get("duration") else None
+    paid_at: list[float] = []  # when each failed attempt on the primary ended
+    primary_at: list[float] = []  # when the primary accepted a message
+    sent_at: list[tuple[float, str | None]] = []  # (when, sent_using) of every message
+    sent = count = 0
+    while (count < config["count"]) if until is None else (time.time() < until):
+        message = EmailMessage(f"m{count}", "body", None, ["user@example.com"])
         get_connection(fail_silently=True).send_messages([message])
-        sent += int(getattr(message, "sent_using", None) is not None)
+        now = time.time()
+        count += 1
+        using = getattr(message, "sent_using", None)
+        sent += int(using is not None)
+        if using == "primary":
+            primary_at.append(now)
+        sent_at.append((now, using))
         attempts: list[Any] = getattr(message, "mailrouter_attempts", [])
-        paid += sum(
-            1
+        paid_at.extend(
+            now
             for a in attempts
             if a.alias == "primary" and a.outcome.value in ("not_sent", "uncertain")
         )
-    print(
-        json.dumps(
-            {
-                "started": started,
-                "ended": time.time(),
-                "paid": paid,
-                "sent": sent,
-                "count": config["count"],
-            }
-        ),
-        flush=True,
-    )
+        if until is not None:
+            time.sleep(config.get("pause", 0))
+    figures = {
+        "started": started,
+        "ended": time.time(),
+        "paid": len(paid_at),
+        "sent": sent,
+        "count": count,
+    }
+    if until is not None:
+        figures |= {"paid_at": paid_at, "primary_at": primary_at, "sent_at": sent_at}
+    print(json.dumps(figures), flush=True)
 
 
 # -- coordinator -------------------------------------------------------------------------
@@ -186,17 +204,64 @@ class Redis:
         self.process.wait()
 
 
+@dataclass
+class Cycles:
+    """Healthy, then an outage under a short, fixed cooldown, then the primary recovers."""
+
+    server: Any  # the primary's FaultySMTPServer: accept, refuse for `outage`, accept
+    cooldown: float
+    healthy: float  # seconds of normal traffic before the primary goes down
+    outage: float
+    recovery: float
+    pause: float  # between one worker's messages: a steady stream, not a flood
+
+
+def cycle_figures(
+    results: list[dict[str, Any]], cycles: Cycles, recovered_at: float
+) -> dict[str, Any]:
+    """Group failed primary attempts into bursts: the opening, then one per cooldown.
+
+    Attempts less than half a cooldown apart belong to the same burst; with the
+    cooldown fixed, every burst after the first is what one cooldown cost the fleet.
+    """
+    paid = sorted(t for r in results for t in r["paid_at"])
+    bursts: list[list[float]] = []
+    for moment in paid:
+        if bursts and moment - bursts[-1][-1] < cycles.cooldown / 2:
+            bursts[-1].append(moment)
+        else:
+            bursts.append([moment])
+    first_back = min(
+        (t for r in results for t in r["primary_at"] if t >= recovered_at), default=None
+    )
+    # Once a cooldown has passed since the recovery, the probe has closed the breaker.
+    settled = recovered_at + cycles.cooldown
+    late = [using for r in results for t, using in r["sent_at"] if t >= settled]
+    return {
+        "opening": len(bursts[0]) if bursts else 0,
+        "per_cooldown": [len(b) for b in bursts[1:]],
+        "failback_after": None if first_back is None else first_back - recovered_at,
+        "primary_share_after": late.count("primary") / len(late) if late else None,
+    }
+
+
 def run_fleet(
-    mode: str, args: argparse.Namespace, ports: tuple[int, int], redis: Redis | None
+    mode: str,
+    args: argparse.Namespace,
+    ports: tuple[int, int],
+    redis: Redis | None,
+    cycles: Cycles | None = None,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         go = Path(tmp) / "go"
         per_worker = args.messages // args.processes
+        cooldown = cycles.cooldown if cycles else args.cooldown
         health = {
             "failure_threshold": args.threshold,
             "failure_rate": None,
-            "cooldown": args.cooldown,
-            "max_cooldown": args.cooldown * 8,
+            "cooldown": cooldown,
+            # Cycles keep the cooldown fixed so that every cycle is alike.
+            "max_cooldown": cooldown if cycles else cooldown * 8,
         }
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
         env.pop("DJANGO_SETTINGS_MODULE", None)
@@ -215,6 +280,12 @@ def run_fleet(
                             "backup": ports[1],
                             "timeout": args.timeout,
                             "count": per_worker,
+                            "duration": (
+                                cycles.healthy + cycles.outage + cycles.recovery
+                                if cycles
+                                else None
+                            ),
+                            "pause": cycles.pause if cycles else 0,
                             "go": str(go),
                         }
                     ),
@@ -235,6 +306,13 @@ def run_fleet(
             redis.client.flushall()
             redis.client.config_resetstat()
         go.touch()
+        recovered_at = None
+        if cycles is not None:
+            time.sleep(cycles.healthy)
+            cycles.server.mode = "refuse"
+            time.sleep(cycles.outage)
+            cycles.server.mode = "accept"
+            recovered_at = time.time()
         results = []
         for process in processes:
             out, _ = process.communicate(timeout=600)
@@ -250,6 +328,8 @@ def run_fleet(
         "sent": sum(r["sent"] for r in results),
         "messages": total,
     }
+    if cycles is not None and recovered_at is not None:
+        figures |= cycle_figures(results, cycles, recovered_at)
     if redis is not None and mode == "shared":
         commands = redis.commands()
         figures["redis_commands_per_send"] = sum(commands.values()) / total
@@ -265,6 +345,12 @@ def main() -> None:
     parser.add_argument("--threshold", type=int, default=3)
     parser.add_argument("--cooldown", type=float, default=60.0)
     parser.add_argument("--timeout", type=float, default=0.5, help="SMTP timeout (hang case)")
+    parser.add_argument(
+        "--cycle-cooldown", type=float, default=0.5, help="fixed cooldown of the cycles run"
+    )
+    parser.add_argument(
+        "--cycle-outage", type=float, default=4.0, help="seconds the primary is down (cycles)"
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -272,7 +358,7 @@ def main() -> None:
         worker(json.loads(args.worker))
         return
     if args.quick:
-        args.messages, args.processes = 120, 4
+        args.messages, args.processes, args.cycle_outage = 120, 4, 2.0
     sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
     from mailrouter.testing import FaultySMTPServer
 
@@ -299,6 +385,22 @@ def main() -> None:
                     for mode in modes
                 }
             if redis is not None:
+                primary.mode = "accept"
+                cycles = Cycles(
+                    server=primary,
+                    cooldown=args.cycle_cooldown,
+                    healthy=1.0,
+                    outage=args.cycle_outage,
+                    recovery=max(1.0, 3 * args.cycle_cooldown),
+                    pause=0.01,
+                )
+                report["cycles"] = {
+                    "cooldown": cycles.cooldown,
+                    "healthy": cycles.healthy,
+                    "outage": cycles.outage,
+                    "recovery": cycles.recovery,
+                    **run_fleet("shared", args, (primary.port, backup.port), redis, cycles),
+                }
                 primary.mode = "accept"
                 report["healthy"] = run_fleet("shared", args, (primary.port, backup.port), redis)
     finally:
@@ -337,6 +439,32 @@ def print_report(report: dict[str, Any]) -> None:
             print(
                 f"  shared: {rows['shared']['paid']} paid; bound = threshold + in-flight "
                 f"sends of the other processes = {bound}"
+            )
+    if "cycles" in report:
+        c = report["cycles"]
+        limit = report["threshold"] + 1
+        worst = max(c["per_cooldown"], default=0)
+        print(
+            f"\ncooldown cycles, shared state, a steady stream of messages: the primary fails "
+            f"mid-stream and refuses for {c['outage']:g}s (fixed {c['cooldown']:g}s cooldown), "
+            f"then recovers ({c['messages']} messages, {c['sent']} sent):"
+        )
+        print(
+            f"  opening the breaker: {c['opening']} attempts "
+            f"(threshold {report['threshold']} + sends already in flight)"
+        )
+        print(
+            f"  each later cooldown: {c['per_cooldown']} attempts "
+            f"(max {worst}; target <= threshold + 1 = {limit}: "
+            f"{'PASS' if worst <= limit else 'MISS'})"
+        )
+        if c["failback_after"] is None:
+            print("  fail-back: the primary took no message after it recovered")
+        else:
+            share = c["primary_share_after"]
+            print(
+                f"  fail-back: first message on the primary {c['failback_after']:.2f}s after it "
+                f"recovered; {share:.0%} of messages on the primary once a cooldown had passed"
             )
     if "healthy" in report:
         healthy = report["healthy"]

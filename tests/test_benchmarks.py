@@ -1,0 +1,70 @@
+"""The benchmarks stay runnable, and what they count is right.
+
+Short runs of both scripts, as anyone would run them. Speed figures are not
+asserted (they belong to the benchmark's printout, on a quiet machine); counts
+are: nothing lost, attempts on a dead primary within the documented bound, one
+Redis command per healthy send_messages().
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_json(script: str, *args: str) -> dict[str, Any]:
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result: dict[str, Any] = json.loads(completed.stdout)
+    return result
+
+
+def test_overhead_benchmark_runs() -> None:
+    report = run_json("overhead.py", "--dummy-rounds", "3", "--smtp-rounds", "2")
+    assert report["dummy"]["rounds"] == 3
+    assert report["dummy"]["added_us_per_message"] > 0
+    assert report["smtp"]["rounds"] == 2
+    assert report["smtp"]["router_msgs_per_s"] > 0
+    assert report["smtp"]["direct_msgs_per_s"] > 0
+
+
+def test_outage_benchmark_counts() -> None:
+    processes, messages, threshold = 2, 40, 3
+    report = run_json(
+        "outage.py",
+        "--processes", str(processes),
+        "--messages", str(messages),
+        "--threshold", str(threshold),
+        "--timeout", "0.2",
+        "--cycle-outage", "1.5",
+    )  # fmt: skip
+    for outage, rows in report["outages"].items():
+        assert set(rows) == {"shared", "per-process", "none"}, outage
+        for mode, row in rows.items():
+            assert row["sent"] == row["messages"] == messages, (outage, mode)
+        # Each message is its own batch: without breakers every one pays.
+        assert rows["none"]["paid"] == messages, outage
+        # Per process: the threshold in every process.
+        assert rows["per-process"]["paid"] == threshold * processes, outage
+        # Shared: the threshold plus at most one in-flight send per other process.
+        assert threshold <= rows["shared"]["paid"] <= threshold + processes - 1, outage
+
+    cycles = report["cycles"]
+    assert cycles["sent"] == cycles["messages"] > 0
+    assert cycles["per_cooldown"], "the outage spans several cooldowns"
+    assert max(cycles["per_cooldown"]) <= threshold + 1
+    assert cycles["failback_after"] is not None, "traffic went back to the primary"
+
+    assert report["healthy"]["redis_commands"] == {"mget": messages}
