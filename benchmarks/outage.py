@@ -112,12 +112,15 @@ def worker(config: dict[str, Any]) -> None:
     started = time.time()
     # A fixed number of messages, or (cooldown cycles) as many as fit in "duration".
     until = started + config["duration"] if config.get("duration") else None
-    paid_at: list[float] = []  # when each failed attempt on the primary ended
+    # (began, ended) of each failed attempt on the primary; "began" is when its
+    # send_messages() call started: the primary is the first candidate.
+    paid_at: list[tuple[float, float]] = []
     primary_at: list[float] = []  # when the primary accepted a message
     sent_at: list[tuple[float, str | None]] = []  # (when, sent_using) of every message
     sent = count = 0
     while (count < config["count"]) if until is None else (time.time() < until):
         message = EmailMessage(f"m{count}", "body", None, ["user@example.com"])
+        began = time.time()
         get_connection(fail_silently=True).send_messages([message])
         now = time.time()
         count += 1
@@ -128,7 +131,7 @@ def worker(config: dict[str, Any]) -> None:
         sent_at.append((now, using))
         attempts: list[Any] = getattr(message, "mailrouter_attempts", [])
         paid_at.extend(
-            now
+            (began, now)
             for a in attempts
             if a.alias == "primary" and a.outcome.value in ("not_sent", "uncertain")
         )
@@ -217,20 +220,24 @@ class Cycles:
 
 
 def cycle_figures(
-    results: list[dict[str, Any]], cycles: Cycles, recovered_at: float
+    results: list[dict[str, Any]], cycles: Cycles, failed_at: float, recovered_at: float
 ) -> dict[str, Any]:
     """Group failed primary attempts into bursts: the opening, then one per cooldown.
 
     Attempts less than half a cooldown apart belong to the same burst; with the
     cooldown fixed, every burst after the first is what one cooldown cost the fleet.
     """
-    paid = sorted(t for r in results for t in r["paid_at"])
-    bursts: list[list[float]] = []
-    for moment in paid:
-        if bursts and moment - bursts[-1][-1] < cycles.cooldown / 2:
-            bursts[-1].append(moment)
+    paid = sorted((ended, began) for r in results for began, ended in r["paid_at"])
+    bursts: list[list[tuple[float, float]]] = []
+    for ended, began in paid:
+        if bursts and ended - bursts[-1][-1][0] < cycles.cooldown / 2:
+            bursts[-1].append((ended, began))
         else:
-            bursts.append([moment])
+            bursts.append([(ended, began)])
+    opening = bursts[0] if bursts else []
+    # Sessions already open on the primary when it went down die with it: no
+    # breaker can spare those. The rest were begun after the outage started.
+    in_flight = sum(1 for _, began in opening if began < failed_at)
     first_back = min(
         (t for r in results for t in r["primary_at"] if t >= recovered_at), default=None
     )
@@ -238,7 +245,8 @@ def cycle_figures(
     settled = recovered_at + cycles.cooldown
     late = [using for r in results for t, using in r["sent_at"] if t >= settled]
     return {
-        "opening": len(bursts[0]) if bursts else 0,
+        "opening": len(opening),
+        "opening_in_flight": in_flight,
         "per_cooldown": [len(b) for b in bursts[1:]],
         "failback_after": None if first_back is None else first_back - recovered_at,
         "primary_share_after": late.count("primary") / len(late) if late else None,
@@ -306,9 +314,10 @@ def run_fleet(
             redis.client.flushall()
             redis.client.config_resetstat()
         go.touch()
-        recovered_at = None
+        failed_at = recovered_at = None
         if cycles is not None:
             time.sleep(cycles.healthy)
+            failed_at = time.time()
             cycles.server.mode = "refuse"
             time.sleep(cycles.outage)
             cycles.server.mode = "accept"
@@ -328,8 +337,8 @@ def run_fleet(
         "sent": sum(r["sent"] for r in results),
         "messages": total,
     }
-    if cycles is not None and recovered_at is not None:
-        figures |= cycle_figures(results, cycles, recovered_at)
+    if cycles is not None and failed_at is not None and recovered_at is not None:
+        figures |= cycle_figures(results, cycles, failed_at, recovered_at)
     if redis is not None and mode == "shared":
         commands = redis.commands()
         figures["redis_commands_per_send"] = sum(commands.values()) / total
@@ -450,8 +459,10 @@ def print_report(report: dict[str, Any]) -> None:
             f"then recovers ({c['messages']} messages, {c['sent']} sent):"
         )
         print(
-            f"  opening the breaker: {c['opening']} attempts "
-            f"(threshold {report['threshold']} + sends already in flight)"
+            f"  opening the breaker: {c['opening']} failed attempts: {c['opening_in_flight']} "
+            f"sessions open when the primary went down, {c['opening'] - c['opening_in_flight']} "
+            f"begun after (threshold {report['threshold']} + sends begun before the "
+            f"breaker opened)"
         )
         print(
             f"  each later cooldown: {c['per_cooldown']} attempts "

@@ -63,6 +63,8 @@ def test_outage_benchmark_counts() -> None:
 
     cycles = report["cycles"]
     assert cycles["sent"] == cycles["messages"] > 0
+    begun_after = cycles["opening"] - cycles["opening_in_flight"]
+    assert 0 <= begun_after <= threshold + processes - 1
     assert cycles["per_cooldown"], "the outage spans several cooldowns"
     assert max(cycles["per_cooldown"]) <= threshold + 1
     assert cycles["failback_after"] is not None, "traffic went back to the primary"

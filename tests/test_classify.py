@@ -160,3 +160,46 @@ def test_classifier_is_replaceable(configure: Any, classifier: str | None, expec
     router.fail_silently = True
     router.send_messages([message])
     assert [(a.alias, a.outcome.value) for a in message.mailrouter_attempts] == expected
+
+
+FIRST_FAILURE = """
+import sys
+from django.conf import settings
+settings.configure(
+    LOGGING_CONFIG=None,
+    EMAIL_BACKEND="mailrouter.backend.RouterBackend",
+    MAILROUTER={
+        "MAILERS": {
+            "dead": {"BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+                     "OPTIONS": {"host": "127.0.0.1", "port": int(sys.argv[1]), "timeout": 5}},
+            "backup": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"},
+        },
+        "OPTIONS": {"routes": [{"mailers": ["dead", "backup"]}]},
+    },
+)
+import django
+django.setup()
+from django.core.mail import EmailMessage, get_connection
+message = EmailMessage("s", "b", "f@example.com", ["t@example.com"])
+get_connection().send_messages([message])
+assert [a.outcome.value for a in message.mailrouter_attempts] == ["not_sent", "accepted"]
+print(sorted(name for name in ("anymail", "requests") if name in sys.modules))
+"""
+
+
+def test_first_failure_imports_nothing_new() -> None:
+    """Classifying a failure never imports Anymail (and requests): that import
+    would stall every process on its first failed attempt, just when a mailer
+    goes down."""
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    completed = subprocess.run(
+        [sys.executable, "-c", FIRST_FAILURE, str(dead_port)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import smtplib
 import socket
+import sys
 from collections.abc import Callable, Iterator
 
 from django.core.exceptions import ImproperlyConfigured
@@ -123,11 +124,12 @@ def classify_transport_chain(error: BaseException) -> Outcome | None:
 
 
 def _classify_anymail(error: BaseException) -> Outcome | None:
-    try:
-        from anymail import exceptions as anymail_errors
-    except ImportError:
-        return None
-    if not isinstance(error, anymail_errors.AnymailError):
+    # An Anymail error can only exist once its module is loaded. Importing it
+    # here instead would cost a process that never uses Anymail the import of
+    # requests (a few hundred ms) on its first failed attempt: a stall exactly
+    # when a mailer goes down and the fleet must learn it fast.
+    anymail_errors = sys.modules.get("anymail.exceptions")
+    if anymail_errors is None or not isinstance(error, anymail_errors.AnymailError):
         return None
     if isinstance(
         error, (anymail_errors.AnymailRecipientsRefused, anymail_errors.AnymailInvalidAddress)
