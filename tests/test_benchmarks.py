@@ -41,13 +41,13 @@ def test_overhead_benchmark_runs() -> None:
 
 
 def test_outage_benchmark_counts() -> None:
-    processes, messages, threshold = 2, 40, 3
+    processes, messages, threshold = 2, 12, 3
     report = run_json(
         "outage.py",
         "--processes", str(processes),
         "--messages", str(messages),
         "--threshold", str(threshold),
-        "--timeout", "0.2",
+        "--timeout", "0.3",
         "--cycle-outage", "1.5",
     )  # fmt: skip
     for outage, rows in report["outages"].items():
