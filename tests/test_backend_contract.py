@@ -55,6 +55,43 @@ def test_unicode_content(configure: Any) -> None:
     assert "Grüße" in mail.outbox[0].message().as_string() or mail.outbox[0].subject == "Grüße ✉"
 
 
+def test_django_file_and_console_backends_as_leaves(configure: Any, tmp_path: Any) -> None:
+    """Django's other built-in backends work as leaves, routed and failed over."""
+    import io
+
+    stream = io.StringIO()
+    mailers = {
+        "files": {
+            "BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+            "OPTIONS": {"file_path": str(tmp_path)},
+        },
+        "console": {
+            "BACKEND": "django.core.mail.backends.console.EmailBackend",
+            "OPTIONS": {"stream": stream},
+        },
+        "a": MAILERS["a"],
+    }
+    router = configure(
+        mailers,
+        {
+            "routes": [
+                {"when": {"to_domain": ["*.example.de"]}, "mailers": ["files"]},
+                {"mailers": ["a", "console"]},
+            ]
+        },
+    )
+    script("a", "refuse_connect")
+    eu, other = msg("Hallo", "u@mail.example.de"), msg("Hello", "u@example.com")
+    assert router.send_messages([eu, other]) == 2
+    assert (eu.sent_using, other.sent_using) == ("files", "console")  # type: ignore[attr-defined]
+    assert outcomes(other) == [("a", "not_sent"), ("console", "accepted")]
+    [written] = tmp_path.iterdir()
+    assert "Subject: Hallo" in written.read_text()
+    assert "Subject: Hello" in stream.getvalue()
+    # Both carry the Message-ID the router fixed before the first attempt.
+    assert other.extra_headers["Message-ID"] in stream.getvalue()
+
+
 def test_iterator_input_and_empty_input(configure: Any) -> None:
     router = configure(MAILERS, FAILOVER)
     assert router.send_messages(iter([msg(), msg()])) == 2
