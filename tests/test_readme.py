@@ -1,0 +1,111 @@
+"""The README's examples are valid: the quickstart settings pass the system
+checks, construct, and route as the README says; the classifier example runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import smtplib
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core import checks
+from django.core.management import call_command
+
+from mailrouter import Outcome, Stage
+
+from .conftest import HAS_MAILERS, make_router, router_settings
+
+# The quickstart names SendGrid (as the brief does); Anymail warns it is unsupported.
+pytestmark = pytest.mark.filterwarnings("ignore::anymail.exceptions.AnymailNotSupportedWarning")
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
+
+
+def block(containing: str) -> str:
+    [found] = [code for code in PYTHON_BLOCKS if containing in code]
+    return found
+
+
+def settings_from(code: str) -> dict[str, Any]:
+    """Run a settings snippet as a settings module would, secrets from the environment."""
+    env = {
+        name: "readme-secret"
+        for name in re.findall(r'os\.environ\["(\w+)"\]', code)
+    }
+    namespace: dict[str, Any] = {"os": os}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        exec(code, namespace)
+    return {k: v for k, v in namespace.items() if k.isupper()}
+
+
+def explain(*args: str) -> dict[str, Any]:
+    out = StringIO()
+    call_command("mailrouter", "explain", *args, "--json", stdout=out)
+    result: dict[str, Any] = json.loads(out.getvalue())
+    return result
+
+
+def problems() -> list[str]:
+    return [
+        f"{m.id}: {m.msg}"
+        for m in checks.run_checks()
+        if m.id and m.id.startswith("mailrouter") and m.level >= checks.ERROR
+    ]
+
+
+@pytest.mark.skipif(not HAS_MAILERS, reason="MAILERS is Django 6.1+")
+def test_quickstart_mailers() -> None:
+    table = settings_from(block('"name": "eu"'))["MAILERS"]
+    router = table["default"]
+    leaves = {alias: spec for alias, spec in table.items() if alias != "default"}
+    with router_settings(leaves, router["OPTIONS"], style="mailers"):
+        assert problems() == []
+        make_router()  # constructs, leaves included
+        assert explain("--to", "kunde@example.de")["route"] == "eu"
+        assert explain("--to", "a@example.com", "--tag", "newsletter")["route"] == "bulk"
+        result = explain("--to", "a@example.com")
+        assert result["route"] == "default"
+        assert [c["alias"] for c in result["candidates"]] == ["mailgun", "postmark", "smtp"]
+
+
+def test_quickstart_legacy() -> None:
+    configured = settings_from(block('EMAIL_BACKEND = "mailrouter.backend.RouterBackend"'))
+    table = configured["MAILROUTER"]
+    with router_settings(table["MAILERS"], table["OPTIONS"], style="legacy"):
+        assert problems() == []
+        make_router()
+        assert explain("--to", "x@example.com", "--from", "alerts@web-1")["route"] == "ops"
+        assert explain("--to", "x@example.com")["route"] == "default"
+
+
+def test_classifier_example() -> None:
+    namespace: dict[str, Any] = {}
+    exec(block("def classify("), namespace)
+    classify = namespace["classify"]
+    over_quota = smtplib.SMTPDataError(552, b"mailbox full")
+    assert classify(over_quota, Stage.BODY_SENT) is Outcome.NOT_SENT
+    refused = ConnectionRefusedError(111, "refused")
+    assert classify(refused, Stage.CONNECT) is Outcome.NOT_SENT
+    assert classify(smtplib.SMTPDataError(554, b"spam"), Stage.BODY_SENT) is Outcome.REJECTED
+
+
+@pytest.mark.skipif(not HAS_MAILERS, reason="MAILERS is Django 6.1+")
+def test_health_example() -> None:
+    code = block('"max_cooldown": 600').replace('"default": {...},', "")
+    configured = settings_from(code)
+    leaves = settings_from(block('"name": "eu"'))["MAILERS"]
+    leaves.pop("default")
+    options = configured["MAILERS"]["default"]["OPTIONS"]
+    caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    caches |= configured["CACHES"]
+    with router_settings(leaves, options, style="mailers", CACHES=caches):
+        assert problems() == []
+        router = make_router()
+        assert router.config.health_settings.policy("smtp").failure_threshold == 2
+        assert router.config.health_settings.policy("mailgun").failure_threshold == 5
