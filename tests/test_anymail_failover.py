@@ -117,6 +117,54 @@ def test_validation_errors_are_rejected_not_failed_over(esps: Any, mode: str) ->
     assert kinds(message) == [("mailgun", "rejected")] and backup.requests_seen == 0
 
 
+INACTIVE = (
+    "You tried to send to a recipient that has been marked as inactive.\n"
+    "Found inactive addresses: user@example.com.\n"
+    "Inactive recipients are ones that have generated a hard bounce or a spam complaint."
+)
+
+
+@pytest.mark.parametrize(
+    ("error_code", "text", "expected"),
+    [
+        # Account problems: this mailer can send nothing; the next one can.
+        (405, "Not allowed to send: you have run out of credits.", "not_sent"),
+        (412, "Your account is pending approval.", "not_sent"),
+        (413, "This account may not send.", "not_sent"),
+        # This mailer cannot take this message; another may.
+        (300, "Invalid 'From' address: 'app@example.com' is not a verified sender signature.",
+         "incompatible"),
+        (400, "Sender signature not defined for From address.", "incompatible"),
+        (411, "Forbidden attachment type: x.exe", "incompatible"),
+        # The message itself is bad: no failover.
+        (300, "Error parsing 'Reply-To': Illegal email domain 'x' in address 'a@x'.", "rejected"),
+        (406, INACTIVE, "rejected"),
+        (None, "no ErrorCode: not Postmark's documented shape", "rejected"),
+    ],
+)  # fmt: skip
+def test_postmark_422_is_classified_by_its_error_code(
+    configure: Any, esp: Callable[..., FakeESPServer], error_code: int | None, text: str,
+    expected: str,
+) -> None:
+    body: dict[str, Any] = {"Message": text}
+    if error_code is not None:
+        body["ErrorCode"] = error_code
+    primary, backup = esp(mode="unprocessable_422", error_body=body), esp()
+    router = configure(
+        {"postmark": postmark(primary), "mailgun": mailgun(backup)},
+        {"routes": [{"mailers": ["postmark", "mailgun"]}]},
+    )
+    message = msg()
+    router.fail_silently = True
+    router.send_messages([message])
+    if expected == "rejected":
+        assert kinds(message) == [("postmark", "rejected")] and backup.requests_seen == 0
+    else:
+        assert kinds(message) == [("postmark", expected), ("mailgun", "accepted")]
+        assert backup.messages[0].message_id == message.extra_headers["Message-ID"]
+    assert primary.messages == []
+
+
 @pytest.mark.parametrize("mode", ["read_timeout", "garbage_2xx", "drop"])
 def test_maybe_delivered_is_uncertain_and_not_resent(esps: Any, mode: str) -> None:
     router, primary, backup = esps(mailgun_options={"timeout": 0.5})

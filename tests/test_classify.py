@@ -117,6 +117,7 @@ def test_anymail_errors() -> None:
         (401, Outcome.NOT_SENT),
         (400, Outcome.REJECTED),
         (422, Outcome.REJECTED),
+        (413, Outcome.INCOMPATIBLE),
         (200, Outcome.UNCERTAIN),
     ]:
         assert (

@@ -37,7 +37,25 @@ class Stage(enum.StrEnum):
 
 Classifier = Callable[[BaseException, Stage], Outcome]
 
-_REJECTING_HTTP_STATUSES = frozenset({400, 413, 422})
+_REJECTING_HTTP_STATUSES = frozenset({400, 422})
+
+#: Postmark answers HTTP 422 for problems with the message and with the account
+#: alike; its ``ErrorCode`` tells them apart (postmarkapp.com/developer/api/overview).
+#: Codes not listed keep the HTTP status's outcome (422: rejected). Recipient
+#: problems (300 on To/Cc/Bcc, 406 inactive) reach us as AnymailRecipientsRefused.
+POSTMARK_ERROR_CODES: dict[int, Outcome] = {
+    100: Outcome.NOT_SENT,  # maintenance
+    405: Outcome.NOT_SENT,  # not allowed to send (e.g. out of credits)
+    412: Outcome.NOT_SENT,  # account pending approval
+    413: Outcome.NOT_SENT,  # account may not send
+    400: Outcome.INCOMPATIBLE,  # no sender signature for this From at this mailer
+    401: Outcome.INCOMPATIBLE,  # sender signature not confirmed
+    402: Outcome.INCOMPATIBLE,  # invalid JSON
+    403: Outcome.INCOMPATIBLE,  # incompatible JSON
+    409: Outcome.INCOMPATIBLE,  # JSON required
+    410: Outcome.INCOMPATIBLE,  # too many batch messages
+    411: Outcome.INCOMPATIBLE,  # forbidden attachment type (another mailer may allow it)
+}
 
 
 def classify_http_status(status: int) -> Outcome:
@@ -48,6 +66,9 @@ def classify_http_status(status: int) -> Outcome:
     """
     if 200 <= status < 300:
         return Outcome.UNCERTAIN
+    if status == 413:
+        # Payload too large: size limits differ between mailers.
+        return Outcome.INCOMPATIBLE
     if status in _REJECTING_HTTP_STATUSES:
         return Outcome.REJECTED
     # 401/403 (credentials), 404 (wrong domain/endpoint), 408, 429, 5xx:
@@ -143,8 +164,23 @@ def _classify_anymail(error: BaseException) -> Outcome | None:
         return Outcome.NOT_SENT
     status = getattr(error, "status_code", None)
     if isinstance(status, int):
+        if status == 422 and getattr(error, "esp_name", None) == "Postmark":
+            return _classify_postmark_422(error) or Outcome.REJECTED
         return classify_http_status(status)
     return classify_transport_chain(error) or Outcome.UNCERTAIN
+
+
+def _classify_postmark_422(error: BaseException) -> Outcome | None:
+    try:
+        body = error.response.json()  # type: ignore[attr-defined]
+        code, text = body["ErrorCode"], str(body.get("Message", ""))
+    except Exception:  # no response, not JSON, not Postmark's shape
+        return None
+    if code == 300 and "sender signature" in text.lower():
+        # "Invalid 'From' address: ... is not a verified sender signature":
+        # a setting of this mailer, not a fault of the message.
+        return Outcome.INCOMPATIBLE
+    return POSTMARK_ERROR_CODES.get(code) if isinstance(code, int) else None
 
 
 def _classify_nested_router(error: BaseException) -> Outcome | None:
@@ -209,8 +245,10 @@ def default_classifier(error: BaseException, stage: Stage) -> Outcome:
     SMTP 5xx for every recipient / after DATA   rejected
     connection lost or timeout before the body  not sent
     connection lost or timeout after the body   uncertain
-    HTTP 5xx, 429, 401, 403, 404                not sent
-    HTTP 400, 413, 422                          rejected
+    HTTP 5xx, 429, 401, 402, 403, 404           not sent
+    HTTP 400, 422                               rejected
+    HTTP 413 (too large for this mailer)        incompatible
+    Postmark 422: by ErrorCode                  see POSTMARK_ERROR_CODES
     HTTP connect error / connect timeout        not sent
     HTTP read timeout, dropped after request    uncertain
     HTTP 2xx with an unparsable body            uncertain

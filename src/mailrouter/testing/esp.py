@@ -241,6 +241,7 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         api_key: str | None = None,
         mode: ESPFault | str = ESPFault.OK,
         retry_after: int | None = None,
+        error_body: Any = None,
     ) -> None:
         self.host = host
         #: Real port once started (the requested one before that).
@@ -248,6 +249,9 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         self.api_key = api_key
         #: Seconds sent in ``Retry-After`` with 429 responses (no header if None).
         self.retry_after = retry_after
+        #: JSON body of error responses instead of the ESP-shaped default, e.g.
+        #: ``{"ErrorCode": 405, "Message": "..."}`` for a Postmark account problem.
+        self.error_body = error_body
         super().__init__(FaultPlan(ESPFault, mode, ESPFault.OK, frozenset({ESPFault.REFUSE})))
         self._maybe: list[ReceivedESPMessage] = []
         self._requests_seen = 0
@@ -588,7 +592,8 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
             headers = {}
             if status == 429 and self.retry_after is not None:
                 headers["Retry-After"] = str(self.retry_after)
-            self._send_json(h, status, self._error_body(esp, status), headers)
+            body = self.error_body if self.error_body is not None else self._error_body(esp, status)
+            self._send_json(h, status, body, headers)
 
     def _hold(self, sock: socket.socket) -> None:
         """Wait without replying until the client disconnects or we stop."""
