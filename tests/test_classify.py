@@ -90,6 +90,24 @@ CASES: list[tuple[str, BaseException, Stage, Outcome]] = [
         Stage.UNKNOWN,
         Outcome.UNCERTAIN,
     ),
+    (
+        "too large at MAIL FROM",
+        smtplib.SMTPSenderRefused(552, b"5.3.4 Message size exceeds fixed limit", "a@example.com"),
+        Stage.ENVELOPE,
+        Outcome.INCOMPATIBLE,
+    ),
+    (
+        "too large after the body",
+        smtplib.SMTPDataError(552, b"5.3.4 Message too big"),
+        Stage.BODY_SENT,
+        Outcome.INCOMPATIBLE,
+    ),
+    (
+        "5.3.4 with another code",
+        smtplib.SMTPDataError(554, b"5.3.4 Message too big for system"),
+        Stage.BODY_SENT,
+        Outcome.INCOMPATIBLE,
+    ),
 ]
 
 

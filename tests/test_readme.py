@@ -88,11 +88,13 @@ def test_classifier_example() -> None:
     namespace: dict[str, Any] = {}
     exec(block("def classify("), namespace)
     classify = namespace["classify"]
-    over_quota = smtplib.SMTPDataError(552, b"mailbox full")
-    assert classify(over_quota, Stage.BODY_SENT) is Outcome.NOT_SENT
-    refused = ConnectionRefusedError(111, "refused")
-    assert classify(refused, Stage.CONNECT) is Outcome.NOT_SENT
-    assert classify(smtplib.SMTPDataError(554, b"spam"), Stage.BODY_SENT) is Outcome.REJECTED
+    relay_denied = smtplib.SMTPRecipientsRefused(
+        {"a@example.com": (554, b"5.7.1 <a@example.com>: Relay access denied")}
+    )
+    assert classify(relay_denied, Stage.ENVELOPE) is Outcome.NOT_SENT
+    unknown_user = smtplib.SMTPRecipientsRefused({"a@example.com": (550, b"5.1.1 No such user")})
+    assert classify(unknown_user, Stage.ENVELOPE) is Outcome.REJECTED
+    assert classify(ConnectionRefusedError(111, "refused"), Stage.CONNECT) is Outcome.NOT_SENT
 
 
 @pytest.mark.skipif(not HAS_MAILERS, reason="MAILERS is Django 6.1+")

@@ -103,6 +103,26 @@ def test_rejected_is_not_failed_over(pair: Any, mode: str) -> None:
     assert backup.transactions == 0
 
 
+def test_too_large_for_one_relay_goes_to_the_next_without_hurting_its_health(
+    configure: Any, smtp_server: Start
+) -> None:
+    """A relay's size limit (552 5.3.4 at MAIL FROM SIZE=) is incompatible:
+    the next mailer takes the message, and the relay's breaker is untouched."""
+    small, large = smtp_server(max_size=4000), smtp_server()
+    router = configure(
+        {"small": smtp_mailer(small), "large": smtp_mailer(large)},
+        {"routes": [{"mailers": ["small", "large"]}], "health": {"failure_threshold": 1}},
+    )
+    big = msg("Report")
+    big.attach("report.csv", "x" * 8000, "text/csv")
+    batch = [big, msg("One"), msg("Two")]
+    assert router.send_messages(batch) == 3
+    assert kinds(big) == [("small", "incompatible"), ("large", "accepted")]
+    # failure_threshold 1: a not_sent would have opened small's breaker.
+    assert [kinds(m) for m in batch[1:]] == [[("small", "accepted")]] * 2
+    assert [m.message_id for m in large.messages] == [big.extra_headers["Message-ID"]]
+
+
 def test_partial_recipient_refusal_is_accepted(pair: Any) -> None:
     router, primary, _ = pair()
     primary.reject_recipients = ["bad@*"]

@@ -198,7 +198,21 @@ def _classify_nested_router(error: BaseException) -> Outcome | None:
     return Outcome.NOT_SENT
 
 
+def _too_large(error: smtplib.SMTPResponseException) -> bool:
+    """552 to MAIL FROM or to the body, or enhanced status 5.3.4 (RFC 3463:
+    message too big for system): this mailer's size limit, not the message's
+    fault; another mailer may take it, and the mailer is healthy."""
+    text = error.smtp_error.decode(errors="replace") if isinstance(
+        error.smtp_error, bytes
+    ) else str(error.smtp_error)
+    return error.smtp_code == 552 or text.lstrip().startswith("5.3.4")
+
+
 def _classify_smtp(error: smtplib.SMTPException, stage: Stage) -> Outcome:
+    if isinstance(error, (smtplib.SMTPSenderRefused, smtplib.SMTPDataError)) and _too_large(
+        error
+    ):
+        return Outcome.INCOMPATIBLE
     if isinstance(error, smtplib.SMTPRecipientsRefused):
         codes = [code for code, _ in error.recipients.values()]
         if codes and all(500 <= code < 600 for code in codes):
@@ -243,6 +257,7 @@ def default_classifier(error: BaseException, stage: Stage) -> Outcome:
     anything while opening the connection       not sent
     SMTP 4xx (RCPT, DATA), sender refused       not sent
     SMTP 5xx for every recipient / after DATA   rejected
+    SMTP 552 / 5.3.4: too large for the mailer  incompatible
     connection lost or timeout before the body  not sent
     connection lost or timeout after the body   uncertain
     HTTP 5xx, 429, 401, 402, 403, 404           not sent

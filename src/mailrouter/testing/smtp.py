@@ -205,6 +205,7 @@ class FaultySMTPServer(FaultServer[SMTPFault, ReceivedMessage]):
         mode: SMTPFault | str = SMTPFault.ACCEPT,
         reject_recipients: Iterable[str] = (),
         hostname: str = "faulty-smtp.test",
+        max_size: int | None = None,
     ) -> None:
         if (username is None) != (password is None):
             raise ValueError("username and password must be given together")
@@ -214,6 +215,10 @@ class FaultySMTPServer(FaultServer[SMTPFault, ReceivedMessage]):
         self.username = username
         self.password = password
         self.hostname = hostname
+        #: Largest message in bytes (advertised as ``SIZE``; larger ones get
+        #: ``552 5.3.4`` at ``MAIL FROM`` when the client declares its size,
+        #: else after the body), as real relays do. None: no limit.
+        self.max_size = max_size
         super().__init__(
             FaultPlan(SMTPFault, mode, SMTPFault.ACCEPT, frozenset({SMTPFault.REFUSE}))
         )
@@ -559,6 +564,8 @@ class FaultySMTPServer(FaultServer[SMTPFault, ReceivedMessage]):
         session.greeted = True
         session.reset_transaction()
         lines = [f"{self.hostname} Hello {arg}", "8BITMIME", "SMTPUTF8"]
+        if self.max_size is not None:
+            lines.append(f"SIZE {self.max_size}")
         if self.username is not None:
             lines.append("AUTH PLAIN LOGIN")
         lines.append("HELP")
@@ -687,6 +694,10 @@ class FaultySMTPServer(FaultServer[SMTPFault, ReceivedMessage]):
         if mode is SMTPFault.AUTH_FAIL:
             await self._reply(session, 530, "5.7.0 Authentication required")
             return
+        declared = re.search(r"\bSIZE=(\d+)", match.group(2) or "", re.IGNORECASE)
+        if self.max_size is not None and declared and int(declared.group(1)) > self.max_size:
+            await self._reply(session, 552, "5.3.4 Message size exceeds fixed limit")
+            return
         session.in_transaction = True
         session.tx_mode = mode
         session.mail_from = match.group(1)
@@ -743,6 +754,9 @@ class FaultySMTPServer(FaultServer[SMTPFault, ReceivedMessage]):
             return
         if mode is SMTPFault.REJECT_DATA:
             await self._reply(session, 554, "5.6.0 Message rejected")
+            return
+        if self.max_size is not None and len(data) > self.max_size:
+            await self._reply(session, 552, "5.3.4 Message size exceeds fixed limit")
             return
         message = ReceivedMessage(mail_from, rcpt_tos, data, _parse_message_id(data))
         self._record_messages([message])
