@@ -247,6 +247,31 @@ def test_message_id_is_fixed_before_first_attempt_and_kept(configure: Any) -> No
     assert received_a == received_c == message.extra_headers["Message-ID"]
 
 
+def test_a_message_object_reused_for_another_message_gets_a_new_id(configure: Any) -> None:
+    router = configure(MAILERS, FAILOVER)
+    message = msg()
+    ids = []
+    for user in ("ann@example.com", "bob@example.com"):
+        message.to = [user]
+        router.send_messages([message])
+        ids.append(message.extra_headers["Message-ID"])
+    assert ids[0] != ids[1]
+    assert fakes.RECEIVED["a"] == ids
+
+
+def test_the_same_message_sent_again_keeps_its_id(configure: Any) -> None:
+    """An application retrying a message that ended uncertain: a duplicate
+    downstream then carries the same Message-ID, so it is detectable."""
+    router = configure(MAILERS, {"routes": [{"mailers": ["a"]}]})
+    script("a", "drop_after_body")
+    message = msg()
+    router.fail_silently = True
+    router.send_messages([message])
+    router.send_messages([message])
+    assert [outcomes(message)] == [[("a", "accepted")]]
+    assert fakes.RECEIVED["a"] == [message.extra_headers["Message-ID"]] * 2
+
+
 def test_existing_message_id_is_respected_and_shared_headers_untouched(configure: Any) -> None:
     router = configure(MAILERS, FAILOVER)
     shared: dict[str, str] = {}
@@ -263,6 +288,11 @@ def test_existing_message_id_is_respected_and_shared_headers_untouched(configure
         "Message-ID" not in mine.extra_headers
         and mine.extra_headers["message-id"] == "<mine@example.com>"
     )
+    # The caller's own ID is theirs to manage, even when the message changes.
+    mine.to = ["other@example.com"]
+    router.send_messages([mine])
+    assert mine.extra_headers["message-id"] == "<mine@example.com>"
+    assert "Message-ID" not in mine.extra_headers
 
 
 def test_failed_attempt_changes_do_not_leak(configure: Any) -> None:

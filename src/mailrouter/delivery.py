@@ -82,13 +82,43 @@ class DeliveryResult:
 
 
 def ensure_message_id(message: EmailMessage) -> None:
-    """Fix the Message-ID before the first attempt so every attempt carries it."""
+    """Fix the Message-ID before the first attempt so every attempt carries it.
+
+    A caller's own Message-ID is always kept. One we generated is kept when
+    the same message is sent again (an application retrying it: duplicates stay
+    detectable), but replaced when the object now holds another message — the
+    common ``message.to = [next_user]; message.send()`` loop — because distinct
+    messages must not share an ID (bounce handling maps IDs to recipients).
+    """
     headers = message.extra_headers
-    for name in headers:
+    content = _content_key(message)
+    generated: tuple[str, int] | None = getattr(message, "_mailrouter_generated_id", None)
+    for name, value in headers.items():
         if name.lower() == "message-id":
-            return
+            if generated is None or value != generated[0] or generated[1] == content:
+                return
+            headers = {k: v for k, v in headers.items() if k != name}
+            break
+    message_id = make_msgid(domain=DNS_NAME.get_fqdn())
     # A new dict: callers often share one headers dict between messages.
-    message.extra_headers = {**headers, "Message-ID": make_msgid(domain=DNS_NAME.get_fqdn())}
+    message.extra_headers = {**headers, "Message-ID": message_id}
+    message._mailrouter_generated_id = (message_id, content)  # type: ignore[attr-defined]
+
+
+def _content_key(message: EmailMessage) -> int:
+    """Identifies "the same message" cheaply: envelope, subject and body."""
+    parts = (
+        message.from_email,
+        tuple(message.to),
+        tuple(message.cc),
+        tuple(message.bcc),
+        message.subject,
+        message.body,
+    )
+    try:
+        return hash(parts)
+    except TypeError:  # an unhashable body or address object: compare their text
+        return hash(repr(parts))
 
 
 #: Django 6.1's ``BaseEmailBackend.__getattr__`` (None before 6.1): it never
