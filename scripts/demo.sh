@@ -3,7 +3,7 @@
 #
 #   bash scripts/demo.sh            # extra arguments go to demo/run.py (e.g. --verbose)
 #
-# Needs only python3 (3.11+) with venv and pip. Creates .venv-demo on first use,
+# Needs only python3 (3.11+) and pip (without the venv module, uv makes the venv). Creates .venv-demo on first use,
 # installs the package with Django and Anymail (Mailgun, Postmark) into it, then
 # runs demo/run.py: local SMTP servers and fake ESP APIs on 127.0.0.1, nothing
 # leaves the machine. Exit status is the demo's: 0 when the router behaved as designed.
@@ -31,10 +31,19 @@ fi
 VENV=.venv-demo
 if [ ! -x "$VENV/bin/python" ]; then
   echo "== creating $VENV"
-  "$PYTHON" -m venv "$VENV"
+  if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then
+    # No venv/ensurepip (a bare Debian python3): let uv, installed with pip, do it.
+    rm -rf "$VENV"
+    "$PYTHON" -m pip install -q --target .venv-tools uv
+    .venv-tools/bin/uv venv -q -p "$PYTHON" "$VENV"
+  fi
 fi
 echo "== installing django-mailrouter[anymail] into $VENV"
-"$VENV/bin/python" -m pip install -q -e ".[anymail]"
+if [ -x "$VENV/bin/pip" ]; then
+  "$VENV/bin/python" -m pip install -q -e ".[anymail]"
+else
+  .venv-tools/bin/uv pip install -q --python "$VENV/bin/python" -e ".[anymail]"
+fi
 echo "== running demo/run.py"
 echo
 exec "$VENV/bin/python" demo/run.py "$@"

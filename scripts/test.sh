@@ -28,8 +28,8 @@ find_python() {  # find_python 3.12 -> path of an interpreter of that version
 ensure_uv() {
   if command -v uv >/dev/null 2>&1; then UV=$(command -v uv); return; fi
   if [ ! -x .venv-tools/bin/uv ]; then
-    python3 -m venv .venv-tools
-    .venv-tools/bin/pip install -q uv
+    # --target needs no venv module and works on "externally managed" system Pythons.
+    python3 -m pip install -q --target .venv-tools uv
   fi
   UV=$ROOT/.venv-tools/bin/uv
 }
