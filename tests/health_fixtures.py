@@ -147,14 +147,25 @@ def redis_binary() -> str:
     return binary
 
 
-def redis_caches(server: RedisServer) -> dict[str, Any]:
+#: The Redis cache backends the health store supports: Django's own, and
+#: django-redis (its options are upper-case).
+REDIS_BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
+    "django": (
+        "django.core.cache.backends.redis.RedisCache",
+        {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    ),
+    "django-redis": (
+        "django_redis.cache.RedisCache",
+        {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+    ),
+}
+
+
+def redis_caches(server: RedisServer, backend: str = "django") -> dict[str, Any]:
+    path, options = REDIS_BACKENDS[backend]
     return {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "health": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": server.url,
-            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
-        },
+        "health": {"BACKEND": path, "LOCATION": server.url, "OPTIONS": options},
     }
 
 

@@ -1,4 +1,4 @@
-"""Breakers in a real Redis (django.core.cache.backends.redis.RedisCache).
+"""Breakers in a real Redis, through Django's RedisCache and through django-redis.
 
 The suite starts its own ``redis-server``; these tests kill and restart it.
 """
@@ -20,7 +20,7 @@ from mailrouter.health.store import Drain, store_for
 
 from . import fakes
 from .conftest import make_router
-from .health_fixtures import FakeClock, RedisServer, redis_caches
+from .health_fixtures import REDIS_BACKENDS, FakeClock, RedisServer, redis_caches
 
 # Fixtures: clock, redis, a fresh health state per test (tests/health_plugin.py).
 pytest_plugins = ["tests.health_plugin"]
@@ -34,10 +34,10 @@ OPTIONS = {
 }
 
 
-@pytest.fixture
+@pytest.fixture(params=list(REDIS_BACKENDS))
 def router(configure: Callable[..., RouterBackend], redis: RedisServer,
-           clock: FakeClock) -> RouterBackend:
-    return configure(MAILERS, OPTIONS, CACHES=redis_caches(redis))
+           clock: FakeClock, request: pytest.FixtureRequest) -> RouterBackend:
+    return configure(MAILERS, OPTIONS, CACHES=redis_caches(redis, request.param))
 
 
 def send(router: RouterBackend, count: int = 1) -> list[EmailMessage]:
