@@ -1,4 +1,5 @@
-"""django-mailrouter demo: one batch, five mailers, three faults, no duplicates.
+"""django-mailrouter demo: one batch, five mailers, three faults, no duplicates;
+then a circuit breaker skipping a dead mailer and handing traffic back to it.
 
 Run it with ``bash scripts/demo.sh`` (creates .venv-demo and installs the
 package), or directly with ``python demo/run.py`` where ``django-mailrouter``
@@ -17,7 +18,14 @@ backends. The script
 4. prints what happened to each message, and
 5. checks it: every message ended as designed, and every server received
    each message at most once, with the Message-ID the router fixed before
-   the first attempt. Exit status 0 if so, 1 (with the reason) if not.
+   the first attempt,
+6. part two: Mailgun's breaker, opened by the batch's failures, is shown by
+   ``manage.py mailrouter status``; messages sent one per call skip Mailgun
+   without a request; Mailgun recovers, the cooldown passes (the demo moves the
+   router's clock 30 s instead of waiting), one probe closes the breaker and
+   traffic returns to Mailgun.
+
+Exit status 0 if everything happened as designed, 1 (with the reason) if not.
 """
 
 from __future__ import annotations
@@ -164,7 +172,23 @@ ROUTER_OPTIONS = {
     # Small timeouts keep the demo fast; production values are seconds.
     "timeout": 3.0,
     "timeouts": {"postmark": 0.5},
+    # Circuit breakers: 3 failures in a row take a mailer out of rotation for
+    # 30 s, then one probe decides. The demo's clock lets it skip the 30 s.
+    "health": {"failure_threshold": 3, "cooldown": 30, "clock": "__main__.CLOCK"},
 }
+
+
+class DemoClock:
+    """Wall-clock time, plus however far the demo has skipped ahead."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.skipped
+
+
+CLOCK = DemoClock()
 
 
 def configure_django(servers: Servers, *, verbose: bool) -> str:
@@ -336,6 +360,11 @@ def shorten(text: str, width: int = 110) -> str:
     return f"{text[:half]} ... {text[-half:]}"
 
 
+def clip(text: str, width: int = 180) -> str:
+    """Cut a line at ``width`` (tables keep their columns, unlike ``shorten``)."""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def message_id(message: mail.EmailMessage) -> str:
     return str(message.extra_headers["Message-ID"])
 
@@ -371,6 +400,9 @@ def main() -> int:
 def run(servers: Servers, *, verbose: bool) -> int:
     style = configure_django(servers, verbose=verbose)
     logging.getLogger("mailrouter").addHandler(LOGS)
+    from mailrouter.signals import mailer_state_changed
+
+    mailer_state_changed.connect(record_transition)
     say(f"django-mailrouter demo: Django {django.get_version()}, configured with {style}")
     say()
     say("Local servers (127.0.0.1)")
@@ -451,6 +483,8 @@ def run(servers: Servers, *, verbose: bool) -> int:
     problems = check(batch, servers, error, returned)
     summary(batch, servers, elapsed)
     say()
+    problems += part_two(servers)
+    say()
     if problems:
         say("FAILED: the router did not behave as designed:")
         for problem in problems:
@@ -458,9 +492,81 @@ def run(servers: Servers, *, verbose: bool) -> int:
         return 1
     say(
         "OK: every message ended as designed; no server received any message twice, "
-        "and each carried the Message-ID fixed before its first attempt."
+        "and each carried the Message-ID fixed before its first attempt; Mailgun's "
+        "breaker opened, skipped it without a single request, and handed traffic back "
+        "after one successful probe."
     )
     return 0
+
+
+# ---------------------------------------------------------------------------
+# 6. Part two: the circuit breaker across requests, and fail-back
+# ---------------------------------------------------------------------------
+
+TRANSITIONS: list[str] = []
+
+
+def record_transition(sender: object, alias: str, old: object, new: object, reason: str,
+                      **kwargs: object) -> None:
+    TRANSITIONS.append(f"{alias}: {old} → {new} ({reason})".replace("→", ARROW))
+
+
+#: (when, attempts) of each message of part two, sent one per call.
+PART_TWO = [
+    ("still down", "mailgun:skipped → postmark:accepted"),
+    ("still down", "mailgun:skipped → postmark:accepted"),
+    ("30 s later, recovered", "mailgun:accepted"),
+    ("30 s later, recovered", "mailgun:accepted"),
+]
+
+
+def part_two(servers: Servers) -> list[str]:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    say("Part two: Mailgun stays down. Its circuit breaker opened during the batch:")
+    for line in TRANSITIONS:
+        say(f"  {clip(line)}")
+    say()
+    say("$ python manage.py mailrouter status")
+    out = StringIO()
+    call_command("mailrouter", "status", stdout=out)
+    for line in out.getvalue().splitlines():
+        say(f"  {clip(line)}")
+    say()
+    say("Messages sent one per send_mail()-style call, as web requests do:")
+    before = len(TRANSITIONS)
+    requests_before = servers.mailgun.requests_seen
+    requests_while_open = 0
+    rows, problems = [], []
+    for n, (when, expect) in enumerate(PART_TWO, 1):
+        if n == 3:
+            requests_while_open = servers.mailgun.requests_seen - requests_before
+            servers.mailgun.mode = "ok"
+            CLOCK.skipped += 30  # the cooldown, without waiting for it
+        message = mail.EmailMessage(f"Order #20{n:02d} confirmed", "Hello.", None,
+                                    ["kim@example.com"])
+        default_mailer().send_messages([message])
+        got = attempts_text(message)
+        rows.append([str(n), when, got, message.sent_using or "-"])
+        if got != expect.replace("→", ARROW):
+            problems.append(f"part two, message {n}: expected {expect}, got {got}")
+    table(["#", "mailgun", "attempts", "sent_using"], rows)
+    say()
+    say("  skipped = circuit open: not tried, no request made")
+    say(f"  requests Mailgun saw while its breaker was open: {requests_while_open}")
+    say()
+    say("Breaker transitions since (signal mailer_state_changed, once per transition):")
+    for line in TRANSITIONS[before:]:
+        say(f"  {clip(line)}")
+    expected = ["mailgun: open → half_open", "mailgun: half_open → closed"]
+    got_transitions = [line.split(" (")[0] for line in TRANSITIONS[before:]]
+    if got_transitions != [e.replace("→", ARROW) for e in expected]:
+        problems.append(f"part two: transitions {got_transitions}, expected {expected}")
+    if requests_while_open:
+        problems.append("part two: Mailgun was contacted while its breaker was open")
+    return problems
 
 
 def received_ids(server: FaultySMTPServer | FakeESPServer) -> tuple[list[str], list[str]]:

@@ -38,5 +38,9 @@ def test_demo_runs_and_behaves_as_designed() -> None:
     assert "eu_smtp:skipped → eu_backup:accepted" in output
     # The cross-check row: 11 accepted = 11 received, no Message-ID twice anywhere.
     assert any(line.split() == ["(all)", "11", "11", "1", "1"] for line in output.splitlines())
+    # Part two: the breaker skips the dead mailer, then fails back after one probe.
+    assert output.count("mailgun:skipped → postmark:accepted") == 2
+    assert "requests Mailgun saw while its breaker was open: 0" in output
+    assert "mailgun: open → half_open" in output and "mailgun: half_open → closed" in output
     assert "key-demo" not in output + result.stderr
     assert "pm-demo" not in output + result.stderr

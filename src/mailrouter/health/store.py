@@ -52,7 +52,7 @@ RETRY_INTERVAL = 5.0
 #: Claims only need to outlive the race between processes making the same
 #: transition; a stale claim must not block the next transition for long.
 CLAIM_TTL = 60
-EMBEDDED = "(embedded local memory)"
+EMBEDDED = "embedded local memory"
 
 T = TypeVar("T")
 
