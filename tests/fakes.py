@@ -21,13 +21,16 @@ SCRIPTS: dict[str, deque[str]] = defaultdict(deque)
 RECEIVED: dict[str, list[str]] = defaultdict(list)
 OPEN_CALLS: dict[str, int] = defaultdict(int)
 CLOSE_CALLS: dict[str, int] = defaultdict(int)
+# alias -> attempts that reached the mailer: a failed open(), or a message
+# handed to send_messages() (what "skipped: no I/O" is checked against)
+TRIED: dict[str, int] = defaultdict(int)
 _lock = threading.Lock()
 
 ACTIONS = ("accept", "refuse_connect", "tempfail", "reject", "incompatible", "drop_after_body")
 
 
 def reset() -> None:
-    for registry in (SCRIPTS, RECEIVED, OPEN_CALLS, CLOSE_CALLS):
+    for registry in (SCRIPTS, RECEIVED, OPEN_CALLS, CLOSE_CALLS, TRIED):
         registry.clear()
 
 
@@ -61,6 +64,7 @@ class ScriptedBackend(BaseEmailBackend):
             script = SCRIPTS[self.name]
             if script and script[0] == "refuse_connect":
                 script.popleft()
+                TRIED[self.name] += 1
                 raise ConnectionRefusedError(111, "Connection refused")
         self.connected = True
         return True
@@ -76,6 +80,7 @@ class ScriptedBackend(BaseEmailBackend):
             with _lock:
                 script = SCRIPTS[self.name]
                 action = script.popleft() if script else "accept"
+                TRIED[self.name] += 1
             # Backends may change the message; the router must undo this on failure.
             message.extra_headers["X-Touched-By"] = self.name
             message.touched = [*getattr(message, "touched", []), self.name]

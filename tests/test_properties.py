@@ -8,7 +8,6 @@ mailer ever receives a message the router had already seen accepted or
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from django.core.mail import EmailMessage
@@ -16,10 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailrouter.errors import DeliveryError
-from mailrouter.outcomes import MessageStatus, Outcome
+from mailrouter.outcomes import MessageStatus
 
 from . import fakes
 from .conftest import examples, make_router, router_settings
+from .invariants import assert_each_ends_exactly_once
 
 ALIASES = ("a", "b", "c", "d")
 DOMAINS = ("x.de", "y.fr", "z.com")
@@ -103,40 +103,4 @@ def test_every_message_ends_exactly_once(
     sent = [m for m in batch if m.mailrouter_status is MessageStatus.SENT]
     assert returned == len(sent)
     assert [f.message for f in failures] == [m for m in batch if m not in sent]
-    receptions = Counter(mid for received in fakes.RECEIVED.values() for mid in received)
-
-    for message in batch:
-        attempts = message.mailrouter_attempts
-        status = message.mailrouter_status
-        kinds = [a.outcome for a in attempts]
-        mid = message.extra_headers.get("Message-ID")
-        assert status in set(MessageStatus)
-        # Accepted by exactly one mailer, and that is the last attempt.
-        assert kinds.count(Outcome.ACCEPTED) == (1 if status is MessageStatus.SENT else 0)
-        if status is MessageStatus.SENT:
-            assert kinds[-1] is Outcome.ACCEPTED and message.sent_using == attempts[-1].alias
-        else:
-            assert message.sent_using is None
-        # Each mailer at most once per message, in candidate order.
-        aliases = [a.alias for a in attempts]
-        assert len(aliases) == len(set(aliases))
-        # Nothing after a rejection; nothing after uncertainty unless at-least-once.
-        for kind in kinds[:-1]:
-            assert kind is not Outcome.REJECTED
-            assert kind is not Outcome.ACCEPTED
-            if delivery == "at_most_once":
-                assert kind is not Outcome.UNCERTAIN, kinds
-        # What the mailers actually got matches what the router recorded.
-        for alias in ALIASES:
-            got = fakes.RECEIVED[alias].count(mid)
-            recorded = sum(
-                1
-                for a in attempts
-                if a.alias == alias and a.outcome in (Outcome.ACCEPTED, Outcome.UNCERTAIN)
-            )
-            assert got == recorded
-        if delivery == "at_most_once":
-            assert receptions[mid] <= 1
-        # A failure that had a route has its attempts recorded.
-        if status is not MessageStatus.SENT and message.mailrouter_route is not None:
-            assert attempts, message.mailrouter_route
+    assert_each_ends_exactly_once(batch, delivery)
