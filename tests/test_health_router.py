@@ -177,6 +177,7 @@ def test_a_failed_probe_reopens_with_a_growing_capped_cooldown(
 
 def test_when_every_candidate_is_open_all_are_tried_in_order(
     configure: Callable[..., RouterBackend], clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     router = configure(MAILERS, options())
     refuse("a", 10)
@@ -184,8 +185,11 @@ def test_when_every_candidate_is_open_all_are_tried_in_order(
     for _ in range(3):
         send(router)
     assert store_for(router.config.health_settings).load_breaker("b").state is State.OPEN
-    [message] = send(router)
+    with caplog.at_level(logging.WARNING, logger="mailrouter"):
+        [message] = send(router)
     assert trail(message) == [("a", "not_sent"), ("b", "not_sent")]
+    overridden = [r for r in caplog.records if "out of rotation" in r.getMessage()]
+    assert len(overridden) == 1 and "(a, b)" in overridden[0].getMessage()
 
 
 def test_failure_rate_over_the_window_opens_the_breaker(

@@ -38,6 +38,8 @@ class BatchState:
     #: Mailers that failed to connect or timed out: not tried again this batch,
     #: so a dead or hanging mailer costs one failure per batch, not one per message.
     down: dict[Any, str] = field(default_factory=dict)
+    #: Whether "health skipped every candidate; trying anyway" was logged.
+    health_overridden: bool = False
 
 
 class HealthView(Protocol):
@@ -207,6 +209,14 @@ class Dispatcher:
         if result is None:
             # Health said skip every candidate. Health data can be wrong, and
             # refusing to send is worse: try them all in order, ignoring it.
+            if not batch.health_overridden:
+                batch.health_overridden = True
+                logger.warning(
+                    "mailrouter: every candidate (%s) is out of rotation (circuit open or "
+                    "drained); trying them in order anyway",
+                    ", ".join(c.alias for c in candidates),
+                    extra={"mailrouter_alias": None, "mailrouter_outcome": "skipped"},
+                )
             result = self._try_in_order(message, candidates, batch, snapshot, use_health=False)
             assert result is not None
         return result
