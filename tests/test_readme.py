@@ -111,3 +111,10 @@ def test_health_example() -> None:
         router = make_router()
         assert router.config.health_settings.policy("smtp").failure_threshold == 2
         assert router.config.health_settings.policy("mailgun").failure_threshold == 5
+
+
+@pytest.mark.skipif(not HAS_MAILERS, reason="MAILERS is Django 6.1+")
+def test_testing_example() -> None:
+    namespace: dict[str, Any] = {}
+    exec(block("def test_orders_fail_over_to_the_backup_relay"), namespace)
+    namespace["test_orders_fail_over_to_the_backup_relay"]()
