@@ -55,6 +55,25 @@ def postmark(server: FakeESPServer, **options: Any) -> dict[str, Any]:
     }
 
 
+def amazon_ses(server: FakeESPServer, **config: Any) -> dict[str, Any]:
+    """Anymail's real Amazon SES backend (boto3 ``sesv2``) against the fake server."""
+    return {
+        "BACKEND": "anymail.backends.amazon_ses.EmailBackend",
+        "OPTIONS": {
+            "client_params": {
+                "endpoint_url": server.ses_endpoint_url,
+                "region_name": "eu-west-1",
+                "aws_access_key_id": API_KEY,
+                "aws_secret_access_key": "ses-secret-not-for-logs",
+                # botocore would retry throttling and timeouts itself (a resent
+                # POST after a read timeout is a duplicate): leave that to the router.
+                "config": {"retries": {"total_max_attempts": 1}, "read_timeout": 0.5,
+                           "connect_timeout": 1, **config},
+            },
+        },
+    }
+
+
 def msg(subject: str = "Hello", **attributes: Any) -> EmailMessage:
     message = EmailMessage(subject, "Body", "app@example.com", ["user@example.com"])
     for key, value in attributes.items():
@@ -163,6 +182,58 @@ def test_postmark_422_is_classified_by_its_error_code(
         assert kinds(message) == [("postmark", expected), ("mailgun", "accepted")]
         assert backup.messages[0].message_id == message.extra_headers["Message-ID"]
     assert primary.messages == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "error_body", "expected"),
+    [
+        ("ok", None, "accepted"),
+        # SES answers 400 for throttling, quotas and paused accounts too: the
+        # error code decides, not the status.
+        ("rate_limited_429", None, "not_sent"),
+        ("bad_request_400", {"__type": "LimitExceededException",
+                             "message": "Maximum sending rate exceeded."}, "not_sent"),
+        ("bad_request_400", {"__type": "SendingPausedException",
+                             "message": "Sending is paused for this account."}, "not_sent"),
+        ("error_503", None, "not_sent"),
+        ("unauthorized_401", None, "not_sent"),
+        ("bad_request_400", {"__type": "MessageRejected",
+                             "message": "Email address is not verified. The following identities "
+                                        "failed the check in region EU-WEST-1: app@example.com"},
+         "incompatible"),
+        ("bad_request_400", {"__type": "MessageRejected",
+                             "message": "Illegal address"}, "rejected"),
+        ("bad_request_400", None, "rejected"),
+        ("read_timeout", None, "uncertain"),
+        ("drop", None, "uncertain"),
+        ("refuse", None, "not_sent"),
+    ],
+)  # fmt: skip
+def test_amazon_ses_through_boto3_is_classified_by_error_code(
+    configure: Any, esp: Callable[..., FakeESPServer], mode: str,
+    error_body: dict[str, str] | None, expected: str,
+) -> None:
+    primary, backup = esp(error_body=error_body), esp()
+    primary.mode = mode
+    router = configure(
+        {"ses": amazon_ses(primary), "postmark": postmark(backup)},
+        {"routes": [{"mailers": ["ses", "postmark"]}]},
+    )
+    message = msg()
+    router.fail_silently = True
+    router.send_messages([message])
+    trail = kinds(message)
+    assert trail[0] == ("ses", expected)
+    if expected == "accepted":
+        assert primary.messages[0].message_id == message.extra_headers["Message-ID"]
+    elif expected in ("not_sent", "incompatible"):
+        assert trail == [("ses", expected), ("postmark", "accepted")]
+        assert backup.messages[0].message_id == message.extra_headers["Message-ID"]
+    else:
+        assert trail == [("ses", expected)] and backup.requests_seen == 0
+    # One request per attempt: botocore made no retries of its own.
+    assert primary.requests_seen <= 1
+    assert "ses-secret-not-for-logs" not in str(message.mailrouter_attempts)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("mode", ["read_timeout", "garbage_2xx", "drop"])

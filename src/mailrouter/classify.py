@@ -16,6 +16,7 @@ import smtplib
 import socket
 import sys
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -55,6 +56,28 @@ POSTMARK_ERROR_CODES: dict[int, Outcome] = {
     409: Outcome.INCOMPATIBLE,  # JSON required
     410: Outcome.INCOMPATIBLE,  # too many batch messages
     411: Outcome.INCOMPATIBLE,  # forbidden attachment type (another mailer may allow it)
+}
+
+
+#: Amazon SES error codes (boto3's ``response["Error"]["Code"]``). The HTTP
+#: status alone misleads: SES answers 400 for throttling, an exhausted quota and
+#: a paused account as well as for a bad message.
+SES_ERROR_CODES: dict[str, Outcome] = {
+    "TooManyRequestsException": Outcome.NOT_SENT,
+    "Throttling": Outcome.NOT_SENT,  # SES v1: "Maximum sending rate exceeded"
+    "ThrottlingException": Outcome.NOT_SENT,
+    "LimitExceededException": Outcome.NOT_SENT,  # sending quota
+    "AccountSuspendedException": Outcome.NOT_SENT,
+    "SendingPausedException": Outcome.NOT_SENT,
+    "NotFoundException": Outcome.NOT_SENT,  # e.g. a configuration set this mailer lacks
+    "AccessDeniedException": Outcome.NOT_SENT,
+    "UnrecognizedClientException": Outcome.NOT_SENT,
+    "InvalidClientTokenId": Outcome.NOT_SENT,
+    "SignatureDoesNotMatch": Outcome.NOT_SENT,
+    "ExpiredTokenException": Outcome.NOT_SENT,
+    "MailFromDomainNotVerifiedException": Outcome.INCOMPATIBLE,
+    "MessageRejected": Outcome.REJECTED,
+    "BadRequestException": Outcome.REJECTED,
 }
 
 
@@ -167,7 +190,30 @@ def _classify_anymail(error: BaseException) -> Outcome | None:
         if status == 422 and getattr(error, "esp_name", None) == "Postmark":
             return _classify_postmark_422(error) or Outcome.REJECTED
         return classify_http_status(status)
+    aws = _classify_aws_response(getattr(error, "response", None))
+    if aws is not None:
+        return aws
     return classify_transport_chain(error) or Outcome.UNCERTAIN
+
+
+def _classify_aws_response(response: Any) -> Outcome | None:
+    """An AWS API error as boto3 parses it (Anymail's Amazon SES backend keeps
+    botocore's ``response`` dict on its AnymailAPIError)."""
+    if not isinstance(response, dict):
+        return None
+    error = response.get("Error")
+    if not isinstance(error, dict):
+        error = {}
+    code = error.get("Code")
+    if code == "MessageRejected" and "not verified" in str(error.get("Message", "")).lower():
+        # Sandbox or identity checks: "Email address is not verified": a
+        # setting of this mailer, not a fault of the message.
+        return Outcome.INCOMPATIBLE
+    if isinstance(code, str) and code in SES_ERROR_CODES:
+        return SES_ERROR_CODES[code]
+    metadata = response.get("ResponseMetadata")
+    status = metadata.get("HTTPStatusCode") if isinstance(metadata, dict) else None
+    return classify_http_status(status) if isinstance(status, int) else None
 
 
 def _classify_postmark_422(error: BaseException) -> Outcome | None:
@@ -264,6 +310,7 @@ def default_classifier(error: BaseException, stage: Stage) -> Outcome:
     HTTP 400, 422                               rejected
     HTTP 413 (too large for this mailer)        incompatible
     Postmark 422: by ErrorCode                  see POSTMARK_ERROR_CODES
+    Amazon SES (boto3): by error code           see SES_ERROR_CODES
     HTTP connect error / connect timeout        not sent
     HTTP read timeout, dropped after request    uncertain
     HTTP 2xx with an unparsable body            uncertain

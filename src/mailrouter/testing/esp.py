@@ -13,6 +13,13 @@ their ``api_url`` option (see :attr:`FakeESPServer.mailgun_api_url` and
   ``POST /email/batch`` (JSON list) and ``POST /email/batchWithTemplates``
   (``{"Messages": [...]}``) -> a JSON list of such objects.
   Credentials: ``X-Postmark-Server-Token`` header.
+* Amazon SES v2 (boto3's ``sesv2`` client, as anymail's Amazon SES backend
+  uses it): ``POST /v2/email/outbound-emails`` (JSON, raw MIME message in
+  ``Content.Raw.Data``) -> ``200 {"MessageId": "..."}``; errors carry their
+  AWS error code in ``__type`` (``TooManyRequestsException``, ...).
+  Credentials: the access key id in the SigV4 ``Authorization`` header (the
+  signature itself is not checked). Point the client at it with
+  ``client_params={"endpoint_url": server.ses_endpoint_url}``.
 
 The server is an :class:`http.server.ThreadingHTTPServer` speaking HTTP/1.1
 with keep-alive, in a background daemon thread; every connection-handler
@@ -106,6 +113,20 @@ _POSTMARK_PATHS = {
     "/email/batchWithTemplates": "batch_with_templates",
 }
 
+_SES_PATH = "/v2/email/outbound-emails"
+#: The AWS error code SES answers with, per HTTP status this server sends.
+_SES_ERROR_TYPES = {
+    400: "BadRequestException",
+    401: "UnrecognizedClientException",
+    403: "AccessDeniedException",
+    404: "NotFoundException",
+    405: "BadRequestException",
+    422: "MessageRejected",
+    429: "TooManyRequestsException",
+    500: "InternalFailure",
+    503: "ServiceUnavailable",
+}
+
 # Upper bound for accepted request bodies; anything larger is a client bug in
 # the test suite, not something we want to buffer.
 _MAX_BODY = 50 * 1024 * 1024
@@ -118,20 +139,20 @@ class ReceivedESPMessage:
     A Postmark batch request yields one record per message in the batch; all
     of them share ``raw_body``.
 
-    * ``esp``: ``"mailgun"`` or ``"postmark"``.
+    * ``esp``: ``"mailgun"``, ``"postmark"`` or ``"ses"``.
     * ``path``: request path (for Mailgun it contains the sender domain).
     * ``to``/``cc``/``bcc``: addr-specs (display names dropped).
     * ``from_email``: the From value exactly as sent (may include a display name).
     * ``message_id``: value of the custom ``Message-ID`` header the backend
-      sent (Mailgun ``h:Message-Id`` field, Postmark ``Headers`` entry),
-      stripped of surrounding whitespace, or ``None``.
+      sent (Mailgun ``h:Message-Id`` field, Postmark ``Headers`` entry, the
+      raw MIME message's header for SES), stripped of surrounding whitespace, or ``None``.
     * ``esp_message_id``: the id this server assigned (the one returned to the
       client in ``ok`` mode; never returned in the other modes).
     * ``auth_header_present``: whether the request carried the ESP's credential
-      header (``Authorization`` for Mailgun, ``X-Postmark-Server-Token`` for
-      Postmark), valid or not.
+      header (``Authorization`` for Mailgun and SES, ``X-Postmark-Server-Token``
+      for Postmark), valid or not.
     * ``payload``: the decoded message fields -- Mailgun: ``{field: [values]}``;
-      Postmark: the message's JSON object.
+      Postmark: the message's JSON object; SES: the request's JSON object.
     """
 
     esp: str
@@ -336,6 +357,12 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         """Value for anymail's Postmark ``api_url`` option (``.../``)."""
         return f"{self.base_url}/"
 
+    @property
+    def ses_endpoint_url(self) -> str:
+        """``endpoint_url`` for boto3's ``sesv2`` client (anymail's Amazon SES
+        backend: ``client_params={"endpoint_url": ...}``)."""
+        return self.base_url
+
     # ------------------------------------------------------------------
     # Observations (messages, connections_opened, errors: see FaultServer)
     # ------------------------------------------------------------------
@@ -519,6 +546,8 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
             esp = "mailgun"
         elif path in _POSTMARK_PATHS:
             esp = "postmark"
+        elif path == _SES_PATH:
+            esp = "ses"
         else:
             self._send_json(h, 404, {"message": f"Not found: {path}", "ErrorCode": 404})
             return
@@ -536,6 +565,8 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         try:
             if mailgun is not None:
                 records = self._parse_mailgun(h, path, mailgun.group(1), body, auth_present)
+            elif esp == "ses":
+                records = self._parse_ses(path, body, auth_present)
             else:
                 records = self._parse_postmark(path, body, auth_present)
         except _PayloadError as exc:
@@ -623,6 +654,13 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
             except (binascii.Error, UnicodeDecodeError):
                 return present, False
             return present, decoded == f"api:{self.api_key}"
+        if esp == "ses":
+            header = h.headers.get("Authorization") or ""
+            credential = re.search(r"Credential=([^/,\s]+)/", header)
+            present = credential is not None
+            if self.api_key is None:
+                return present, True
+            return present, credential is not None and credential.group(1) == self.api_key
         token = h.headers.get("X-Postmark-Server-Token")
         present = token is not None
         if self.api_key is None:
@@ -740,12 +778,52 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
             )
         return records
 
+    def _parse_ses(self, path: str, body: bytes, auth_present: bool) -> list[ReceivedESPMessage]:
+        try:
+            data = json.loads(body)
+            raw = base64.b64decode(data["Content"]["Raw"]["Data"], validate=True)
+        except (ValueError, TypeError, KeyError, binascii.Error) as exc:
+            raise _PayloadError("Content.Raw.Data must be a base64 MIME message") from exc
+        mime = BytesParser(policy=policy.default).parsebytes(raw, headersonly=True)
+        destination = data.get("Destination") or {}
+
+        def addresses(header: str, key: str) -> tuple[str, ...]:
+            listed = destination.get(key)
+            if isinstance(listed, list):
+                return _addr_specs([str(a) for a in listed])
+            return _addr_specs([str(v) for v in mime.get_all(header, [])])
+
+        to, cc, bcc = addresses("To", "ToAddresses"), addresses("Cc", "CcAddresses"), addresses(
+            "Bcc", "BccAddresses"
+        )
+        if not (to or cc or bcc):
+            raise _PayloadError("Missing required parameter: Destination")
+        message_id = mime.get("Message-ID")
+        return [
+            ReceivedESPMessage(
+                esp="ses",
+                path=path,
+                to=to,
+                cc=cc,
+                bcc=bcc,
+                from_email=str(data.get("FromEmailAddress") or mime.get("From") or ""),
+                subject=str(mime.get("Subject") or ""),
+                message_id=str(message_id).strip() if message_id else None,
+                esp_message_id=self._new_esp_id("ses", ""),
+                auth_header_present=auth_present,
+                raw_body=body,
+                payload=data,
+            )
+        ]
+
     # ---- responses -------------------------------------------------------
 
     @staticmethod
     def _success_body(esp: str, path: str, records: list[ReceivedESPMessage]) -> Any:
         if esp == "mailgun":
             return {"id": records[0].esp_message_id, "message": "Queued. Thank you."}
+        if esp == "ses":
+            return {"MessageId": records[0].esp_message_id}
         submitted = datetime.now(UTC).isoformat()
         results = [
             {
@@ -773,6 +851,9 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
                 503: "Service unavailable",
             }
             return {"message": detail or messages.get(status, "Error")}
+        if esp == "ses":
+            error_type = _SES_ERROR_TYPES.get(status, "InternalFailure")
+            return {"__type": error_type, "message": detail or f"Simulated {error_type}"}
         # Postmark documents ErrorCode values for most of these; 10 = bad
         # token, 300 = invalid request, 100 = maintenance, 412 = account
         # pending approval.
