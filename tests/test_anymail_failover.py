@@ -56,7 +56,16 @@ def postmark(server: FakeESPServer, **options: Any) -> dict[str, Any]:
 
 
 def amazon_ses(server: FakeESPServer, **config: Any) -> dict[str, Any]:
-    """Anymail's real Amazon SES backend (boto3 ``sesv2``) against the fake server."""
+    """Anymail's real Amazon SES backend (boto3 ``sesv2``) against the fake server.
+    ``config`` overrides the botocore client config (``None`` drops a key)."""
+    client_config = {
+        # botocore would retry throttling and timeouts itself (a resent POST
+        # after a read timeout is a duplicate): leave that to the router.
+        "retries": {"total_max_attempts": 1},
+        "read_timeout": 0.5,
+        "connect_timeout": 1,
+        **config,
+    }
     return {
         "BACKEND": "anymail.backends.amazon_ses.EmailBackend",
         "OPTIONS": {
@@ -65,10 +74,7 @@ def amazon_ses(server: FakeESPServer, **config: Any) -> dict[str, Any]:
                 "region_name": "eu-west-1",
                 "aws_access_key_id": API_KEY,
                 "aws_secret_access_key": "ses-secret-not-for-logs",
-                # botocore would retry throttling and timeouts itself (a resent
-                # POST after a read timeout is a duplicate): leave that to the router.
-                "config": {"retries": {"total_max_attempts": 1}, "read_timeout": 0.5,
-                           "connect_timeout": 1, **config},
+                "config": {k: v for k, v in client_config.items() if v is not None},
             },
         },
     }
@@ -234,6 +240,39 @@ def test_amazon_ses_through_boto3_is_classified_by_error_code(
     # One request per attempt: botocore made no retries of its own.
     assert primary.requests_seen <= 1
     assert "ses-secret-not-for-logs" not in str(message.mailrouter_attempts)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("router_timeouts", [{"timeout": 0.4}, {"timeouts": {"ses": 0.4}}])
+def test_router_timeouts_bound_a_boto3_leaf(
+    configure: Any, esp: Callable[..., FakeESPServer], router_timeouts: dict[str, Any]
+) -> None:
+    """boto3 waits 60 s per read by default; the router's timeout applies to it."""
+    server = esp(mode="read_timeout")
+    leaf = amazon_ses(server, read_timeout=None, connect_timeout=None)
+    if "timeouts" in router_timeouts:
+        leaf["OPTIONS"]["client_params"]["config"]["read_timeout"] = 30  # overridden
+    router = configure({"ses": leaf}, {"routes": [{"mailers": ["ses"]}], **router_timeouts})
+    message = msg()
+    router.fail_silently = True
+    router.send_messages([message])
+    [attempt] = message.mailrouter_attempts  # type: ignore[attr-defined]
+    assert attempt.outcome.value == "uncertain" and attempt.duration < 5
+    assert server.requests_seen == 1
+
+
+def test_a_boto3_leaf_that_retries_on_its_own_is_warned_about(
+    configure: Any, esp: Callable[..., FakeESPServer]
+) -> None:
+    from django.core import checks
+
+    server = esp()
+    careless = amazon_ses(server, retries=None)
+    configure(
+        {"ses": careless, "ses_ok": amazon_ses(server)},
+        {"routes": [{"mailers": ["ses", "ses_ok"]}]},
+    )
+    warnings = [m for m in checks.run_checks() if m.id == "mailrouter.W002"]
+    assert len(warnings) == 1 and "'ses'" in warnings[0].msg
 
 
 @pytest.mark.parametrize("mode", ["read_timeout", "garbage_2xx", "drop"])

@@ -11,6 +11,7 @@ from django.utils.module_loading import import_string
 
 from .config import (
     MailerTable,
+    RouterConfig,
     backend_class,
     is_router_spec,
     legacy_settings,
@@ -20,7 +21,7 @@ from .config import (
     uses_mailers_setting,
 )
 from .errors import ConfigurationError
-from .pool import leaf_problems
+from .pool import build_mailer, leaf_problems, retries_on_its_own
 from .redaction import is_overridden
 from .runtime import build_redactor
 
@@ -77,8 +78,26 @@ def check_mailrouter(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
                 )
             )
         redact = build_redactor(table)
-        messages.extend(
-            checks.Error(problem, id="mailrouter.E003")
-            for problem in leaf_problems(config, table, redact)
-        )
+        problems = leaf_problems(config, table, redact)
+        messages.extend(checks.Error(problem, id="mailrouter.E003") for problem in problems)
+        if not problems:
+            messages.extend(_self_retrying_leaves(config, table))
     return messages
+
+
+def _self_retrying_leaves(config: RouterConfig, table: MailerTable) -> Iterator[checks.CheckMessage]:
+    """Leaves that resend on their own defeat at-most-once delivery."""
+    seen: set[str] = set()
+    for route in config.routes:
+        for alias in route.mailers:
+            if alias in seen or is_router_spec(table[alias]):
+                continue
+            seen.add(alias)
+            if retries_on_its_own(build_mailer(alias, table)):
+                yield checks.Warning(
+                    f"{table.label(alias)}: boto3 retries failed requests itself, read "
+                    "timeouts included, resending a message the ESP may already have",
+                    hint='Set OPTIONS {"client_params": {"config": {"retries": '
+                    '{"total_max_attempts": 1}}}} and let the router fail over.',
+                    id="mailrouter.W002",
+                )

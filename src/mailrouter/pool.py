@@ -73,13 +73,43 @@ def apply_timeout(backend: Any, alias: str, config: RouterConfig) -> None:
     """Bound a leaf's network operations: ``timeouts[alias]`` overrides the
     leaf's own setting; the router-wide ``timeout`` fills in where the leaf
     has none (Django's SMTP backend waits forever by default)."""
-    if not hasattr(backend, "timeout"):
-        return
     override = config.timeouts.get(alias)
+    if hasattr(backend, "timeout"):
+        if override is not None:
+            backend.timeout = override
+        elif backend.timeout is None and config.timeout is not None:
+            backend.timeout = config.timeout
+        return
+    boto_config = _boto_config(backend)
+    if boto_config is None:
+        return
+    # boto3 leaves (Anymail's Amazon SES) keep timeouts in a botocore Config;
+    # the client is created from it in open(), after this.
     if override is not None:
-        backend.timeout = override
-    elif backend.timeout is None and config.timeout is not None:
-        backend.timeout = config.timeout
+        limits = type(boto_config)(connect_timeout=override, read_timeout=override)
+        backend.client_params["config"] = boto_config.merge(limits)
+    elif config.timeout is not None:
+        limits = type(boto_config)(connect_timeout=config.timeout, read_timeout=config.timeout)
+        backend.client_params["config"] = limits.merge(boto_config)  # the user's values win
+
+
+def _boto_config(backend: Any) -> Any:
+    """The botocore ``Config`` a boto3-based leaf will create its client with."""
+    params = getattr(backend, "client_params", None)
+    config = params.get("config") if isinstance(params, dict) else None
+    return config if hasattr(config, "merge") and hasattr(config, "retries") else None
+
+
+def retries_on_its_own(backend: Any) -> bool:
+    """Whether a boto3-based leaf resends requests itself (botocore's default):
+    after a read timeout that resends a message the ESP may already have."""
+    config = _boto_config(backend)
+    if config is None:
+        return False
+    retries = config.retries or {}
+    if "total_max_attempts" in retries:
+        return bool(retries["total_max_attempts"] > 1)
+    return bool(retries.get("max_attempts", 1) > 0)
 
 
 class MailerPool:
