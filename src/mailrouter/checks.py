@@ -85,7 +85,9 @@ def check_mailrouter(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
     return messages
 
 
-def _self_retrying_leaves(config: RouterConfig, table: MailerTable) -> Iterator[checks.CheckMessage]:
+def _self_retrying_leaves(
+    config: RouterConfig, table: MailerTable
+) -> Iterator[checks.CheckMessage]:
     """Leaves that resend on their own defeat at-most-once delivery."""
     seen: set[str] = set()
     for route in config.routes:
