@@ -21,7 +21,7 @@ from .config import (
     uses_mailers_setting,
 )
 from .errors import ConfigurationError
-from .pool import build_mailer, leaf_problems, retries_on_its_own
+from .pool import build_mailer, leaf_problems, retries_on_its_own, route_leaves
 from .redaction import is_overridden
 from .runtime import build_redactor
 
@@ -89,17 +89,12 @@ def _self_retrying_leaves(
     config: RouterConfig, table: MailerTable
 ) -> Iterator[checks.CheckMessage]:
     """Leaves that resend on their own defeat at-most-once delivery."""
-    seen: set[str] = set()
-    for route in config.routes:
-        for alias in route.mailers:
-            if alias in seen or is_router_spec(table[alias]):
-                continue
-            seen.add(alias)
-            if retries_on_its_own(build_mailer(alias, table)):
-                yield checks.Warning(
-                    f"{table.label(alias)}: boto3 retries failed requests itself, read "
-                    "timeouts included, resending a message the ESP may already have",
-                    hint='Set OPTIONS {"client_params": {"config": {"retries": '
-                    '{"total_max_attempts": 1}}}} and let the router fail over.',
-                    id="mailrouter.W002",
-                )
+    for alias, _ in route_leaves(config, table):
+        if retries_on_its_own(build_mailer(alias, table)):
+            yield checks.Warning(
+                f"{table.label(alias)}: boto3 retries failed requests itself, read "
+                "timeouts included, resending a message the ESP may already have",
+                hint='Set OPTIONS {"client_params": {"config": {"retries": '
+                '{"total_max_attempts": 1}}}} and let the router fail over.',
+                id="mailrouter.W002",
+            )

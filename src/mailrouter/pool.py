@@ -9,7 +9,7 @@ dropped after a connection-level failure so the next message reconnects.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import django
@@ -44,28 +44,34 @@ def build_mailer(alias: str, table: MailerTable) -> BaseEmailBackend:
     return backend
 
 
+def route_leaves(config: RouterConfig, table: MailerTable) -> Iterator[tuple[str, str | None]]:
+    """(alias, route name) of every leaf the routes name, once each; nested
+    routers are left out (they check their own leaves)."""
+    from .config import is_router_spec
+
+    seen: set[str] = set()
+    for route in config.routes:
+        for alias in route.mailers:
+            if alias not in seen and not is_router_spec(table[alias]):
+                seen.add(alias)
+                yield alias, route.name
+
+
 def leaf_problems(
     config: RouterConfig, table: MailerTable, redact: Callable[[str], str]
 ) -> list[str]:
     """Build every leaf the routes name once (no I/O: backends connect in
     ``open()``), so a leaf's own OPTIONS errors surface at startup, not at the
-    first send. Nested routers are skipped: they check their own leaves."""
-    from .config import is_router_spec
-
+    first send."""
     problems: list[str] = []
-    seen: set[str] = set()
-    for route in config.routes:
-        for alias in route.mailers:
-            if alias in seen or is_router_spec(table[alias]):
-                continue
-            seen.add(alias)
-            try:
-                build_mailer(alias, table)
-            except Exception as error:
-                problems.append(
-                    f"{table.label(alias)} (used by {config.label}, route {route.name!r}) "
-                    f"cannot be created: {type(error).__name__}: {redact(str(error))}"
-                )
+    for alias, route_name in route_leaves(config, table):
+        try:
+            build_mailer(alias, table)
+        except Exception as error:
+            problems.append(
+                f"{table.label(alias)} (used by {config.label}, route {route_name!r}) "
+                f"cannot be created: {type(error).__name__}: {redact(str(error))}"
+            )
     return problems
 
 
