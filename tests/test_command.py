@@ -223,3 +223,35 @@ def test_probe_of_a_router_alias_is_a_usage_error(
     configure(table, options())
     code, text = run("probe", "inner")
     assert code == 2 and "is a router" in text
+
+
+@pytest.mark.parametrize(
+    ("sending_enabled", "access_key", "expected"),
+    [
+        (True, "right", "ok"),
+        (False, "right", "not_sent"),  # the account is paused: do not trust it
+        (True, "wrong", "not_sent"),  # credentials refused
+    ],
+)
+def test_probe_asks_amazon_ses_for_the_account_without_sending(
+    configure: Callable[..., RouterBackend], clock: FakeClock,
+    sending_enabled: bool, access_key: str, expected: str,
+) -> None:
+    from mailrouter.testing import FakeESPServer
+
+    from .test_anymail_failover import API_KEY, amazon_ses
+
+    with FakeESPServer(api_key=API_KEY if access_key == "right" else "another-key") as server:
+        server.ses_sending_enabled = sending_enabled
+        configure({**mailers(), "ses": amazon_ses(server)}, options())
+        code, text = run("probe", "ses", "--json")
+        assert server.messages == [] and server.requests_seen == 1  # GetAccount, no send
+    result = json.loads(text.split("\nCommandError")[0])
+    if expected == "ok":
+        assert code == 0 and result["ok"] is True
+        assert result["detail"].startswith("SES account: sending enabled, 0 of 50000")
+    else:
+        assert code == 1 and result["outcome"] == expected
+        assert "ses-secret-not-for-logs" not in text
+        if not sending_enabled:
+            assert "sending disabled" in result["error"]

@@ -114,6 +114,7 @@ _POSTMARK_PATHS = {
 }
 
 _SES_PATH = "/v2/email/outbound-emails"
+_SES_ACCOUNT_PATH = "/v2/email/account"
 #: The AWS error code SES answers with, per HTTP status this server sends.
 _SES_ERROR_TYPES = {
     400: "BadRequestException",
@@ -273,6 +274,8 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         #: JSON body of error responses instead of the ESP-shaped default, e.g.
         #: ``{"ErrorCode": 405, "Message": "..."}`` for a Postmark account problem.
         self.error_body = error_body
+        #: What SES GetAccount reports as ``SendingEnabled`` (False: paused).
+        self.ses_sending_enabled = True
         super().__init__(FaultPlan(ESPFault, mode, ESPFault.OK, frozenset({ESPFault.REFUSE})))
         self._maybe: list[ReceivedESPMessage] = []
         self._requests_seen = 0
@@ -548,6 +551,9 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
             esp = "postmark"
         elif path == _SES_PATH:
             esp = "ses"
+        elif path == _SES_ACCOUNT_PATH and h.command == "GET":
+            self._ses_account(h)
+            return
         else:
             self._send_json(h, 404, {"message": f"Not found: {path}", "ErrorCode": 404})
             return
@@ -777,6 +783,26 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
                 )
             )
         return records
+
+    def _ses_account(self, h: _Handler) -> None:
+        """SES v2 GetAccount (read-only: what a probe asks); consumes no fault."""
+        if not self._check_auth(h, "ses")[1]:
+            self._send_json(h, 403, self._error_body("ses", 401))
+            return
+        self._send_json(
+            h,
+            200,
+            {
+                "SendingEnabled": self.ses_sending_enabled,
+                "ProductionAccessEnabled": True,
+                "EnforcementStatus": "HEALTHY" if self.ses_sending_enabled else "SHUTDOWN",
+                "SendQuota": {
+                    "Max24HourSend": 50000.0,
+                    "MaxSendRate": 14.0,
+                    "SentLast24Hours": float(sum(1 for m in self.messages if m.esp == "ses")),
+                },
+            },
+        )
 
     def _parse_ses(self, path: str, body: bytes, auth_present: bool) -> list[ReceivedESPMessage]:
         try:

@@ -446,7 +446,9 @@ class Command(BaseCommand):
                 backend.timeout = options["timeout"]
             try:
                 backend.open()
-                detail = _http_reachability(backend, options["timeout"] or router.config.timeout)
+                detail = _http_reachability(
+                    backend, options["timeout"] or router.config.timeout
+                ) or _aws_account(backend)
             finally:
                 backend.close()
         except Exception as error:
@@ -480,6 +482,30 @@ class Command(BaseCommand):
                 f"{result['alias']}: failed ({result['outcome']}) after "
                 f"{result['seconds'] * 1000:.0f} ms: {result['error_type']}: {result['error']}"
             )
+
+
+class ProbeFailed(Exception):
+    """The mailer answered, and said it will not send."""
+
+
+def _aws_account(backend: Any) -> str:
+    """For boto3 leaves (Anymail's Amazon SES): ask SES for the account
+    (GetAccount: credentials, reachability, and whether it may send at all)."""
+    client = getattr(backend, "client", None)
+    if client is None or not hasattr(client, "get_account"):
+        return ""
+    account = client.get_account()
+    quota = account.get("SendQuota") or {}
+    if account.get("SendingEnabled") is False:
+        raise ProbeFailed(
+            f"SES reports sending disabled for this account "
+            f"(enforcement status {account.get('EnforcementStatus', 'unknown')})"
+        )
+    return (
+        f"SES account: sending enabled, {quota.get('SentLast24Hours', 0):.0f} of "
+        f"{quota.get('Max24HourSend', 0):.0f} messages sent in the last 24 h, "
+        f"at most {quota.get('MaxSendRate', 0):g}/s"
+    )
 
 
 def _http_reachability(backend: Any, timeout: float | None) -> str:
