@@ -1,4 +1,4 @@
-"""Failover with django-anymail's real Mailgun and Postmark backends talking
+"""Failover with django-anymail's real Mailgun, Postmark and Amazon SES backends talking
 HTTP to a local server that speaks their send APIs (mailrouter.testing.esp)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from mailrouter.errors import DeliveryError
 from mailrouter.outcomes import MessageStatus
 from mailrouter.testing import FakeESPServer
 
-API_KEY = "key-live-0123456789abcdef"
+from .esp_fixtures import API_KEY, amazon_ses, mailgun, postmark
 
 
 @pytest.fixture
@@ -28,56 +28,6 @@ def esp() -> Iterator[Callable[..., FakeESPServer]]:
     yield start
     for server in started:
         server.stop()
-
-
-def mailgun(server: FakeESPServer, **options: Any) -> dict[str, Any]:
-    return {
-        "BACKEND": "anymail.backends.mailgun.EmailBackend",
-        "OPTIONS": {
-            "api_key": API_KEY,
-            "sender_domain": "mg.example.com",
-            "api_url": server.mailgun_api_url,
-            "timeout": 2,
-            **options,
-        },
-    }
-
-
-def postmark(server: FakeESPServer, **options: Any) -> dict[str, Any]:
-    return {
-        "BACKEND": "anymail.backends.postmark.EmailBackend",
-        "OPTIONS": {
-            "server_token": API_KEY,
-            "api_url": server.postmark_api_url,
-            "timeout": 2,
-            **options,
-        },
-    }
-
-
-def amazon_ses(server: FakeESPServer, **config: Any) -> dict[str, Any]:
-    """Anymail's real Amazon SES backend (boto3 ``sesv2``) against the fake server.
-    ``config`` overrides the botocore client config (``None`` drops a key)."""
-    client_config = {
-        # botocore would retry throttling and timeouts itself (a resent POST
-        # after a read timeout is a duplicate): leave that to the router.
-        "retries": {"total_max_attempts": 1},
-        "read_timeout": 0.5,
-        "connect_timeout": 1,
-        **config,
-    }
-    return {
-        "BACKEND": "anymail.backends.amazon_ses.EmailBackend",
-        "OPTIONS": {
-            "client_params": {
-                "endpoint_url": server.ses_endpoint_url,
-                "region_name": "eu-west-1",
-                "aws_access_key_id": API_KEY,
-                "aws_secret_access_key": "ses-secret-not-for-logs",
-                "config": {k: v for k, v in client_config.items() if v is not None},
-            },
-        },
-    }
 
 
 def msg(subject: str = "Hello", **attributes: Any) -> EmailMessage:

@@ -239,7 +239,7 @@ def test_probe_asks_amazon_ses_for_the_account_without_sending(
 ) -> None:
     from mailrouter.testing import FakeESPServer
 
-    from .test_anymail_failover import API_KEY, amazon_ses
+    from .esp_fixtures import API_KEY, amazon_ses
 
     with FakeESPServer(api_key=API_KEY if access_key == "right" else "another-key") as server:
         server.ses_sending_enabled = sending_enabled
