@@ -22,7 +22,13 @@ MAILERS = {"a": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"},
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "redis": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-              "LOCATION": "redis://127.0.0.1:1/0"},
+              "LOCATION": "redis://127.0.0.1:1/0",
+              "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}},
+    "redis_no_timeouts": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                          "LOCATION": "redis://127.0.0.1:1/0"},
+    "django_redis": {"BACKEND": "django_redis.cache.RedisCache",
+                     "LOCATION": "redis://127.0.0.1:1/0",
+                     "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5}},
     "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "db": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "cache_table"},
     "file": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
@@ -76,6 +82,7 @@ def test_per_mailer_overrides_inherit_the_router_defaults(
 @pytest.mark.parametrize(("cache", "check_id"), [
     (None, "mailrouter.W103"), ("locmem", "mailrouter.W101"), ("dummy", "mailrouter.W101"),
     ("db", "mailrouter.W102"), ("file", "mailrouter.W102"), ("redis", None),
+    ("redis_no_timeouts", "mailrouter.W104"), ("django_redis", None),
 ])
 def test_a_health_cache_that_is_not_shared_and_atomic_gets_a_warning(
     configure: Callable[..., RouterBackend], cache: str | None, check_id: str | None,

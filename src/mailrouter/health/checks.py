@@ -23,6 +23,7 @@ from .store import cache_kind
 W_LOCAL = "mailrouter.W101"
 W_NONATOMIC = "mailrouter.W102"
 W_EMBEDDED = "mailrouter.W103"
+W_NO_SOCKET_TIMEOUT = "mailrouter.W104"
 
 
 @checks.register("mailrouter", checks.Tags.caches)
@@ -81,6 +82,18 @@ def check_health_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
                     id=W_LOCAL,
                 )
             )
+        elif "redis" in backend.lower() and not _has_socket_timeouts(health.cache):
+            messages.append(
+                checks.Warning(
+                    f"{label}: health['cache'] {health.cache!r} ({backend}) sets no socket "
+                    "timeouts: a Redis that hangs instead of refusing connections would "
+                    "hang every send (the router falls back to per-process state only "
+                    "when the cache raises)",
+                    hint="Add OPTIONS {'socket_connect_timeout': 0.5, 'socket_timeout': 0.5} "
+                    "(django-redis: SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT).",
+                    id=W_NO_SOCKET_TIMEOUT,
+                )
+            )
         elif kind == "shared-nonatomic":
             messages.append(
                 checks.Warning(
@@ -91,3 +104,9 @@ def check_health_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
                 )
             )
     return messages
+
+
+def _has_socket_timeouts(cache_alias: str) -> bool:
+    options: dict[str, Any] = settings.CACHES[cache_alias].get("OPTIONS") or {}
+    names = {str(name).lower() for name in options}
+    return {"socket_timeout", "socket_connect_timeout"} <= names
