@@ -107,6 +107,6 @@ def check_health_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
 
 
 def _has_socket_timeouts(cache_alias: str) -> bool:
-    options: dict[str, Any] = settings.CACHES[cache_alias].get("OPTIONS") or {}
-    names = {str(name).lower() for name in options}
+    options = settings.CACHES[cache_alias].get("OPTIONS")
+    names = {str(name).lower() for name in options} if isinstance(options, dict) else set()
     return {"socket_timeout", "socket_connect_timeout"} <= names
