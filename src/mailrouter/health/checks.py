@@ -108,5 +108,7 @@ def check_health_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
 
 def _has_socket_timeouts(cache_alias: str) -> bool:
     options = settings.CACHES[cache_alias].get("OPTIONS")
-    names = {str(name).lower() for name in options} if isinstance(options, dict) else set()
+    if not isinstance(options, dict):
+        return False
+    names = {str(name).lower() for name in options}
     return {"socket_timeout", "socket_connect_timeout"} <= names
