@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.utils import getaddresses
@@ -32,13 +31,12 @@ from django.core.mail import EmailMessage
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...checks import _routers
-from ...classify import Stage
 from ...config import RouterConfig, is_router_spec, load_mailer_table
 from ...errors import ConfigurationError
 from ...health.breaker import State
 from ...health.monitor import explain_skip, format_time
 from ...health.store import HealthStore, MailerHealth, store_for
-from ...outcomes import Outcome
+from ...probe import probe_mailer
 from ...routing import select
 from ...runtime import RouterRuntime, load_runtime
 
@@ -425,8 +423,6 @@ class Command(BaseCommand):
     # -- probe ------------------------------------------------------------------------------
 
     def _probe(self, options: dict[str, Any]) -> None:
-        from ...pool import apply_timeout, build_mailer
-
         alias = options["alias"]
         self._check_alias(alias)
         if is_router_spec(self.table[alias]):
@@ -436,37 +432,23 @@ class Command(BaseCommand):
         router = next(
             (r for r in self.routers if alias in r.runtime.aliases), self._router(None)
         )
-        started = time.perf_counter()
-        stage = Stage.CONNECT
-        detail = ""
-        try:
-            backend = build_mailer(alias, self.table)
-            apply_timeout(backend, alias, router.config)
-            if options["timeout"] is not None and hasattr(backend, "timeout"):
-                backend.timeout = options["timeout"]
-            try:
-                backend.open()
-                detail = _http_reachability(
-                    backend, options["timeout"] or router.config.timeout
-                ) or _aws_account(backend)
-            finally:
-                backend.close()
-        except Exception as error:
-            elapsed = time.perf_counter() - started
-            try:
-                outcome = Outcome(router.config.classifier(error, stage))
-            except Exception:
-                outcome = Outcome.NOT_SENT
-            result = {
-                "alias": alias, "ok": False, "outcome": outcome.value,
-                "error_type": type(error).__name__, "error": self._redact(str(error)),
-                "seconds": round(elapsed, 3),
+        probed = probe_mailer(
+            alias, self.table, router.config, self._redact, timeout=options["timeout"]
+        )
+        result: dict[str, Any] = {"alias": alias, "ok": probed.ok}
+        if probed.ok:
+            result["detail"] = probed.detail
+        else:
+            assert probed.outcome is not None
+            result |= {
+                "outcome": probed.outcome.value,
+                "error_type": probed.error_type,
+                "error": probed.error,
             }
-            self._emit_probe(result, options["json"])
-            raise CommandError(f"probe of {alias} failed", returncode=EXIT_FAILED) from None
-        elapsed = time.perf_counter() - started
-        result = {"alias": alias, "ok": True, "detail": detail, "seconds": round(elapsed, 3)}
+        result["seconds"] = round(probed.seconds, 3)
         self._emit_probe(result, options["json"])
+        if not probed.ok:
+            raise CommandError(f"probe of {alias} failed", returncode=EXIT_FAILED)
 
     def _emit_probe(self, result: dict[str, Any], as_json: bool) -> None:
         if as_json:
@@ -482,41 +464,3 @@ class Command(BaseCommand):
                 f"{result['alias']}: failed ({result['outcome']}) after "
                 f"{result['seconds'] * 1000:.0f} ms: {result['error_type']}: {result['error']}"
             )
-
-
-class ProbeFailed(Exception):
-    """The mailer answered, and said it will not send."""
-
-
-def _aws_account(backend: Any) -> str:
-    """For boto3 leaves (Anymail's Amazon SES): ask SES for the account
-    (GetAccount: credentials, reachability, and whether it may send at all)."""
-    client = getattr(backend, "client", None)
-    if client is None or not hasattr(client, "get_account"):
-        return ""
-    account = client.get_account()
-    quota = account.get("SendQuota") or {}
-    if account.get("SendingEnabled") is False:
-        raise ProbeFailed(
-            f"SES reports sending disabled for this account "
-            f"(enforcement status {account.get('EnforcementStatus', 'unknown')})"
-        )
-    return (
-        f"SES account: sending enabled, {quota.get('SentLast24Hours', 0):.0f} of "
-        f"{quota.get('Max24HourSend', 0):.0f} messages sent in the last 24 h, "
-        f"at most {quota.get('MaxSendRate', 0):g}/s"
-    )
-
-
-def _http_reachability(backend: Any, timeout: float | None) -> str:
-    """For HTTP API backends (Anymail), reach the API host without sending.
-
-    Opening an Anymail backend only creates a session, so a HEAD request to
-    its API URL checks DNS, TCP and TLS; any HTTP answer means reachable.
-    """
-    api_url = getattr(backend, "api_url", None)
-    session = getattr(backend, "session", None)
-    if not isinstance(api_url, str) or session is None:
-        return ""
-    response = session.request("HEAD", api_url, timeout=timeout or 30)
-    return f"API at {api_url} answered HTTP {response.status_code}"
