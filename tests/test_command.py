@@ -255,3 +255,17 @@ def test_probe_asks_amazon_ses_for_the_account_without_sending(
         assert "ses-secret-not-for-logs" not in text
         if not sending_enabled:
             assert "sending disabled" in result["error"]
+
+
+def test_a_router_probes_its_mailers_for_code_too(
+    configure: Callable[..., RouterBackend], clock: FakeClock, smtp_server: FaultySMTPServer,
+) -> None:
+    router = configure(mailers(smtp_server.port), options())
+    result = router.probe("smtp")
+    assert result.ok and result.outcome is None and smtp_server.transactions == 0
+    smtp_server.mode = "auth_fail"
+    failed = router.probe("smtp", timeout=2)
+    assert not failed.ok and failed.outcome is not None and failed.outcome.value == "not_sent"
+    assert failed.error is not None and SECRET not in failed.error
+    with pytest.raises(KeyError, match="'nope' is not a mailer alias"):
+        router.probe("nope")

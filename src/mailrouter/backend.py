@@ -21,6 +21,7 @@ from .errors import ConfigurationError, DeliveryError, FailedMessage
 from .health.monitor import build_health
 from .outcomes import Attempt, MessageStatus
 from .pool import BACKENDS_TAKE_ALIAS, MailerPool
+from .probe import ProbeResult, probe_mailer
 from .routing import select
 from .runtime import RouterRuntime, load_runtime
 
@@ -86,6 +87,17 @@ class RouterBackend(BaseEmailBackend):
     @property
     def mailer_table(self) -> MailerTable:
         return self._runtime.table
+
+    def probe(self, alias: str, *, timeout: float | None = None) -> ProbeResult:
+        """Open and close mailer ``alias``'s connection without sending mail
+        (see ``mailrouter.probe``): for readiness checks and ``manage.py
+        mailrouter probe``. Failures are returned, redacted, not raised."""
+        if alias not in self._runtime.table.entries:
+            raise KeyError(f"{alias!r} is not a mailer alias")
+        return probe_mailer(
+            alias, self._runtime.table, self._runtime.config, self._runtime.redact,
+            timeout=timeout,
+        )
 
     def open(self) -> bool:
         """Keep leaf connections open across ``send_messages()`` calls until
