@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from django.core.cache import BaseCache, caches
@@ -83,6 +84,21 @@ def window_key(alias: str, policy: BreakerPolicy, bucket: int) -> str:
 @functools.lru_cache(maxsize=4096)
 def _window_key(alias: str, width_ms: int, bucket: int) -> str:
     return key(alias, f"w{width_ms}:{bucket}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _read_keys(
+    alias: str, width_ms: int, first_bucket: int, end_bucket: int
+) -> tuple[tuple[str, tuple[str, str, Any]], ...]:
+    """Every key ``read`` fetches for one alias, with what each one holds.
+    Memoized: the bucket range changes once per bucket width."""
+    parts = ("breaker", "fails", "drain", "error")
+    fixed = [(key(alias, part), (alias, part, None)) for part in parts]
+    window = [
+        (_window_key(alias, width_ms, bucket), (alias, "window", bucket))
+        for bucket in range(first_bucket, end_bucket)
+    ]
+    return tuple(fixed + window)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +170,19 @@ class MailerHealth:
 
     def troubled(self, policy: BreakerPolicy, now: float) -> bool:
         """Whether recent failures are on record (so successes are worth writing)."""
-        return self.consecutive > 0 or self.window(policy, now).failures > 0
+        if self.consecutive > 0:
+            return True
+        return bool(self.buckets) and self.window(policy, now).failures > 0
 
     def drained(self, now: float) -> bool:
         return self.drain is not None and (self.drain.until is None or now < self.drain.until)
+
+
+@functools.lru_cache(maxsize=1024)
+def _nothing_on_record(alias: str) -> MailerHealth:
+    """The health of a mailer with nothing stored: the common case, shared
+    (the record is frozen and its empty window cannot be changed)."""
+    return MailerHealth(alias, buckets=MappingProxyType({}))
 
 
 def _as_int(value: Any) -> int:
@@ -276,15 +301,17 @@ class HealthStore:
         self, aliases: Iterable[str], policy: Callable[[str], BreakerPolicy], now: float
     ) -> dict[str, MailerHealth]:
         """Every alias's health in ONE cache round trip (``get_many``)."""
+        aliases = list(dict.fromkeys(aliases))
         wanted: dict[str, tuple[str, str, Any]] = {}
         for alias in aliases:
             alias_policy = policy(alias)
-            for part in ("breaker", "fails", "drain", "error"):
-                wanted[key(alias, part)] = (alias, part, None)
-            if alias_policy.failure_rate is None:
-                continue  # no rate rule, no window to read
-            for bucket in alias_policy.window_buckets(now):
-                wanted[window_key(alias, alias_policy, bucket)] = (alias, "window", bucket)
+            buckets = (
+                alias_policy.window_buckets(now)
+                if alias_policy.failure_rate is not None
+                else range(0)  # no rate rule, no window to read
+            )
+            width_ms = round(alias_policy.bucket_width * 1000)
+            wanted.update(_read_keys(alias, width_ms, buckets.start, buckets.stop))
         if not wanted:
             return {}
         found = self._run(lambda cache: cache.get_many(list(wanted)))
@@ -297,10 +324,10 @@ class HealthStore:
             else:
                 entry[part] = value
         result: dict[str, MailerHealth] = {}
-        for alias in dict.fromkeys(alias for alias, _, _ in wanted.values()):
+        for alias in aliases:
             found_parts = parts.get(alias)
             if found_parts is None:
-                result[alias] = MailerHealth(alias)
+                result[alias] = _nothing_on_record(alias)
                 continue
             result[alias] = MailerHealth(
                 alias,
