@@ -8,11 +8,14 @@ from typing import Any
 
 import pytest
 from django.core.mail import EmailMessage
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mailrouter.errors import DeliveryError
 from mailrouter.outcomes import MessageStatus
 from mailrouter.testing import FakeESPServer
 
+from .conftest import examples, make_router, router_settings
 from .esp_fixtures import API_KEY, amazon_ses, mailgun, postmark
 
 
@@ -334,3 +337,60 @@ def test_a_send_cancelled_by_pre_send_is_not_failed_over(
     assert raised.value.failures[0].message is suppressed
     assert kinds(normal) == [("mailgun", "accepted")]
     assert relay.transactions == 0 and primary.requests_seen == 1
+
+
+ESP_MODES = ["ok", "ok", "error_503", "rate_limited_429", "bad_request_400",
+             "read_timeout", "garbage_2xx", "drop"]
+
+
+@settings(
+    max_examples=examples(25),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    schedules=st.lists(st.lists(st.sampled_from(ESP_MODES), max_size=6), min_size=3, max_size=3),
+    size=st.integers(1, 6),
+    delivery=st.sampled_from(["at_most_once", "at_least_once"]),
+)
+def test_esp_fault_schedules_end_every_message_once(
+    schedules: list[list[str]], size: int, delivery: str
+) -> None:
+    """Anymail's real Mailgun, Postmark and SES backends under random fault
+    schedules: every message ends once, and what each fake ESP received (or
+    may have received) is exactly what the router recorded."""
+    with FakeESPServer(api_key=API_KEY) as mg, FakeESPServer(api_key=API_KEY) as pm, \
+            FakeESPServer(api_key=API_KEY) as ses:  # fmt: skip
+        servers = {"mailgun": mg, "postmark": pm, "ses": ses}
+        for server, schedule in zip(servers.values(), schedules, strict=True):
+            server.schedule = schedule
+        leaves = {
+            "mailgun": mailgun(mg, timeout=0.3),
+            "postmark": postmark(pm, timeout=0.3),
+            "ses": amazon_ses(ses, read_timeout=0.3),
+        }
+        options = {"routes": [{"mailers": list(leaves)}], "delivery": delivery,
+                   "health": False}  # fmt: skip
+        with router_settings(leaves, options):
+            batch = [msg(f"s{i}") for i in range(size)]
+            router = make_router()
+            router.fail_silently = True
+            router.send_messages(batch)
+        for message in batch:
+            mid = message.extra_headers["Message-ID"]
+            attempts = message.mailrouter_attempts  # type: ignore[attr-defined]
+            got = {alias: [r.message_id for r in s.messages].count(mid)
+                   for alias, s in servers.items()}  # fmt: skip
+            maybe = {alias: [r.message_id for r in s.maybe_delivered].count(mid)
+                     for alias, s in servers.items()}  # fmt: skip
+            expected_got = {alias: 0 for alias in servers}
+            expected_maybe = {alias: 0 for alias in servers}
+            for attempt in attempts:
+                if attempt.outcome.value == "accepted":
+                    expected_got[attempt.alias] += 1
+                elif attempt.outcome.value == "uncertain":
+                    expected_maybe[attempt.alias] += 1
+            assert (got, maybe) == (expected_got, expected_maybe), attempts
+            assert sum(got.values()) == (1 if message.sent_using else 0)
+            if delivery == "at_most_once":
+                assert sum(got.values()) + sum(maybe.values()) <= 1
