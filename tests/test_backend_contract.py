@@ -272,6 +272,43 @@ def test_the_same_message_sent_again_keeps_its_id(configure: Any) -> None:
     assert fakes.RECEIVED["a"] == [message.extra_headers["Message-ID"]] * 2
 
 
+SEND_AGAIN_ELSEWHERE = """
+import pickle, sys
+from django.conf import settings
+settings.configure()
+import django
+django.setup()
+from mailrouter.delivery import ensure_message_id
+message = pickle.loads(sys.stdin.buffer.read())
+if sys.argv[1] == "changed":
+    message.to = ["someone-else@example.com"]
+ensure_message_id(message)
+print(message.extra_headers["Message-ID"])
+"""
+
+
+@pytest.mark.parametrize(("change", "same_id"), [("same", True), ("changed", False)])
+def test_a_message_retried_in_another_process_keeps_its_id(change: str, same_id: bool) -> None:
+    """A task queue retries a pickled message in another worker process."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    from mailrouter.delivery import ensure_message_id
+
+    message = msg()
+    ensure_message_id(message)
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    completed = subprocess.run(
+        [sys.executable, "-c", SEND_AGAIN_ELSEWHERE, change],
+        input=pickle.dumps(message), capture_output=True, env=env, timeout=60, check=True,
+    )
+    elsewhere = completed.stdout.decode().strip()
+    assert (elsewhere == message.extra_headers["Message-ID"]) is same_id
+
+
 def test_existing_message_id_is_respected_and_shared_headers_untouched(configure: Any) -> None:
     router = configure(MAILERS, FAILOVER)
     shared: dict[str, str] = {}
