@@ -8,7 +8,6 @@ whether the next candidate may be tried.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Collection
@@ -95,7 +94,9 @@ def ensure_message_id(message: EmailMessage) -> None:
     """
     headers = message.extra_headers
     content = _content_key(message)
-    generated: tuple[str, str] | None = getattr(message, "_mailrouter_generated_id", None)
+    generated: tuple[str, tuple[Any, ...]] | None = getattr(
+        message, "_mailrouter_generated_id", None
+    )
     for name, value in headers.items():
         if name.lower() == "message-id":
             if generated is None or value != generated[0] or generated[1] == content:
@@ -108,24 +109,18 @@ def ensure_message_id(message: EmailMessage) -> None:
     message._mailrouter_generated_id = (message_id, content)  # type: ignore[attr-defined]
 
 
-def _content_key(message: EmailMessage) -> str:
-    """Identifies "the same message": envelope, subject and body. A digest, not
-    ``hash()``: a message retried from a task queue is checked in another
-    process, where ``hash()`` of the same text differs."""
-    parts = (
+def _content_key(message: EmailMessage) -> tuple[Any, ...]:
+    """Identifies "the same message": envelope, subject and body. The values
+    themselves (references, no copies), not ``hash()``: a message retried from a
+    task queue is compared in another process, where ``hash()`` differs."""
+    return (
         message.from_email,
-        *message.to,
-        "\0cc",
-        *message.cc,
-        "\0bcc",
-        *message.bcc,
-        "\0subject",
+        tuple(message.to),
+        tuple(message.cc),
+        tuple(message.bcc),
         message.subject,
-        "\0body",
         message.body,
     )
-    text = "\0".join(str(part) for part in parts)
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 #: Django 6.1's ``BaseEmailBackend.__getattr__`` (None before 6.1): it never
