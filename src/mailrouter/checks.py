@@ -11,7 +11,6 @@ from django.utils.module_loading import import_string
 
 from .config import (
     MailerTable,
-    RouterConfig,
     backend_class,
     is_router_spec,
     legacy_settings,
@@ -21,7 +20,7 @@ from .config import (
     uses_mailers_setting,
 )
 from .errors import ConfigurationError
-from .pool import build_mailer, leaf_problems, retries_on_its_own, route_leaves
+from .pool import build_leaves, retries_on_its_own
 from .redaction import is_overridden
 from .runtime import build_redactor
 
@@ -78,19 +77,19 @@ def check_mailrouter(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
                 )
             )
         redact = build_redactor(table)
-        problems = leaf_problems(config, table, redact)
+        leaves, problems = build_leaves(config, table, redact)
         messages.extend(checks.Error(problem, id="mailrouter.E003") for problem in problems)
         if not problems:
-            messages.extend(_self_retrying_leaves(config, table))
+            messages.extend(_self_retrying_leaves(leaves, table))
     return messages
 
 
 def _self_retrying_leaves(
-    config: RouterConfig, table: MailerTable
+    leaves: Mapping[str, Any], table: MailerTable
 ) -> Iterator[checks.CheckMessage]:
     """Leaves that resend on their own defeat at-most-once delivery."""
-    for alias, _ in route_leaves(config, table):
-        if retries_on_its_own(build_mailer(alias, table)):
+    for alias, backend in leaves.items():
+        if retries_on_its_own(backend):
             yield checks.Warning(
                 f"{table.label(alias)}: boto3 retries failed requests itself, read "
                 "timeouts included, resending a message the ESP may already have",

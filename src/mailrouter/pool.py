@@ -57,22 +57,30 @@ def route_leaves(config: RouterConfig, table: MailerTable) -> Iterator[tuple[str
                 yield alias, route.name
 
 
-def leaf_problems(
+def build_leaves(
     config: RouterConfig, table: MailerTable, redact: Callable[[str], str]
-) -> list[str]:
+) -> tuple[dict[str, BaseEmailBackend], list[str]]:
     """Build every leaf the routes name once (no I/O: backends connect in
     ``open()``), so a leaf's own OPTIONS errors surface at startup, not at the
-    first send."""
+    first send. Returns the leaves built and the problems of the others."""
+    leaves: dict[str, BaseEmailBackend] = {}
     problems: list[str] = []
     for alias, route_name in route_leaves(config, table):
         try:
-            build_mailer(alias, table)
+            leaves[alias] = build_mailer(alias, table)
         except Exception as error:
             problems.append(
                 f"{table.label(alias)} (used by {config.label}, route {route_name!r}) "
                 f"cannot be created: {type(error).__name__}: {redact(str(error))}"
             )
-    return problems
+    return leaves, problems
+
+
+def leaf_problems(
+    config: RouterConfig, table: MailerTable, redact: Callable[[str], str]
+) -> list[str]:
+    """The problems ``build_leaves`` finds."""
+    return build_leaves(config, table, redact)[1]
 
 
 def apply_timeout(backend: Any, alias: str, config: RouterConfig) -> None:
