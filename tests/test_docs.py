@@ -90,6 +90,7 @@ CLAIMS = {
     "def on_state_changed(": "test_state_changed_receiver",
     "def count_sent(": "test_signal_receivers",
     "def mail_ready(": "test_probe_view",
+    '"LOCATION": "redis://redis.internal:6379/3"': "test_health_example",
 }
 
 
@@ -393,6 +394,16 @@ def test_every_matcher() -> None:
             assert route("--to", "a@example.com", "--header",
                          "x-mail-kind=password-reset") == "resets"
             assert route("--to", "a@example.com") == "default"
+
+
+def test_health_example() -> None:
+    configured = check_example(claim_of("test_health_example"))
+    with applied(configured) as [router]:
+        health = router.config.health_settings
+        assert health.cache == "mailrouter"
+        assert health.policy("smtp").failure_threshold == 2
+        assert health.policy("smtp").cooldown == 10
+        assert health.policy("mailgun").failure_threshold == 5
 
 
 def test_classifier_example() -> None:
