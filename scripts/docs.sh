@@ -11,9 +11,10 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 if [ -z "${DOCS_PYTHON:-}" ]; then
   if [ ! -x .venv-docs/bin/python ]; then
-    if command -v uv >/dev/null 2>&1; then
-      uv venv -q .venv-docs
-      VIRTUAL_ENV=.venv-docs uv pip install -q -e ".[docs]"
+    UV=$(command -v uv || { [ -x .venv-tools/bin/uv ] && echo .venv-tools/bin/uv; } || true)
+    if [ -n "$UV" ]; then
+      UV_PYTHON_DOWNLOADS=never "$UV" venv -q -p python3 .venv-docs
+      VIRTUAL_ENV=.venv-docs "$UV" pip install -q -e ".[docs]"
     else
       python3 -m venv .venv-docs
       .venv-docs/bin/python -m pip install -q -e ".[docs]"
