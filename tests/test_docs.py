@@ -90,6 +90,7 @@ CLAIMS = {
     "def on_state_changed(": "test_state_changed_receiver",
     "def count_sent(": "test_signal_receivers",
     "def mail_ready(": "test_probe_view",
+    '"name": "ops"': "test_quickstart_legacy",
     '"LOCATION": "redis://redis.internal:6379/3"': "test_health_example",
 }
 
@@ -340,6 +341,14 @@ def explain(*args: str) -> dict[str, Any]:
     call_command("mailrouter", "explain", *args, "--json", stdout=out)
     result: dict[str, Any] = json.loads(out.getvalue())
     return result
+
+
+def test_quickstart_legacy() -> None:
+    configured = check_example(claim_of("test_quickstart_legacy"))
+    assert configured["EMAIL_BACKEND"] == ROUTER
+    with applied(configured):
+        assert explain("--to", "x@example.com", "--from", "alerts@web-1")["route"] == "ops"
+        assert explain("--to", "x@example.com")["route"] == "default"
 
 
 def test_routing_example_routes() -> None:
