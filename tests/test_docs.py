@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import django
 import pytest
 from django.conf import settings
 from django.core import checks, mail
@@ -35,7 +36,9 @@ from django.test.utils import override_settings
 from mailrouter.backend import RouterBackend
 from mailrouter.testing import FaultySMTPServer
 
-from .conftest import HAS_MAILERS, LOCMEM, ROUTER
+HAS_MAILERS = django.VERSION >= (6, 1)
+ROUTER = "mailrouter.backend.RouterBackend"
+LOCMEM = "django.core.mail.backends.locmem.EmailBackend"
 
 pytestmark = pytest.mark.filterwarnings("ignore::anymail.exceptions.AnymailNotSupportedWarning")
 
