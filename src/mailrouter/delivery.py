@@ -256,8 +256,11 @@ class Dispatcher:
                 self.health.record(candidate.alias, attempt)
             if outcome is Outcome.ACCEPTED:
                 return DeliveryResult(MessageStatus.SENT, candidate.alias, attempts)
-            snapshot.restore(message)
+            # Receivers see the message as the failed attempt left it; then
+            # everything (theirs included) is undone: observers never change
+            # what the next mailer sends.
             self._on_attempt_failed(message, attempt)
+            snapshot.restore(message)
             if outcome is Outcome.REJECTED:
                 break
             if outcome is Outcome.UNCERTAIN and not at_least_once:
