@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from email.utils import make_msgid
 from typing import Any, Protocol
@@ -81,6 +81,24 @@ class DeliveryResult:
     status: MessageStatus
     sent_using: str | None
     attempts: list[Attempt]
+
+
+_ADDRESS_LISTS = ("to", "cc", "bcc", "reply_to")
+
+
+def message_problem(message: EmailMessage) -> str | None:
+    """Why this message cannot be sent as it is, or None.
+
+    Django's constructor checks these, but attributes set later are not: a
+    str in ``to`` would be sent to each of its characters.
+    """
+    for name in _ADDRESS_LISTS:
+        value = getattr(message, name, None)
+        if not isinstance(value, (list, tuple)):
+            return f"message.{name} must be a list or tuple of addresses, not {type(value).__name__}"
+    if not isinstance(message.extra_headers, Mapping):
+        return f"message.extra_headers must be a mapping, not {type(message.extra_headers).__name__}"
+    return None
 
 
 def ensure_message_id(message: EmailMessage) -> None:
@@ -203,7 +221,6 @@ class Dispatcher:
     def deliver(
         self, message: EmailMessage, candidates: tuple[Candidate, ...], batch: BatchState
     ) -> DeliveryResult:
-        ensure_message_id(message)
         snapshot = MessageSnapshot(message)
         result = self._try_in_order(message, candidates, batch, snapshot, use_health=True)
         if result is None:
