@@ -40,6 +40,9 @@ class RouterBackend(BaseEmailBackend):
     raises one ``DeliveryError`` naming all of them, unless ``fail_silently``.
     """
 
+    #: Lets the failover loop recognize a nested router without importing it.
+    _mailrouter_router = True
+
     def __init__(
         self, fail_silently: bool = False, *, alias: str | None = None, **options: Any
     ) -> None:

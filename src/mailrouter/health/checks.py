@@ -119,7 +119,9 @@ def _socket_timeout_problem(cache_alias: str) -> str | None:
     forever" to redis-py.
     """
     options = settings.CACHES[cache_alias].get("OPTIONS")
-    given = {str(k).lower(): v for k, v in options.items()} if isinstance(options, dict) else {}
+    given: dict[str, Any] = {}
+    if isinstance(options, dict):
+        given = {str(k).lower(): v for k, v in options.items()}
     defaults = _redis_client_defaults()
     problems = []
     for name in ("socket_connect_timeout", "socket_timeout"):

@@ -1,0 +1,157 @@
+"""Know how far an ESP API (Anymail) attempt got when it failed.
+
+The same exception means opposite things at different moments: a TLS error
+while connecting means nothing was sent; the same error while reading the
+response means the ESP may have the message. A receiver of Anymail's
+``post_send`` signal that raises does so after the ESP accepted the message.
+So the stage is watched, as ``smtp_stage`` does for SMTP:
+
+- Anymail's own steps, on the backend instance: ``post_to_esp`` is the
+  request (before it: building the payload, ``pre_send``, nothing has left);
+  ``run_post_send`` starts once the ESP's answer is parsed into
+  ``message.anymail_status``.
+- Inside the request, the HTTP connection (urllib3, used by requests and by
+  boto3): connecting, writing the request, request fully written. The
+  connection classes of the backend's own pools are swapped for subclasses
+  that report to the attempt running in this context; connections not made
+  through those pools (a proxy, a custom session) report nothing, and the stage
+  then stays ``REQUEST``: the request may have left.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Any
+
+from .classify import Stage
+
+_ATTRIBUTE = "_mailrouter_stage"
+_CURRENT: contextvars.ContextVar[HTTPStage | None] = contextvars.ContextVar(
+    "mailrouter_http_stage", default=None
+)
+
+
+class HTTPStage:
+    """Mutable marker attached to one Anymail backend: how far the current
+    message got."""
+
+    __slots__ = ("stage",)
+
+    def __init__(self) -> None:
+        self.stage = Stage.PREPARE
+
+
+def is_anymail_backend(backend: Any) -> bool:
+    """Whether ``backend`` is one of django-anymail's ESP backends (checked
+    without importing Anymail in processes that do not use it)."""
+    import sys
+
+    base = sys.modules.get("anymail.backends.base")
+    return base is not None and isinstance(backend, base.AnymailBaseBackend)
+
+
+def watch(backend: Any) -> HTTPStage | None:
+    """Attach (once) a stage marker to an Anymail backend and reset it.
+
+    Returns None for anything that is not an Anymail backend.
+    """
+    if not is_anymail_backend(backend):
+        return None
+    marker: HTTPStage | None = backend.__dict__.get(_ATTRIBUTE)
+    if marker is None:
+        marker = HTTPStage()
+        original_post = backend.post_to_esp
+        original_post_send = backend.run_post_send
+
+        def post_to_esp(payload: Any, message: Any) -> Any:
+            marker.stage = Stage.REQUEST
+            _track_transport(backend)
+            token = _CURRENT.set(marker)
+            try:
+                response = original_post(payload, message)
+            finally:
+                _CURRENT.reset(token)
+            # An answer came back (Anymail raised for the HTTP errors it
+            # recognizes); what it says is judged from here on.
+            marker.stage = Stage.BODY_SENT
+            return response
+
+        def run_post_send(message: Any) -> Any:
+            marker.stage = Stage.ANSWERED
+            return original_post_send(message)
+
+        backend.post_to_esp = post_to_esp
+        backend.run_post_send = run_post_send
+        backend.__dict__[_ATTRIBUTE] = marker
+    marker.stage = Stage.PREPARE
+    return marker
+
+
+# -- The HTTP connection -------------------------------------------------------------
+
+
+class _StageReporting:
+    """Mixed into a urllib3 connection class: reports the attempt's stage."""
+
+    def connect(self) -> None:
+        marker = _CURRENT.get()
+        if marker is None:
+            super().connect()  # type: ignore[misc]
+            return
+        marker.stage = Stage.CONNECT
+        super().connect()  # type: ignore[misc]
+        marker.stage = Stage.ENVELOPE
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        marker = _CURRENT.get()
+        if marker is None:
+            return super().request(*args, **kwargs)  # type: ignore[misc]
+        marker.stage = Stage.ENVELOPE
+        result = super().request(*args, **kwargs)  # type: ignore[misc]
+        # Headers and the whole body were handed to the socket.
+        marker.stage = Stage.BODY_SENT
+        return result
+
+
+_REPORTING_POOLS: dict[type, type] = {}
+
+
+def _reporting_pool(pool_class: type) -> type:
+    reporting = _REPORTING_POOLS.get(pool_class)
+    if reporting is None:
+        connection_class = pool_class.ConnectionCls  # type: ignore[attr-defined]
+        reporting_connection = type(
+            connection_class.__name__, (_StageReporting, connection_class), {}
+        )
+        reporting = _REPORTING_POOLS[pool_class] = type(
+            pool_class.__name__,
+            (pool_class,),
+            {"ConnectionCls": reporting_connection, "_mailrouter_reports_stage": True},
+        )
+    return reporting
+
+
+def _install(pool_manager: Any) -> None:
+    classes = getattr(pool_manager, "pool_classes_by_scheme", None)
+    if not isinstance(classes, dict) or all(
+        getattr(cls, "_mailrouter_reports_stage", False) for cls in classes.values()
+    ):
+        return
+    # A new dict: urllib3 and botocore share theirs between managers.
+    pool_manager.pool_classes_by_scheme = {
+        scheme: _reporting_pool(cls) for scheme, cls in classes.items()
+    }
+
+
+def _track_transport(backend: Any) -> None:
+    """Make the backend's own connection pools report the stage: requests'
+    session adapters (Mailgun, Postmark, ...) or boto3's client (Amazon SES)."""
+    session = getattr(backend, "session", None)
+    adapters = getattr(session, "adapters", None)
+    if isinstance(adapters, dict):
+        for adapter in adapters.values():
+            _install(getattr(adapter, "poolmanager", None))
+    client = getattr(backend, "client", None)
+    endpoint = getattr(client, "_endpoint", None)
+    http_session = getattr(endpoint, "http_session", None)
+    _install(getattr(http_session, "_manager", None))
