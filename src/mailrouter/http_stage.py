@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextvars
 from typing import Any
 
-from .classify import Stage
+from .classify import Stage, error_chain
 
 _ATTRIBUTE = "_mailrouter_stage"
 _CURRENT: contextvars.ContextVar[HTTPStage | None] = contextvars.ContextVar(
@@ -64,11 +64,18 @@ def watch(backend: Any) -> HTTPStage | None:
         original_post_send = backend.run_post_send
 
         def post_to_esp(payload: Any, message: Any) -> Any:
-            marker.stage = Stage.REQUEST
-            _track_transport(backend)
+            # Watched connections report each step from here on; with none to
+            # watch, the request may leave at any moment.
+            marker.stage = Stage.PREPARE if _track_transport(backend) else Stage.REQUEST
             token = _CURRENT.set(marker)
             try:
                 response = original_post(payload, message)
+            except BaseException as error:
+                if marker.stage is Stage.PREPARE and _went_out(error):
+                    # No watched connection reported, yet the error comes from
+                    # the transport: it took a path we do not watch.
+                    marker.stage = Stage.REQUEST
+                raise
             finally:
                 _CURRENT.reset(token)
             # An answer came back (Anymail raised for the HTTP errors it
@@ -131,27 +138,73 @@ def _reporting_pool(pool_class: type) -> type:
     return reporting
 
 
-def _install(pool_manager: Any) -> None:
+def _install(pool_manager: Any) -> bool:
+    """Make a urllib3 pool manager's future pools report the stage."""
     classes = getattr(pool_manager, "pool_classes_by_scheme", None)
-    if not isinstance(classes, dict) or all(
-        getattr(cls, "_mailrouter_reports_stage", False) for cls in classes.values()
+    if not isinstance(classes, dict) or not all(
+        hasattr(cls, "ConnectionCls") for cls in classes.values()
     ):
-        return
+        return False
+    if all(getattr(cls, "_mailrouter_reports_stage", False) for cls in classes.values()):
+        return True
     # A new dict: urllib3 and botocore share theirs between managers.
     pool_manager.pool_classes_by_scheme = {
         scheme: _reporting_pool(cls) for scheme, cls in classes.items()
     }
+    return True
 
 
-def _track_transport(backend: Any) -> None:
+def _track_transport(backend: Any) -> bool:
     """Make the backend's own connection pools report the stage: requests'
-    session adapters (Mailgun, Postmark, ...) or boto3's client (Amazon SES)."""
+    session adapters (Mailgun, Postmark, ...) or boto3's client (Amazon SES),
+    proxies included. False if it has neither."""
     session = getattr(backend, "session", None)
     adapters = getattr(session, "adapters", None)
-    if isinstance(adapters, dict):
+    if isinstance(adapters, dict) and adapters:
         for adapter in adapters.values():
-            _install(getattr(adapter, "poolmanager", None))
+            if not _install(getattr(adapter, "poolmanager", None)):
+                return False
+            _watch_proxies(adapter)
+        return True
     client = getattr(backend, "client", None)
-    endpoint = getattr(client, "_endpoint", None)
-    http_session = getattr(endpoint, "http_session", None)
-    _install(getattr(http_session, "_manager", None))
+    http_session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+    if not _install(getattr(http_session, "_manager", None)):
+        return False
+    classes = getattr(http_session, "_pool_classes_by_scheme", None)
+    if isinstance(classes, dict):
+        # botocore gives its proxy managers these classes as they are created.
+        http_session._pool_classes_by_scheme = {  # type: ignore[union-attr]
+            scheme: _reporting_pool(cls) for scheme, cls in classes.items()
+        }
+    return True
+
+
+def _watch_proxies(adapter: Any) -> None:
+    """requests creates a proxy's pool manager during the request."""
+    original = getattr(adapter, "proxy_manager_for", None)
+    if original is None or getattr(original, "_mailrouter_watched", False):
+        return
+
+    def proxy_manager_for(*args: Any, **kwargs: Any) -> Any:
+        manager = original(*args, **kwargs)
+        _install(manager)
+        return manager
+
+    proxy_manager_for._mailrouter_watched = True  # type: ignore[attr-defined]
+    adapter.proxy_manager_for = proxy_manager_for
+
+
+_TRANSPORT_MODULES = ("requests", "urllib3", "botocore", "http.client", "ssl", "socket")
+
+
+def _went_out(error: BaseException) -> bool:
+    """Whether ``error`` comes from the transport or carries a response."""
+    for link in error_chain(error):
+        if isinstance(link, OSError) or getattr(link, "response", None) is not None:
+            return True
+        for cls in type(link).__mro__:
+            if cls.__module__.split(".")[0] in _TRANSPORT_MODULES or cls.__module__ in (
+                _TRANSPORT_MODULES
+            ):
+                return True
+    return False
