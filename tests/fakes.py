@@ -96,9 +96,8 @@ class ScriptedBackend(BaseEmailBackend):
                 script = SCRIPTS[self.name]
                 action = script.popleft() if script else "accept"
                 TRIED[self.name] += 1
-                SEEN.append(
-                    (self.name, message_id(message), str(message.subject), tuple(message.recipients()))
-                )
+                seen = (str(message.subject), tuple(message.recipients()))
+                SEEN.append((self.name, message_id(message), *seen))
             # Backends may change the message; the router must undo this on failure.
             message.extra_headers["X-Touched-By"] = self.name
             message.touched = [*getattr(message, "touched", []), self.name]
