@@ -282,6 +282,22 @@ def test_a_batch_send_never_fails_over_to_a_mailer_that_would_merge_its_recipien
     assert relay.transactions == 0
 
 
+def test_an_anymail_message_without_batch_features_still_fails_over_to_smtp(
+    configure: Any, esp: Callable[..., FakeESPServer], smtp_server: Any
+) -> None:
+    from anymail.message import AnymailMessage
+
+    primary, relay = esp(mode="error_503"), smtp_server()
+    router = configure(
+        {"mailgun": mailgun(primary), "smtp": smtp_mailer(relay)},
+        {"routes": [{"mailers": ["mailgun", "smtp"]}]},
+    )
+    message = AnymailMessage("Hi", "Body", "app@example.com", ["a@example.com"], tags=["t"])
+    assert router.send_messages([message]) == 1
+    assert kinds(message) == [("mailgun", "not_sent"), ("smtp", "accepted")]
+    assert relay.transactions == 1
+
+
 @pytest.mark.parametrize("mode", ["bad_gateway_502", "gateway_timeout_504"])
 def test_a_gateway_error_may_follow_a_stored_message(
     configure: Any, esp: Callable[..., FakeESPServer], mode: str

@@ -192,8 +192,11 @@ def _unsent_outcome(message: EmailMessage, sent: Any, stage: Stage) -> tuple[Out
             f"the backend reported it as not sent after reaching stage {stage.value}",
         )
     status = getattr(message, "anymail_status", None)
-    cancelled = stage is Stage.PREPARE or (
-        stage is Stage.UNKNOWN
+    # Anymail's own fresh status, untouched: a pre_send receiver cancelled the
+    # send before any request (a backend that could not open its session never
+    # gets that far, and has no status).
+    cancelled = (
+        stage in (Stage.PREPARE, Stage.UNKNOWN)
         and status is not None
         and getattr(status, "status", None) is None
         and getattr(status, "esp_response", None) is None
@@ -212,7 +215,7 @@ def _unsent_outcome(message: EmailMessage, sent: Any, stage: Stage) -> tuple[Out
 #: Anymail message attributes a plain (non-ESP) mailer cannot express: a batch
 #: send would go out as one message with every recipient in To:, a template
 #: as an empty body.
-_ESP_ONLY_ATTRIBUTES = ("merge_data", "template_id")
+_ESP_ONLY_ATTRIBUTES = ("merge_data", "merge_metadata", "merge_headers", "template_id")
 
 
 def _esp_only_feature(message: EmailMessage, backend: Any) -> str | None:
@@ -220,7 +223,9 @@ def _esp_only_feature(message: EmailMessage, backend: Any) -> str | None:
     if is_anymail_backend(backend) or getattr(backend, "_mailrouter_router", False):
         return None
     for name in _ESP_ONLY_ATTRIBUTES:
-        if getattr(message, name, None) is not None:
+        value = getattr(message, name, None)
+        # AnymailMessage defaults these to its UNSET marker class, not None.
+        if value is not None and not (isinstance(value, type) and value.__name__ == "UNSET"):
             return name
     return None
 
