@@ -185,6 +185,33 @@ def test_a_tls_error_is_judged_by_when_it_happened(
         assert primary.requests_seen == 0
 
 
+@pytest.mark.parametrize(("trusted", "expected"), [(True, "uncertain"), (False, "not_sent")])
+def test_a_tls_error_through_boto3_is_judged_by_when_it_happened(
+    configure: Any,
+    esp: Callable[..., FakeESPServer],
+    certificate: tuple[str, str],
+    trusted: bool,
+    expected: str,
+) -> None:
+    """The same through boto3's own urllib3 connections (Anymail's Amazon SES)."""
+    primary, backup = esp(mode="tls_break", tls=certificate), esp()
+    ses = amazon_ses(primary)
+    ses["OPTIONS"]["client_params"]["verify"] = certificate[0] if trusted else True
+    router = configure(
+        {"ses": ses, "postmark": postmark(backup)},
+        {"routes": [{"mailers": ["ses", "postmark"]}]},
+    )
+    message = msg()
+    send(router, message)
+    assert "SSL" in str(message.mailrouter_attempts[0].error)  # type: ignore[attr-defined]
+    if expected == "uncertain":
+        assert kinds(message) == [("ses", "uncertain")]
+        assert len(primary.maybe_delivered) == 1 and backup.requests_seen == 0
+    else:
+        assert kinds(message) == [("ses", "not_sent"), ("postmark", "accepted")]
+        assert primary.requests_seen == 0
+
+
 # -- 3 and 9. Per-recipient answers ---------------------------------------------------------
 
 

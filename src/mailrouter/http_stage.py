@@ -21,6 +21,7 @@ So the stage is watched, as ``smtp_stage`` does for SMTP:
 from __future__ import annotations
 
 import contextvars
+import sys
 from typing import Any
 
 from .classify import Stage, error_chain
@@ -44,8 +45,6 @@ class HTTPStage:
 def is_anymail_backend(backend: Any) -> bool:
     """Whether ``backend`` is one of django-anymail's ESP backends (checked
     without importing Anymail in processes that do not use it)."""
-    import sys
-
     base = sys.modules.get("anymail.backends.base")
     return base is not None and isinstance(backend, base.AnymailBaseBackend)
 

@@ -15,11 +15,9 @@ from typing import Any
 
 from django.core.mail import EmailMessage
 
-#: The exact container types copied by the fast path; checked inline before
-#: calling ``_clone``: most values are leaves, and a snapshot is taken of every
-#: message the router sends.
-_CONTAINERS = frozenset({list, dict, set})
-#: Immutable types that are shared without a closer look.
+#: Immutable types that are shared without a closer look; checked inline
+#: before calling ``_clone``: most values are leaves, and a snapshot is taken of
+#: every message the router sends.
 _LEAVES = frozenset({str, bytes, int, float, bool, type(None), tuple, frozenset})
 
 
@@ -61,23 +59,24 @@ def _clone(value: Any) -> Any:
     return value
 
 
-def _captured(value: Any) -> Any:
-    kind = type(value)
-    if kind in _LEAVES:
-        return value
-    return _clone(value)
-
-
 class MessageSnapshot:
     """The state of a message's attributes at one moment."""
 
     __slots__ = ("_state",)
 
     def __init__(self, message: EmailMessage) -> None:
-        self._state = {key: _captured(value) for key, value in message.__dict__.items()}
+        self._state = {
+            key: value if type(value) in _LEAVES else _clone(value)
+            for key, value in message.__dict__.items()
+        }
 
     def restore(self, message: EmailMessage) -> None:
         """Put the message back as it was (keeping this snapshot reusable)."""
         state = message.__dict__
         state.clear()
-        state.update({key: _captured(value) for key, value in self._state.items()})
+        state.update(
+            {
+                key: value if type(value) in _LEAVES else _clone(value)
+                for key, value in self._state.items()
+            }
+        )
