@@ -414,7 +414,15 @@ def test_esp_fault_schedules_end_every_message_once(
                     expected_got[attempt.alias] += 1
                 elif attempt.outcome.value == "uncertain":
                     expected_maybe[attempt.alias] += 1
-            assert (got, maybe) == (expected_got, expected_maybe), attempts
-            assert sum(got.values()) == (1 if message.sent_using else 0)
+            for alias in servers:
+                # Each request the ESP saw is one the router recorded as
+                # accepted or uncertain. An uncertain one may also have been
+                # served "ok" (on a loaded machine the answer can come after
+                # the client's read timeout): it is then in ``messages``.
+                assert got[alias] + maybe[alias] == (
+                    expected_got[alias] + expected_maybe[alias]
+                ), attempts
+                assert got[alias] >= expected_got[alias], attempts
+            assert sum(expected_got.values()) == (1 if message.sent_using else 0)
             if delivery == "at_most_once":
                 assert sum(got.values()) + sum(maybe.values()) <= 1
