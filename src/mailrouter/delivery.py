@@ -352,30 +352,12 @@ class Dispatcher:
         except Exception as error:
             if marker is not None:
                 stage = marker.stage
-            duration = time.perf_counter() - started
-            # One line: ESP errors embed pretty-printed JSON bodies.
-            text = self._redact(" ".join(str(error).split()))[:MAX_ERROR_TEXT]
-            verdict = None
-            if isinstance(marker, HTTPStage):
-                if stage is Stage.ANSWERED:
-                    verdict = esp_answer.from_status(message)
-                elif stage is Stage.BODY_SENT:
-                    verdict = esp_answer.from_error(error)
-            if verdict is not None and verdict.outcome is Outcome.ACCEPTED:
-                # The ESP took it; the error came later (a post_send receiver,
-                # a partly refused batch). Never sent again.
-                late = f"{verdict.note or 'accepted'}; then {type(error).__name__}: {text}"
-                return self._accepted(alias, self._redact(late)[:MAX_ERROR_TEXT], duration)
-            if verdict is not None:
-                outcome = verdict.outcome
-                text = self._redact(verdict.note or text)[:MAX_ERROR_TEXT]
-            else:
-                outcome = self._classify(error, stage)
-            if outcome in (Outcome.NOT_SENT, Outcome.UNCERTAIN) and backend is not None:
+            attempt = self._judge(alias, message, error, stage, marker, started)
+            if attempt.outcome in (Outcome.NOT_SENT, Outcome.UNCERTAIN) and backend is not None:
                 self._pool.discard(key, backend)
                 if stage is Stage.CONNECT or _is_timeout(error):
                     batch.down[key] = "timed out" if _is_timeout(error) else "connection failed"
-            return Attempt(alias, outcome, text, type(error).__name__, duration)
+            return attempt
         duration = time.perf_counter() - started
         if not sent:
             if marker is not None:
@@ -395,6 +377,37 @@ class Dispatcher:
         if note is not None:
             note = self._redact(note)[:MAX_ERROR_TEXT]
         return self._accepted(alias, note, duration)
+
+    def _judge(
+        self,
+        alias: str,
+        message: EmailMessage,
+        error: Exception,
+        stage: Stage,
+        marker: SMTPStage | HTTPStage | None,
+        started: float,
+    ) -> Attempt:
+        """The attempt that raised ``error`` at ``stage``: an ESP's own answer
+        first (per recipient), else the classifier."""
+        duration = time.perf_counter() - started
+        # One line: ESP errors embed pretty-printed JSON bodies.
+        text = self._redact(" ".join(str(error).split()))[:MAX_ERROR_TEXT]
+        verdict = None
+        if isinstance(marker, HTTPStage):
+            if stage is Stage.ANSWERED:
+                verdict = esp_answer.from_status(message)
+            elif stage is Stage.BODY_SENT:
+                verdict = esp_answer.from_error(error)
+        if verdict is None:
+            outcome = self._classify(error, stage)
+            return Attempt(alias, outcome, text, type(error).__name__, duration)
+        if verdict.outcome is Outcome.ACCEPTED:
+            # The ESP took it; the error came later (a post_send receiver, a
+            # partly refused batch). Never sent again.
+            late = f"{verdict.note or 'accepted'}; then {type(error).__name__}: {text}"
+            return self._accepted(alias, self._redact(late)[:MAX_ERROR_TEXT], duration)
+        text = self._redact(verdict.note or text)[:MAX_ERROR_TEXT]
+        return Attempt(alias, verdict.outcome, text, type(error).__name__, duration)
 
     def _accepted(self, alias: str, note: str | None, duration: float) -> Attempt:
         if note is not None:
