@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 from django.core.mail import EmailMessage
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mailrouter.errors import DeliveryError
 from mailrouter.outcomes import MessageStatus
 from mailrouter.testing import FakeESPServer
 
-from .conftest import make_router, router_settings
+from .conftest import examples, make_router, router_settings
 from .esp_fixtures import API_KEY, amazon_ses, mailgun, postmark
 from .smtp_fixtures import smtp_mailer
 
@@ -401,3 +403,53 @@ def test_a_legacy_connection_that_fails_silently_is_judged_by_the_stage_it_reach
         send(router, message)
     assert [k for _alias, k in kinds(message)] == ["uncertain"]
     assert backup.transactions == 0
+
+
+# -- Property: per-recipient answers over random SES bulk results ---------------------------
+
+SES_STATUSES = [None, None, "ACCOUNT_THROTTLED", "MESSAGE_REJECTED", "TRANSIENT_FAILURE",
+                "MAIL_FROM_DOMAIN_NOT_VERIFIED"]  # fmt: skip
+PRECEDENCE = ["uncertain", "not_sent", "incompatible", "rejected"]
+
+
+@settings(
+    max_examples=examples(15),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(results=st.lists(st.sampled_from(SES_STATUSES), min_size=1, max_size=4))
+def test_ses_bulk_results_decide_the_attempt_recipient_by_recipient(
+    results: list[str | None],
+) -> None:
+    """Whatever SES answers per destination: accepted iff any destination
+    succeeded (only those are delivered, the rest named in the note); else the
+    most cautious outcome of the failures, and the batch fails over only then."""
+    from mailrouter.esp_answer import SES_BULK_STATUSES
+
+    recipients = [f"r{i}@example.com" for i in range(len(results))]
+    with FakeESPServer(api_key=API_KEY) as ses, FakeESPServer(api_key=API_KEY) as backup:
+        ses.item_errors = list(results)
+        leaves = {"ses": amazon_ses(ses), "mailgun": mailgun(backup)}
+        with router_settings(leaves, {"routes": [{"mailers": ["ses", "mailgun"]}],
+                                      "health": False}):  # fmt: skip
+            router = make_router()
+            router.fail_silently = True
+            message = ses_bulk(*recipients)
+            router.send_messages([message])
+        first = message.mailrouter_attempts[0]  # type: ignore[attr-defined]
+        succeeded = [r for r, e in zip(recipients, results, strict=True) if e is None]
+        assert [m.to[0] for m in ses.messages] == succeeded
+        if succeeded:
+            assert kinds(message) == [("ses", "accepted")] and backup.requests_seen == 0
+            refused = [r for r in recipients if r not in succeeded]
+            assert all(r in str(first.error) for r in refused)
+            assert (first.error is None) == (not refused)
+        else:
+            outcomes = {SES_BULK_STATUSES[str(e)].value for e in results}
+            expected = next(o for o in PRECEDENCE if o in outcomes)
+            assert first.outcome.value == expected
+            fails_over = expected in ("not_sent", "incompatible")
+            assert kinds(message)[1:] == ([("mailgun", "accepted")] if fails_over else [])
+            assert [m.message_id for m in backup.messages] == (
+                [message.extra_headers["Message-ID"]] if fails_over else []
+            )
