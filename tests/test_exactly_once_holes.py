@@ -453,3 +453,60 @@ def test_ses_bulk_results_decide_the_attempt_recipient_by_recipient(
             assert [m.message_id for m in backup.messages] == (
                 [message.extra_headers["Message-ID"]] if fails_over else []
             )
+
+
+class OpaqueAdapter:
+    """A transport adapter the router cannot look into (no urllib3 pool manager)."""
+
+    def __init__(self) -> None:
+        import requests.adapters
+
+        self._inner = requests.adapters.HTTPAdapter()
+
+    def send(self, *args: Any, **kwargs: Any) -> Any:
+        return self._inner.send(*args, **kwargs)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def __getattr__(name: str) -> Any:
+    """``tests.test_exactly_once_holes.OpaqueMailgun``: built on first use, so
+    importing this module does not import Anymail."""
+    if name != "OpaqueMailgun":
+        raise AttributeError(name)
+    from anymail.backends.mailgun import EmailBackend
+
+    class OpaqueMailgun(EmailBackend):  # type: ignore[misc]
+        def create_session(self) -> Any:
+            session = super().create_session()
+            session.mount("http://", OpaqueAdapter())
+            return session
+
+    globals()[name] = OpaqueMailgun
+    return OpaqueMailgun
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [("ok", ["accepted"]), ("refuse", ["not_sent", "accepted"]), ("drop", ["uncertain"]),
+     ("error_503", ["not_sent", "accepted"])],
+)  # fmt: skip
+def test_an_unwatched_transport_is_judged_conservatively(
+    configure: Any,
+    esp: Callable[..., FakeESPServer],
+    mode: str,
+    expected: list[str],
+) -> None:
+    """Connections the router cannot watch: only errors proving the request
+    never left (connection refused) or the ESP's own answer fail over."""
+    primary, backup = esp(mode=mode), esp()
+    leaf = mailgun(primary)
+    leaf["BACKEND"] = f"{__name__}.OpaqueMailgun"
+    router = configure(
+        {"mailgun": leaf, "postmark": postmark(backup)},
+        {"routes": [{"mailers": ["mailgun", "postmark"]}]},
+    )
+    message = msg()
+    send(router, message)
+    assert [k for _alias, k in kinds(message)] == expected

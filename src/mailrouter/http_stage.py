@@ -138,14 +138,17 @@ def _reporting_pool(pool_class: type) -> type:
 
 
 def _install(pool_manager: Any) -> bool:
-    """Make a urllib3 pool manager's future pools report the stage."""
+    """Make a urllib3 pool manager's future pools report the stage. False if
+    some of its connections will not report (pools it made before)."""
     classes = getattr(pool_manager, "pool_classes_by_scheme", None)
     if not isinstance(classes, dict) or not all(
         hasattr(cls, "ConnectionCls") for cls in classes.values()
     ):
         return False
     if all(getattr(cls, "_mailrouter_reports_stage", False) for cls in classes.values()):
-        return True
+        return bool(getattr(pool_manager, "_mailrouter_complete", False))
+    pools = getattr(pool_manager, "pools", None)
+    pool_manager._mailrouter_complete = pools is not None and len(pools) == 0
     # A new dict: urllib3 and botocore share theirs between managers.
     pool_manager.pool_classes_by_scheme = {
         scheme: _reporting_pool(cls) for scheme, cls in classes.items()
