@@ -241,7 +241,7 @@ class Dispatcher:
         attempts: list[Attempt] = []
         health_skipped = False
         for candidate in candidates:
-            tracked = candidate.connection is None
+            tracked = candidate.tracked
             skip = self.health.skip_reason(candidate.alias) if use_health and tracked else None
             if skip is not None:
                 health_skipped = True

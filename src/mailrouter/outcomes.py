@@ -55,6 +55,9 @@ class MessageStatus(enum.StrEnum):
     FAILED = "failed"
     #: A mailer may have the message; it was not resent elsewhere.
     UNCERTAIN = "uncertain"
+    #: The message had no recipient: nothing to send, not counted, no error
+    #: (as with Django's own backends).
+    NO_RECIPIENTS = "no_recipients"
 
 
 @dataclass(frozen=True, slots=True)
