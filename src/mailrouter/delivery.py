@@ -23,6 +23,7 @@ from .classify import Stage, error_chain
 from .config import Delivery, RouterConfig
 from .outcomes import Attempt, MessageStatus, Outcome, status_from_attempts
 from .pool import MailerPool
+from .report import describe_error
 from .routing import Candidate
 from .smtp_stage import describe_refused, watch
 from .snapshot import MessageSnapshot
@@ -212,7 +213,7 @@ class Dispatcher:
             if not batch.health_overridden:
                 batch.health_overridden = True
                 logger.warning(
-                    "mailrouter: every candidate (%s) is out of rotation (circuit open or "
+                    "every candidate (%s) is out of rotation (circuit open or "
                     "drained); trying them in order anyway",
                     ", ".join(c.alias for c in candidates),
                     extra={"mailrouter_alias": None, "mailrouter_outcome": "skipped"},
@@ -294,8 +295,7 @@ class Dispatcher:
                 self._pool.discard(key, backend)
                 if stage is Stage.CONNECT or _is_timeout(error):
                     batch.down[key] = "timed out" if _is_timeout(error) else "connection failed"
-            # One line: ESP errors embed pretty-printed JSON bodies.
-            text = self._redact(" ".join(str(error).split()))[:MAX_ERROR_TEXT]
+            text = self._redact(describe_error(error))[:MAX_ERROR_TEXT]
             return Attempt(alias, outcome, text, type(error).__name__, duration)
         duration = time.perf_counter() - started
         if sent:
@@ -303,7 +303,7 @@ class Dispatcher:
             if marker is not None and marker.refused:
                 note = self._redact(describe_refused(marker.refused))[:MAX_ERROR_TEXT]
                 logger.warning(
-                    "mailrouter: %s %s",
+                    "%s %s",
                     alias,
                     note,
                     extra={"mailrouter_alias": alias, "mailrouter_outcome": "accepted"},
@@ -319,7 +319,7 @@ class Dispatcher:
             # A broken custom classifier must not cause a duplicate: assume the
             # mailer may have the message.
             logger.error(
-                "mailrouter: classifier failed (%s); treating the attempt as uncertain",
+                "classifier failed (%s); treating the attempt as uncertain",
                 type(classifier_error).__name__,
             )
             return Outcome.UNCERTAIN
