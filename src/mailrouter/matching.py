@@ -58,7 +58,7 @@ def normalise_domain(domain: str) -> str:
 
 def _normalise_pattern_domain(pattern: str) -> str:
     """``normalise_domain`` for a glob: labels with wildcards stay as given."""
-    labels = pattern.lower().split(".")
+    labels = pattern.lower().rstrip(".").split(".")
     return ".".join(
         label if _GLOB_CHARS & set(label) else normalise_domain(label) for label in labels
     )

@@ -28,8 +28,6 @@ W_NO_SOCKET_TIMEOUT = "mailrouter.W104"
 
 @checks.register("mailrouter", checks.Tags.caches)
 def check_health_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    if settings.DEBUG:
-        return []
     from ..checks import router_options
 
     try:
@@ -46,6 +44,22 @@ def check_health_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
         if not health.enabled:
             continue
         label = router_label(alias, table)
+        if health.cache is not None:
+            try:
+                kind = cache_kind(caches[health.cache])
+            except Exception as error:
+                # An error in any setting (a misspelt BACKEND), DEBUG or not.
+                messages.append(
+                    checks.Error(
+                        f"{label}: health['cache'] {health.cache!r} cannot be created: "
+                        f"{type(error).__name__}: {error}",
+                        hint=f"Check CACHES[{health.cache!r}]['BACKEND'].",
+                        id="mailrouter.E101",
+                    )
+                )
+                continue
+        if settings.DEBUG:
+            continue
         hint = (
             "Point health['cache'] at a CACHES alias using "
             "django.core.cache.backends.redis.RedisCache (or memcached)."
@@ -58,17 +72,6 @@ def check_health_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
                     "outage on its own",
                     hint=hint + f" Silence {W_EMBEDDED} if this site runs one process.",
                     id=W_EMBEDDED,
-                )
-            )
-            continue
-        try:
-            kind = cache_kind(caches[health.cache])
-        except Exception as error:
-            messages.append(
-                checks.Error(
-                    f"{label}: health['cache'] {health.cache!r} cannot be created: "
-                    f"{type(error).__name__}: {error}",
-                    id="mailrouter.E101",
                 )
             )
             continue
