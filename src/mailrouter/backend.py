@@ -197,6 +197,8 @@ class RouterBackend(BaseEmailBackend):
             )
         finally:
             _ROUTING.reset(token)
+        # Again: a nested router it went through has set its own.
+        message.mailrouter_route = selection.route  # type: ignore[attr-defined]
         message.sent_using = result.sent_using  # type: ignore[attr-defined]
         message.mailrouter_attempts = result.attempts  # type: ignore[attr-defined]
         message.mailrouter_status = result.status  # type: ignore[attr-defined]
