@@ -213,7 +213,7 @@ def test_a_domain_routes_the_same_however_it_is_spelt(
     assert message.sent_using == "a", (pattern, host)  # type: ignore[attr-defined]
 
 
-NAMES = st.sampled_from(["", "Ann", '"Doe, Ann"', "Jörg", '"a@b.de"'])
+NAMES = st.sampled_from(["", "Ann", '"Doe, Ann"', "Jörg", '"a@b.de"', "Ann B. Smith", "A <"])
 COMMENTS = st.sampled_from(["", " (work)", " (x@evil.com)", " (nested (comment))"])
 DOMAINS = st.sampled_from(["x.de", "Bücher.DE", "xn--bcher-kva.at", "mail.example.COM"])
 
@@ -229,6 +229,24 @@ def test_every_matcher_reads_the_domain_django_sends_to(
     except ValueError:
         return  # Django would refuse to send it; nothing to route
     assert domain_of(address) == normalise_domain(sent.rpartition("@")[2])
+
+
+ADDRESS_TEXT = st.text(alphabet='aZ.+-_ö@<>"(),;:[] \\', min_size=1, max_size=24)
+
+
+def fast_path_addresses() -> st.SearchStrategy[str]:
+    from mailrouter.matching import _SIMPLE_ADDRESS
+
+    return st.from_regex(_SIMPLE_ADDRESS)
+
+
+@hypothesis_settings(max_examples=examples(100), deadline=None)
+@given(text=ADDRESS_TEXT | fast_path_addresses())
+def test_the_fast_path_reads_addresses_as_the_header_parser_does(text: str) -> None:
+    from mailrouter.matching import _SIMPLE_ADDRESS, _parse_address, _parse_with_header_parser
+
+    if _SIMPLE_ADDRESS.match(text):
+        assert _parse_address.__wrapped__(text) == _parse_with_header_parser(text)
 
 
 def test_an_address_with_a_comment_takes_its_route(configure: Any) -> None:

@@ -64,8 +64,29 @@ def _normalise_pattern_domain(pattern: str) -> str:
     )
 
 
+_ATEXT = r"[\w!#$%&'*+\-/=?^`{|}~]+"
+_LOCAL = rf"{_ATEXT}(?:\.{_ATEXT})*"
+_DOMAIN = r"[\w\-]+(?:\.[\w\-]+)*"
+#: ``local@domain`` or ``Display Name <local@domain>`` with nothing the header
+#: parser would read differently (no quotes, comments, groups, literals, odd
+#: white space): the common case, answered without the parser, which costs
+#: ~200 us per address. Tested against the parser by a property test.
+_SIMPLE_ADDRESS = re.compile(
+    rf"^[ \t]*(?:[\w!#$%&'*+\-/=?^`{{|}}~. \t]*<({_LOCAL})@({_DOMAIN})>|({_LOCAL})@({_DOMAIN}))"
+    r"[ \t]*\Z"
+)
+
+
 @lru_cache(maxsize=4096)
 def _parse_address(address: str) -> tuple[str, str]:
+    simple = _SIMPLE_ADDRESS.match(address)
+    if simple is not None:
+        local, domain = simple.group(1, 2) if simple.group(1) else simple.group(3, 4)
+        return _normalised(local, domain)
+    return _parse_with_header_parser(address)
+
+
+def _parse_with_header_parser(address: str) -> tuple[str, str]:
     try:
         mailboxes = AddressHeader.value_parser(address).all_mailboxes
     except Exception:  # the stdlib parser raises assorted errors on garbage
@@ -78,9 +99,12 @@ def _parse_address(address: str) -> tuple[str, str]:
         if "<" in address:
             address = address.rpartition("<")[2].partition(">")[0]
         local, _, domain = address.strip().rpartition("@")
+    return _normalised(local, domain)
+
+
+def _normalised(local: str, domain: str) -> tuple[str, str]:
     domain = normalise_domain(domain)
-    spec = f"{local.lower()}@{domain}" if domain else local.lower()
-    return spec, domain
+    return (f"{local.lower()}@{domain}" if domain else local.lower()), domain
 
 
 def parse_address(address: object) -> tuple[str, str]:
