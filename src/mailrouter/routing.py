@@ -2,7 +2,11 @@
 
 Precedence: a legacy per-message ``connection`` (other than the router
 itself) wins, then a per-message pin ``message.mailers``, then the first route
-whose ``when`` matches.
+whose ``when`` matches. A router nested below another routes by its routes
+only: the outer router already honoured the pin or connection.
+
+Selection gets what it needs as values and callbacks (``RoutingContext``),
+never the router itself.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ increments atomically. Local memory and the dummy cache are per process (or
 nothing); file and database caches are shared but count with get-then-set, so
 concurrent failures are lost. With ``DEBUG`` off (production) such a cache gets
 a warning; the embedded default gets its own id so a single-process
-deployment can silence just that one.
+deployment can silence just that one. A health cache that cannot be created
+at all (a misspelt ``BACKEND``) is an error, ``mailrouter.E101``, whatever
+``DEBUG`` is.
 """
 
 from __future__ import annotations
