@@ -373,3 +373,22 @@ def test_explain_is_a_public_value(configure: Any) -> None:
     assert explanation.as_dict()["candidates"][0]["alias"] == "a"
     unroutable = router.explain(msg(mailers=["zz"]))
     assert unroutable.route == "(pinned)" and "'zz'" in str(unroutable.problem)
+
+
+def test_explain_honours_a_legacy_connection_as_sending_would(configure: Any) -> None:
+    router = configure(LEAVES, {"routes": [{"mailers": ["a"]}]})
+    own, through_router = msg(), msg()
+    for message, connection in ((own, make_router_leaf("b")), (through_router, router)):
+        state = message.__dict__
+        state["_connection" if "_connection" in state else "connection"] = connection
+    assert router.explain(own).route == "(connection)"
+    assert [(c.alias, c.health) for c in router.explain(own).candidates] == [("b", "untracked")]
+    assert router.explain(through_router).route == "#0"
+
+
+def make_router_leaf(alias: str) -> Any:
+    from django.core.mail.backends.locmem import EmailBackend
+
+    backend = EmailBackend()
+    backend.alias = alias
+    return backend

@@ -121,7 +121,9 @@ class RouterBackend(BaseEmailBackend):
         candidate would be tried or skipped. Sends nothing, opens nothing,
         takes no probe lease; with the health cache unreachable the route is
         still shown and each candidate's health is ``unknown``."""
-        return explain_message(message, self._runtime, self.alias)
+        return explain_message(
+            message, self._runtime, self.alias, is_this_router=self._is_this_router
+        )
 
     def open(self) -> bool:
         """Keep leaf connections open across ``send_messages()`` calls until
