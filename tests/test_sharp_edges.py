@@ -189,7 +189,9 @@ def django_sent_address(address: str) -> str:
         return str(backend.prep_address(address, force_ascii=True))
     from django.core.mail.message import sanitize_address
 
-    sent = sanitize_address(address, "utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecated in 6.0, still what it sends with
+        sent = sanitize_address(address, "utf-8")
     return sent.rpartition("<")[2].rstrip(">")
 
 
