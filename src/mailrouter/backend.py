@@ -25,7 +25,7 @@ from .operations import Explanation, explain_message
 from .outcomes import Attempt, MessageStatus
 from .pool import BACKENDS_TAKE_ALIAS, MailerPool
 from .probe import ProbeResult, probe_mailer
-from .routing import RoutingContext, select
+from .routing import Candidate, RoutingContext, select
 from .runtime import RouterRuntime, load_runtime
 
 logger = logging.getLogger("mailrouter")
@@ -37,6 +37,15 @@ logger = logging.getLogger("mailrouter")
 _ROUTING: ContextVar[tuple[tuple[str | None, int], ...]] = ContextVar(
     "mailrouter_routing", default=()
 )
+
+
+def _leads_to_a_router(candidates: tuple[Candidate, ...]) -> bool:
+    """Whether a candidate may be a router (a nested router or a legacy
+    connection object), which must learn that this router is on the path."""
+    for candidate in candidates:  # noqa: SIM110 (a plain loop: runs per message)
+        if not candidate.tracked:
+            return True
+    return False
 
 
 class RouterBackend(BaseEmailBackend):
@@ -184,7 +193,7 @@ class RouterBackend(BaseEmailBackend):
         # Before routing: every failure, even "no route", names the message by it.
         ensure_message_id(message)
         frames = _ROUTING.get()
-        context = self._routing_context(frames, message)
+        context = self._context if not frames else self._routing_context(frames, message)
         selection = select(message, self._runtime.config, self._runtime.table, context)
         message.mailrouter_route = selection.route  # type: ignore[attr-defined]
         if selection.problem is not None:
@@ -192,13 +201,15 @@ class RouterBackend(BaseEmailBackend):
             message.mailrouter_status = MessageStatus.FAILED  # type: ignore[attr-defined]
             report.message_failed(self, message, MessageStatus.FAILED, [], reason)
             return FailedMessage(message, MessageStatus.FAILED, (), reason)
-        token = _ROUTING.set((*frames, (self.alias, id(message))))
-        try:
-            result: DeliveryResult = self._dispatcher.deliver(
-                message, selection.candidates, batch
-            )
-        finally:
-            _ROUTING.reset(token)
+        result: DeliveryResult
+        if _leads_to_a_router(selection.candidates):
+            token = _ROUTING.set((*frames, (self.alias, id(message))))
+            try:
+                result = self._dispatcher.deliver(message, selection.candidates, batch)
+            finally:
+                _ROUTING.reset(token)
+        else:
+            result = self._dispatcher.deliver(message, selection.candidates, batch)
         # Again: a nested router it went through has set its own.
         message.mailrouter_route = selection.route  # type: ignore[attr-defined]
         message.sent_using = result.sent_using  # type: ignore[attr-defined]
@@ -214,8 +225,6 @@ class RouterBackend(BaseEmailBackend):
     def _routing_context(
         self, frames: tuple[tuple[str | None, int], ...], message: EmailMessage
     ) -> RoutingContext:
-        if not frames:
-            return self._context  # the common case: not nested, built once
         outer = tuple(name for name, message_id in frames if message_id == id(message))
         if not outer:
             return self._context  # e.g. a signal receiver sending its own mail

@@ -204,7 +204,7 @@ class Dispatcher:
     def deliver(
         self, message: EmailMessage, candidates: tuple[Candidate, ...], batch: BatchState
     ) -> DeliveryResult:
-        ensure_message_id(message)
+        # The router fixed the Message-ID before routing (``ensure_message_id``).
         snapshot = MessageSnapshot(message)
         result = self._try_in_order(message, candidates, batch, snapshot, use_health=True)
         if result is None:

@@ -12,7 +12,7 @@ never the router itself.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -67,6 +67,16 @@ class RoutingContext:
     is_this_router: Callable[[Any], bool]
     nested_config: Callable[[Candidate], RouterConfig | None]
     matcher_failed: Callable[[str, Exception], None]
+    #: A route's candidates by its aliases, built once per context.
+    built: dict[tuple[str, ...], tuple[Candidate, ...]] = field(
+        default_factory=dict, compare=False
+    )
+
+    def candidates(self, aliases: tuple[str, ...]) -> tuple[Candidate, ...]:
+        built = self.built.get(aliases)
+        if built is None:
+            built = self.built[aliases] = route_candidates(aliases, self.routers)
+        return built
 
     @property
     def nested(self) -> bool:
@@ -169,14 +179,14 @@ def route_message(
     """
     for route in config.routes:
         if route.when is None:
-            return Selection(route.name, route_candidates(route.mailers, context.routers))
+            return Selection(route.name, context.candidates(route.mailers))
         try:
             matched = route.when(message)
         except Exception as error:
             context.matcher_failed(route.name, error)
             continue
         if matched:
-            return Selection(route.name, route_candidates(route.mailers, context.routers))
+            return Selection(route.name, context.candidates(route.mailers))
     names = ", ".join(route.name for route in config.routes)
     return Selection(
         None,
