@@ -57,11 +57,10 @@ class FailedMessage:
     reason: str | None = None
 
     def describe(self) -> str:
+        from .report import message_id_of
+
         message = self.message
-        headers = message.extra_headers or {}
-        message_id = next(
-            (str(v) for k, v in headers.items() if str(k).lower() == "message-id"), "?"
-        )
+        message_id = message_id_of(message)
         recipients = message.recipients()
         text = (
             f"{message_id} {str(message.subject)[:60]!r} "
