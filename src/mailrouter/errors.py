@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from django.core.exceptions import ImproperlyConfigured
 
 from .outcomes import Attempt, MessageStatus
+from .report import message_id_of
 
 if TYPE_CHECKING:
     from django.core.mail import EmailMessage
@@ -57,8 +58,6 @@ class FailedMessage:
     reason: str | None = None
 
     def describe(self) -> str:
-        from .report import message_id_of
-
         message = self.message
         message_id = message_id_of(message)
         recipients = message.recipients()
