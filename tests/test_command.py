@@ -345,12 +345,12 @@ def test_status_shows_each_leafs_timeout_and_where_it_comes_from(
                       "timeout": 10, "timeouts": {"b": 7}})
     rows = {r["alias"]: r for r in json.loads(run("status", "--json")[1])["mailers"]}
     assert (rows["smtp"]["timeout"], rows["smtp"]["timeout_source"]) == (
-        2, "the mailer's own (OPTIONS or backend default)"
+        2, "mailer's own"
     )
     assert (rows["bare_smtp"]["timeout"], rows["bare_smtp"]["timeout_source"]) == (
-        10, "router option timeout"
+        10, "router timeout"
     )
     # Anymail's own 30 s default is a value: the router's timeout does not shorten it.
     assert rows["mailgun"]["timeout"] == 30
-    assert (rows["b"]["timeout"], rows["b"]["timeout_source"]) == (7, "router option timeouts")
-    assert "10s (router option timeout)" in run("status")[1]
+    assert (rows["b"]["timeout"], rows["b"]["timeout_source"]) == (7, "router timeouts")
+    assert "10s (router timeout)" in run("status")[1]

@@ -261,17 +261,17 @@ def effective_timeout(router: ConfiguredRouter, alias: str) -> tuple[float | Non
         return None, f"cannot be built ({type(error).__name__})"
     if alias in config.timeouts:
         apply_timeout(backend, alias, config)
-        return config.timeouts[alias], "router option timeouts"
+        return config.timeouts[alias], "router timeouts"
     own = getattr(backend, "timeout", None)
     if own is not None:
-        return float(own), "the mailer's own (OPTIONS or backend default)"
+        return float(own), "mailer's own"
     apply_timeout(backend, alias, config)
     filled = getattr(backend, "timeout", None)
     if filled is None:
         boto = getattr(getattr(backend, "client_params", None), "get", lambda key: None)("config")
         filled = getattr(boto, "read_timeout", None)
     if filled is not None and config.timeout is not None:
-        return float(filled), "router option timeout"
+        return float(filled), "router timeout"
     return None, "none"
 
 
