@@ -59,12 +59,16 @@ class FailedMessage:
 
     def describe(self) -> str:
         message = self.message
+        # A message that failed for being malformed must still be described.
         message_id = message_id_of(message)
-        recipients = message.recipients()
+        try:
+            count = len(message.recipients())
+            recipients = f"{count} recipient{'s' if count != 1 else ''}"
+        except Exception:
+            recipients = "recipients unknown"
         text = (
-            f"{message_id} {str(message.subject)[:60]!r} "
-            f"({len(recipients)} recipient{'s' if len(recipients) != 1 else ''}): "
-            f"{self.status.value}"
+            f"{message_id} {str(getattr(message, 'subject', ''))[:60]!r} "
+            f"({recipients}): {self.status.value}"
         )
         if self.reason:
             text += f" ({self.reason})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from django.core.mail import EmailMessage
@@ -91,8 +92,10 @@ def message_sent(router: Any, message: EmailMessage, alias: str, attempts: list[
 
 
 def message_id_of(message: EmailMessage) -> str:
-    """The message's Message-ID header, or ``?``."""
-    headers = message.extra_headers or {}
+    """The message's Message-ID header, or ``?`` (also for a malformed message)."""
+    headers = getattr(message, "extra_headers", None)
+    if not isinstance(headers, Mapping):
+        return "?"
     return next((str(v) for k, v in headers.items() if str(k).lower() == "message-id"), "?")
 
 
