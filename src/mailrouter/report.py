@@ -29,6 +29,9 @@ def describe_error(error: BaseException) -> str:
         return " ".join(str(error).split())
     parts = [" ".join(str(arg) for arg in error.args).strip().rstrip(":")]
     root = list(error_chain(error))[-1]
+    cause = error.__cause__
+    if cause is not None and cause is not root:
+        parts.append(type(cause).__name__)  # e.g. requests' SSLError, by its kind only
     if root is not error:
         parts.append(f"{type(root).__name__}: {_OBJECT_REPR.sub('', str(root))}")
     describe_response = getattr(error, "describe_response", None)
