@@ -248,7 +248,7 @@ def test_the_fast_path_reads_addresses_as_the_header_parser_does(text: str) -> N
     from mailrouter.matching import _SIMPLE_ADDRESS, _parse_address, _parse_with_header_parser
 
     if _SIMPLE_ADDRESS.match(text):
-        assert _parse_address(text) == _parse_with_header_parser.__wrapped__(text)
+        assert _parse_address.__wrapped__(text) == _parse_with_header_parser(text)
 
 
 def test_an_address_with_a_comment_takes_its_route(configure: Any) -> None:

@@ -25,7 +25,7 @@ from .operations import Explanation, explain_message
 from .outcomes import Attempt, MessageStatus
 from .pool import BACKENDS_TAKE_ALIAS, MailerPool
 from .probe import ProbeResult, probe_mailer
-from .routing import Candidate, RoutingContext, Selection, select
+from .routing import RoutingContext, Selection, may_reach_a_router, select
 from .runtime import RouterRuntime, load_runtime
 
 logger = logging.getLogger("mailrouter")
@@ -37,15 +37,6 @@ logger = logging.getLogger("mailrouter")
 _ROUTING: ContextVar[tuple[tuple[str | None, int], ...]] = ContextVar(
     "mailrouter_routing", default=()
 )
-
-
-def _leads_to_a_router(candidates: tuple[Candidate, ...]) -> bool:
-    """Whether a candidate may be a router (a nested router or a legacy
-    connection object), which must learn that this router is on the path."""
-    for candidate in candidates:  # noqa: SIM110 (a plain loop: runs per message)
-        if not candidate.tracked:
-            return True
-    return False
 
 
 class RouterBackend(BaseEmailBackend):
@@ -215,7 +206,7 @@ class RouterBackend(BaseEmailBackend):
             report.message_failed(self, message, MessageStatus.FAILED, [], reason)
             return FailedMessage(message, MessageStatus.FAILED, (), reason)
         result: DeliveryResult
-        if _leads_to_a_router(selection.candidates):
+        if may_reach_a_router(selection.candidates):
             token = _ROUTING.set((*frames, (self.alias, id(message))))
             try:
                 result = self._dispatcher.deliver(message, selection.candidates, batch)

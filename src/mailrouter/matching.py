@@ -77,6 +77,7 @@ _SIMPLE_ADDRESS = re.compile(
 )
 
 
+@lru_cache(maxsize=4096)  # senders repeat: most messages share a handful
 def _parse_address(address: str) -> tuple[str, str]:
     simple = _SIMPLE_ADDRESS.match(address)
     if simple is not None:
@@ -85,7 +86,6 @@ def _parse_address(address: str) -> tuple[str, str]:
     return _parse_with_header_parser(address)
 
 
-@lru_cache(maxsize=1024)
 def _parse_with_header_parser(address: str) -> tuple[str, str]:
     try:
         mailboxes = AddressHeader.value_parser(address).all_mailboxes

@@ -122,7 +122,7 @@ def select(message: EmailMessage, config: RouterConfig, table: MailerTable,
     message at once (checked through nested routers before anything is sent).
     """
     selection = _select(message, config, table, context)
-    if selection.problem is None and selection.candidates:
+    if selection.problem is None and may_reach_a_router(selection.candidates):
         loop = find_loop(message, selection.candidates, table, context)
         if loop is not None:
             return Selection(selection.route, problem=loop)
@@ -193,6 +193,15 @@ def route_message(
         problem=f"configuration error: no route matches this message (routes: {names}); "
         "add a catch-all route without 'when'",
     )
+
+
+def may_reach_a_router(candidates: tuple[Candidate, ...]) -> bool:
+    """Whether a candidate may be a router: a nested router, or a legacy
+    connection object (which is not health-tracked either)."""
+    for candidate in candidates:  # noqa: SIM110 (a plain loop: runs per message)
+        if not candidate.tracked:
+            return True
+    return False
 
 
 def find_loop(
