@@ -82,7 +82,7 @@ PYTHON = [b for b in BLOCKS if b.lang == "python"]
 # module, or "tests/<file>.py::<name>" for a test elsewhere that finds the block by
 # the same substring).
 CLAIMS = {
-    'EmailMessage("Rechnung"': "test_quickstart_send",
+    "message.mailrouter_status                    #": "test_quickstart_send",
     'message.mailers = ["transactional", "relay"]': "test_pinned_send",
     '"name": "alerts"': "test_routing_example_routes",
     '"name": "vip"': "test_every_matcher",
@@ -96,6 +96,8 @@ CLAIMS = {
     "def count_sent(": "test_signal_receivers",
     "def mail_ready(": "test_probe_view",
     '"name": "ops"': "test_quickstart_legacy",
+    "class InvoiceMailTests": "test_routing_in_your_own_tests",
+    "explanation = get_connection().explain(message)": "test_explain_example",
     '"LOCATION": "redis://redis.internal:6379/3"': "test_health_example",
 }
 
@@ -426,6 +428,33 @@ def test_health_example() -> None:
         assert health.policy("smtp").failure_threshold == 2
         assert health.policy("smtp").cooldown == 10
         assert health.policy("mailgun").failure_threshold == 5
+
+
+def test_routing_in_your_own_tests() -> None:
+    """The keep_routing example runs as written against the quickstart's EU route."""
+    import unittest
+    from io import StringIO
+
+    namespace = run(block("class InvoiceMailTests"))
+    smtp = {"BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+            "OPTIONS": {"host": "localhost"}}
+    table = {"default": {"BACKEND": ROUTER, "OPTIONS": {"routes": [
+                 {"name": "eu", "when": {"to_domain": ["*.de"]},
+                  "mailers": ["eu_smtp", "eu_backup"]},
+                 {"mailers": ["smtp"]}]}},
+             "eu_smtp": smtp, "eu_backup": smtp, "smtp": smtp}
+    with applied({"MAILERS": table}):
+        mail.outbox = []
+        suite = unittest.defaultTestLoader.loadTestsFromTestCase(namespace["InvoiceMailTests"])
+        result = unittest.TextTestRunner(stream=StringIO()).run(suite)
+    assert result.testsRun == 2 and result.wasSuccessful(), result.failures + result.errors
+
+
+def test_explain_example() -> None:
+    table = settings_of(run(block('"mailers": ["eu_smtp", "eu_backup"]')))["MAILERS"]
+    with applied({"MAILERS": locmem_leaves(table)}):
+        code = claim_of("test_explain_example")
+        assert check_commented_values(code, run(code)) == 3
 
 
 def test_classifier_example() -> None:

@@ -220,7 +220,7 @@ class HealthStore:
     """Breaker state of mailers in one Django cache alias (or embedded memory).
 
     Thread-safe; one instance per cache alias per process (see
-    :func:`store_for`). Every public method returns normally whatever the cache
+    ``store_for``). Every public method returns normally whatever the cache
     does: on a cache error it runs against the per-process fallback.
     """
 
@@ -277,7 +277,7 @@ class HealthStore:
                 return
             self._warned_at = now
         logger.warning(
-            "mailrouter: health cache %s is unreachable (%s); using per-process "
+            "health cache %s is unreachable (%s); using per-process "
             "breaker state until it answers again",
             self.label,
             type(error).__name__,
@@ -290,7 +290,7 @@ class HealthStore:
                 return
             self._failed_at = None
         logger.info(
-            "mailrouter: health cache %s answers again; using shared breaker state",
+            "health cache %s answers again; using shared breaker state",
             self.label,
             extra={"mailrouter_cache": self.cache_alias},
         )
