@@ -1,4 +1,11 @@
-"""Shared fixtures: configure the router in either settings style, per test."""
+"""Fixtures of every test module in this directory.
+
+- ``configure`` / ``style``: configure the router in either settings style;
+- ``smtp_server``: real local SMTP servers, stopped after the test;
+- ``clock``: the controllable clock ``CLOCK`` (tests/health_fixtures.py), reset to ``START``;
+- a fresh per-process health state and call counters for every test (autouse);
+- ``redis_server`` (session) / ``redis`` (per test, emptied and running).
+"""
 
 from __future__ import annotations
 
@@ -15,9 +22,11 @@ from django.test.utils import override_settings
 from hypothesis import settings as hypothesis_settings
 
 from mailrouter.backend import RouterBackend
+from mailrouter.health import store as health_store
 from mailrouter.testing import FaultySMTPServer
 
 from . import fakes
+from .health_fixtures import CLOCK, START, CountingCache, FakeClock, RedisServer, redis_binary
 
 # CI runs a fixed set of examples (a red CI must be reproducible); local runs
 # explore new ones each time. MAILROUTER_EXAMPLES_SCALE=10 explores ten times more.
@@ -122,3 +131,37 @@ def smtp_server() -> Iterator[Callable[..., FaultySMTPServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def clock() -> Iterator[FakeClock]:
+    CLOCK.now = START
+    yield CLOCK
+    CLOCK.now = START
+
+
+@pytest.fixture(autouse=True)
+def _fresh_health_state() -> Iterator[None]:
+    health_store.reset_stores()
+    CountingCache.CALLS.clear()
+    yield
+    health_store.reset_stores()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer(redis_binary())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> Iterator[RedisServer]:
+    """The session's Redis, emptied, and running again after the test."""
+    if redis_server.process is None:
+        redis_server.start()
+    redis_server.flush()
+    yield redis_server
+    if redis_server.process is None:
+        redis_server.start()

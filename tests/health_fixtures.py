@@ -1,4 +1,4 @@
-"""Helpers for the health tests; their fixtures are in tests/health_plugin.py.
+"""Helpers for the health tests; their fixtures are in tests/conftest.py.
 
 - ``CLOCK``: a controllable wall clock; routers use it through the health
   option ``"clock": "tests.health_fixtures.CLOCK"``.

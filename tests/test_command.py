@@ -22,9 +22,6 @@ from mailrouter.testing import FaultySMTPServer
 from . import fakes
 from .health_fixtures import FakeClock, RedisServer, redis_caches
 
-# Fixtures: clock, redis, a fresh health state per test (tests/health_plugin.py).
-pytest_plugins = ["tests.health_plugin"]
-
 SECRET = "hunter2-very-secret"
 HEALTH = {"failure_threshold": 2, "failure_rate": None, "cooldown": 60,
           "clock": "tests.health_fixtures.CLOCK"}

@@ -9,13 +9,8 @@ import pytest
 from django.core import checks
 
 from mailrouter.backend import RouterBackend
-from mailrouter.checks import check_mailrouter
+from mailrouter.checks import check_health_cache, check_mailrouter
 from mailrouter.errors import ConfigurationError
-from mailrouter.health.checks import check_health_cache
-
-# Fixtures: clock, redis, a fresh health state per test (tests/health_plugin.py).
-pytest_plugins = ["tests.health_plugin"]
-
 
 MAILERS = {"a": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"},
            "b": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}

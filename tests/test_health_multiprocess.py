@@ -37,9 +37,6 @@ from mailrouter.testing import FaultySMTPServer
 
 from .health_fixtures import RedisServer, redis_caches
 
-# Fixtures: clock, redis, a fresh health state per test (tests/health_plugin.py).
-pytest_plugins = ["tests.health_plugin"]
-
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 4
 THRESHOLD = 3

@@ -25,9 +25,6 @@ from . import fakes
 from .conftest import make_router
 from .health_fixtures import COUNTING_CACHES, CountingCache, FakeClock
 
-# Fixtures: clock, redis, a fresh health state per test (tests/health_plugin.py).
-pytest_plugins = ["tests.health_plugin"]
-
 MAILERS = {alias: {"BACKEND": "tests.fakes.ScriptedBackend", "OPTIONS": {"name": alias}}
            for alias in ("a", "b", "c")}
 HEALTH = {

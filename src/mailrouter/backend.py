@@ -15,12 +15,14 @@ from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
 from . import report
+from .compat import BACKENDS_TAKE_ALIAS
 from .config import MailerTable, RouterConfig, legacy_settings
 from .delivery import BatchState, DeliveryResult, Dispatcher
 from .errors import ConfigurationError, DeliveryError, FailedMessage
+from .health.breaker import State
 from .health.monitor import build_health
 from .outcomes import Attempt, MessageStatus
-from .pool import BACKENDS_TAKE_ALIAS, MailerPool
+from .pool import MailerPool
 from .probe import ProbeResult, probe_mailer
 from .routing import select
 from .runtime import RouterRuntime, load_runtime
@@ -39,6 +41,9 @@ class RouterBackend(BaseEmailBackend):
     and ``mailrouter_route``. If any message ended without a mailer, it then
     raises one ``DeliveryError`` naming all of them, unless ``fail_silently``.
     """
+
+    #: Marks router classes (``mailrouter.config.ROUTER_MARKER``).
+    is_mailrouter = True
 
     def __init__(
         self, fail_silently: bool = False, *, alias: str | None = None, **options: Any
@@ -70,7 +75,7 @@ class RouterBackend(BaseEmailBackend):
         self._pool = MailerPool(self._runtime.config, self._runtime.table)
         self._dispatcher = Dispatcher(
             self._runtime.config, self._pool, self._runtime.redact, self._attempt_failed,
-            health=build_health(self._runtime.config, self),
+            health=build_health(self._runtime.config, on_state_changed=self._state_changed),
         )
         self._held_open = False
         self._lock = threading.RLock()
@@ -174,3 +179,6 @@ class RouterBackend(BaseEmailBackend):
 
     def _attempt_failed(self, message: EmailMessage, attempt: Attempt) -> None:
         report.attempt_failed(self, message, attempt)
+
+    def _state_changed(self, alias: str, old: State, new: State, reason: str) -> None:
+        report.mailer_state_changed(self, alias, old, new, reason)

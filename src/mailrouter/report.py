@@ -9,6 +9,7 @@ from django.core.mail import EmailMessage
 from django.dispatch import Signal
 
 from . import signals
+from .health.breaker import State
 from .outcomes import Attempt, MessageStatus
 
 logger = logging.getLogger("mailrouter")
@@ -27,6 +28,14 @@ def _send(signal: Signal, sender: type, **kwargs: Any) -> None:
                 type(result).__name__,
                 exc_info=result,
             )
+
+
+def mailer_state_changed(router: Any, alias: str, old: State, new: State, reason: str) -> None:
+    """A mailer's circuit breaker changed state (logged by the health monitor)."""
+    _send(
+        signals.mailer_state_changed, type(router), router=router,
+        alias=alias, old=old, new=new, reason=reason,
+    )
 
 
 def attempt_failed(router: Any, message: EmailMessage, attempt: Attempt) -> None:

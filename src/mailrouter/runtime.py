@@ -16,7 +16,7 @@ from django.core.signals import setting_changed
 
 from .config import MailerTable, RouterConfig, load_mailer_table, parse_router_options
 from .errors import ConfigurationError
-from .pool import leaf_problems
+from .leaves import build_leaves
 from .redaction import Redactor, secrets_in, settings_secrets
 
 
@@ -46,7 +46,7 @@ def load_runtime(alias: str | None, options: Mapping[str, Any]) -> RouterRuntime
         table = load_mailer_table()
         config = parse_router_options(options, alias=alias, table=table)
         redact = build_redactor(table)
-        problems = leaf_problems(config, table, redact)
+        _, problems = build_leaves(config, table, redact)
         if problems:
             raise ConfigurationError(problems)
         runtime = RouterRuntime(config, table, redact)

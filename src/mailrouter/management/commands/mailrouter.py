@@ -30,8 +30,7 @@ from typing import Any
 from django.core.mail import EmailMessage
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...checks import _routers
-from ...config import RouterConfig, is_router_spec, load_mailer_table
+from ...config import RouterConfig, configured_routers, is_router_spec, load_mailer_table
 from ...errors import ConfigurationError
 from ...health.breaker import State
 from ...health.monitor import explain_skip, format_time
@@ -142,7 +141,7 @@ class Command(BaseCommand):
 
     def _load_routers(self) -> list[Router]:
         routers = []
-        for alias, options in _routers(self.table):
+        for alias, options in configured_routers(self.table):
             if not isinstance(options, dict):
                 raise ConfigurationError([f"router {alias!r}: OPTIONS must be a dict"])
             routers.append(Router(alias, load_runtime(alias, options)))

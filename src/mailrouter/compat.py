@@ -1,0 +1,55 @@
+"""Every difference between the supported Django versions (5.2, 6.0, 6.1+), in one place.
+
+Django 6.1 added the ``MAILERS`` setting (``django.core.mail.mailers``), passes
+``alias`` to every backend it builds, has ``InvalidMailer`` for mailer
+configuration errors, and gave ``BaseEmailBackend`` a ``__getattr__``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+import django
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.mail.backends.base import BaseEmailBackend
+
+#: Django 6.1+: the ``MAILERS`` setting exists, and Django passes ``alias`` to
+#: every backend it creates from it.
+HAS_MAILERS = django.VERSION >= (6, 1)
+BACKENDS_TAKE_ALIAS = HAS_MAILERS
+
+if TYPE_CHECKING:
+    InvalidMailer = ImproperlyConfigured
+else:
+    try:  # Django 6.1+: mailer configuration errors have their own class.
+        from django.core.mail import InvalidMailer
+    except ImportError:  # Django < 6.1
+        InvalidMailer = ImproperlyConfigured
+
+#: Django 6.1's ``BaseEmailBackend.__getattr__`` (None before 6.1).
+BASE_BACKEND_GETATTR = BaseEmailBackend.__dict__.get("__getattr__")
+
+
+def uses_mailers_setting() -> bool:
+    """True when leaf mailers come from Django 6.1's ``MAILERS`` setting."""
+    return HAS_MAILERS and hasattr(settings, "MAILERS")
+
+
+def is_overridden(name: str) -> bool:
+    """Whether settings set ``name``, without reading it (Django 6.1 warns on
+    reads of its deprecated email settings)."""
+    return bool(cast(Any, settings).is_overridden(name))
+
+
+def mailers_setting() -> Any:
+    """The ``MAILERS`` setting (call only when ``uses_mailers_setting()``)."""
+    return getattr(settings, "MAILERS")  # noqa: B009 (not in older stubs)
+
+
+def mailer_from_mailers_setting(alias: str) -> BaseEmailBackend:
+    """Mailer ``alias`` built by Django 6.1 itself, exactly as ``send(using=alias)`` would."""
+    from django.core.mail import mailers  # type: ignore[attr-defined,unused-ignore]
+
+    backend: BaseEmailBackend = mailers[alias]
+    return backend
