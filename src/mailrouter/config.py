@@ -25,7 +25,6 @@ ROUTER_OPTION_KEYS = ("routes", "delivery", "classifier", "timeout", "timeouts",
 ROUTE_KEYS = ("name", "when", "mailers")
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-ROUTER_BACKEND = "mailrouter.backend.RouterBackend"
 #: A backend class with this class attribute set to True is a router
 #: (``RouterBackend`` and its subclasses): lets configuration code tell routers
 #: from leaves without importing the backend, which depends on it.

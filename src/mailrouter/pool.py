@@ -47,9 +47,6 @@ class MailerPool:
         if created is not False:
             self._opened[key] = backend
 
-    def is_open(self, key: Any) -> bool:
-        return key in self._opened
-
     def discard(self, key: Any, backend: BaseEmailBackend) -> None:
         """Drop a connection after a failure; the next use reconnects."""
         self._opened.pop(key, None)
