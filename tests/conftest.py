@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from typing import Any
 
-import django
 import pytest
-from django.conf import settings
 from django.core import mail
-from django.test.utils import override_settings
 from hypothesis import settings as hypothesis_settings
 
 from mailrouter.backend import RouterBackend
 from mailrouter.health import store as health_store
 from mailrouter.testing import FaultySMTPServer
+from mailrouter.testing.settings import STYLES, default_mailer, router_settings
 
 from . import fakes
 from .health_fixtures import CLOCK, START, CountingCache, FakeClock, RedisServer, redis_binary
@@ -41,43 +38,9 @@ def examples(count: int) -> int:
     return max(1, round(count * EXAMPLES_SCALE))
 
 
-ROUTER = "mailrouter.backend.RouterBackend"
-HAS_MAILERS = django.VERSION >= (6, 1)
-STYLES = ["mailers", "legacy"] if HAS_MAILERS else ["legacy"]
-
-
-@contextmanager
-def router_settings(
-    mailers: Mapping[str, Any], options: Mapping[str, Any], *, style: str = "auto", **extra: Any
-) -> Iterator[None]:
-    """Configure the router as a user would.
-
-    ``mailers`` style (Django 6.1+): MAILERS with "default" = the router.
-    ``legacy`` style: EMAIL_BACKEND + MAILROUTER, and no MAILERS at all.
-    """
-    if style == "auto":
-        style = "mailers" if HAS_MAILERS else "legacy"
-    if style == "mailers":
-        table = {"default": {"BACKEND": ROUTER, "OPTIONS": dict(options)}, **mailers}
-        with override_settings(MAILERS=table, **extra):
-            yield
-    else:
-        with override_settings(
-            EMAIL_BACKEND=ROUTER,
-            MAILROUTER={"MAILERS": dict(mailers), "OPTIONS": dict(options)},
-            **extra,
-        ):
-            if hasattr(settings, "MAILERS"):
-                del settings.MAILERS
-            yield
-
-
 def make_router() -> RouterBackend:
     """The router exactly as Django's own send path creates it."""
-    if HAS_MAILERS and hasattr(settings, "MAILERS"):
-        backend = mail.mailers["default"]  # type: ignore[attr-defined]
-    else:
-        backend = mail.get_connection()
+    backend = default_mailer()
     assert isinstance(backend, RouterBackend)
     return backend
 

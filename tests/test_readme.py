@@ -16,8 +16,10 @@ from django.core import checks
 from django.core.management import call_command
 
 from mailrouter import Outcome, Stage
+from mailrouter.compat import HAS_MAILERS
+from mailrouter.testing.settings import router_settings
 
-from .conftest import HAS_MAILERS, make_router, router_settings
+from .conftest import make_router
 
 # The quickstart names SendGrid (as the brief does); Anymail warns it is unsupported.
 pytestmark = pytest.mark.filterwarnings("ignore::anymail.exceptions.AnymailNotSupportedWarning")
