@@ -20,10 +20,11 @@ from hypothesis import settings as hypothesis_settings
 from mailrouter.backend import RouterBackend
 from mailrouter.health import store as health_store
 from mailrouter.testing import FaultySMTPServer
+from mailrouter.testing.redis import RedisServer
 from mailrouter.testing.settings import STYLES, default_mailer, router_settings
 
 from . import fakes
-from .health_fixtures import CLOCK, START, CountingCache, FakeClock, RedisServer, redis_binary
+from .health_fixtures import CLOCK, START, CountingCache, FakeClock, redis_binary
 
 # CI runs a fixed set of examples (a red CI must be reproducible); local runs
 # explore new ones each time. MAILROUTER_EXAMPLES_SCALE=10 explores ten times more.

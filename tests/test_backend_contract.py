@@ -17,6 +17,7 @@ from mailrouter.outcomes import MessageStatus, Outcome
 from . import fakes
 from .conftest import LOCMEM
 from .messages import kinds, msg
+from .processes import child_env
 
 SCRIPTED = "tests.fakes.ScriptedBackend"
 MAILERS = {alias: {"BACKEND": SCRIPTED, "OPTIONS": {"name": alias}} for alias in ("a", "b", "c")}
@@ -284,7 +285,6 @@ print(message.extra_headers["Message-ID"])
 @pytest.mark.parametrize(("change", "same_id"), [("same", True), ("changed", False)])
 def test_a_message_retried_in_another_process_keeps_its_id(change: str, same_id: bool) -> None:
     """A task queue retries a pickled message in another worker process."""
-    import os
     import pickle
     import subprocess
     import sys
@@ -293,11 +293,10 @@ def test_a_message_retried_in_another_process_keeps_its_id(change: str, same_id:
 
     message = msg()
     ensure_message_id(message)
-    env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
     completed = subprocess.run(
         [sys.executable, "-c", SEND_AGAIN_ELSEWHERE, change],
-        input=pickle.dumps(message), capture_output=True, env=env, timeout=60, check=True,
+        input=pickle.dumps(message), capture_output=True, timeout=60, check=True,
+        env=child_env(PYTHONHASHSEED="12345"),
     )
     elsewhere = completed.stdout.decode().strip()
     assert (elsewhere == message.extra_headers["Message-ID"]) is same_id

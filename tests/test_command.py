@@ -18,9 +18,10 @@ from django.core.management import CommandError, call_command
 from mailrouter.backend import RouterBackend
 from mailrouter.health.store import LastError, store_for
 from mailrouter.testing import FaultySMTPServer
+from mailrouter.testing.redis import RedisServer
 
 from . import fakes
-from .health_fixtures import FakeClock, RedisServer, redis_caches
+from .health_fixtures import FakeClock, redis_caches
 
 SECRET = "hunter2-very-secret"
 HEALTH = {"failure_threshold": 2, "failure_rate": None, "cooldown": 60,

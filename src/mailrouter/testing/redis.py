@@ -23,6 +23,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def redis_cache_settings(url: str) -> dict[str, Any]:
+    """A ``CACHES`` entry for Django's ``RedisCache`` at ``url``, with short
+    socket timeouts so a hanging server cannot hang sends (check ``W104``)."""
+    return {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": url,
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+    }
+
+
 class RedisServer:
     """``redis-server`` on a free port of 127.0.0.1, without persistence."""
 
@@ -33,19 +43,15 @@ class RedisServer:
         self.binary = found
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self._client: Any = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def cache_settings(self, **options: Any) -> dict[str, Any]:
-        """A ``CACHES`` entry for Django's ``RedisCache`` on this server, with
-        short socket timeouts (see system check ``mailrouter.W104``)."""
-        return {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": self.url,
-            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5, **options},
-        }
+    def cache_settings(self) -> dict[str, Any]:
+        """A ``CACHES`` entry for Django's ``RedisCache`` on this server."""
+        return redis_cache_settings(self.url)
 
     def start(self, timeout: float = 10) -> Self:
         """Start the server and wait until it answers ``PING``."""
@@ -71,12 +77,16 @@ class RedisServer:
             self.process.kill()
             self.process.wait(timeout=10)
             self.process = None
+            self._client = None
 
     def client(self) -> Any:
-        """A ``redis.Redis`` client of this server."""
-        import redis
+        """This object's ``redis.Redis`` client of the server (one connection,
+        so counting commands does not count its handshakes)."""
+        if self._client is None:
+            import redis
 
-        return redis.Redis(port=self.port)
+            self._client = redis.Redis(port=self.port)
+        return self._client
 
     def flush(self) -> None:
         """Delete every key."""
