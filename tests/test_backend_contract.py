@@ -13,6 +13,7 @@ from mailrouter import signals
 from mailrouter.compat import HAS_MAILERS
 from mailrouter.errors import DeliveryError
 from mailrouter.outcomes import MessageStatus, Outcome
+from mailrouter.pool import MailerPool
 
 from . import fakes
 from .conftest import LOCMEM
@@ -98,6 +99,13 @@ def test_close_without_open_is_harmless(configure: Any) -> None:
     router = configure(MAILERS, FAILOVER)
     router.close()
     router.close()
+    assert (fakes.OPEN_CALLS["a"], fakes.CLOSE_CALLS["a"]) == (0, 0)
+    # Closing again after a held-open send closes each connection once.
+    with router:
+        router.send_messages([msg()])
+    router.close()
+    assert (fakes.OPEN_CALLS["a"], fakes.CLOSE_CALLS["a"]) == (1, 1)
+    assert router.send_messages([msg()]) == 1  # still usable
 
 
 def test_context_manager_keeps_connections_open_across_calls(configure: Any) -> None:
@@ -129,10 +137,15 @@ def test_batch_opens_each_mailer_once_and_closes_what_it_opened(configure: Any) 
 
 def test_connection_the_caller_opened_is_left_open(configure: Any) -> None:
     router = configure(MAILERS, FAILOVER)
-    leaf = router._pool.backend("a")
+    pool = MailerPool(router.config, router.mailer_table)
+    leaf = pool.backend("a")
     leaf.open()
-    router.send_messages([msg()])
-    assert leaf.connected
+    pool.ensure_open("a", leaf)  # the leaf says it was open already
+    pool.close_all()
+    assert leaf.connected and fakes.CLOSE_CALLS["a"] == 0
+    pool.ensure_open("b", pool.backend("b"))
+    pool.close_all()
+    assert fakes.CLOSE_CALLS["b"] == 1
 
 
 def test_alias_is_set(configure: Any, style: str) -> None:
