@@ -15,7 +15,7 @@ from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
 from . import report
-from .compat import BACKENDS_TAKE_ALIAS
+from .compat import BACKENDS_TAKE_ALIAS, drop_ignored_options
 from .config import MailerTable, RouterConfig, legacy_settings
 from .delivery import BatchState, DeliveryResult, Dispatcher
 from .errors import ConfigurationError, DeliveryError, FailedMessage
@@ -48,11 +48,7 @@ class RouterBackend(BaseEmailBackend):
     def __init__(
         self, fail_silently: bool = False, *, alias: str | None = None, **options: Any
     ) -> None:
-        # Django 6.1 passes this when building the default mailer for legacy
-        # get_connection(**kwargs) calls; those kwargs are not router options.
-        ignored = options.pop("_ignore_unknown_kwargs", None) or ()
-        for name in ignored:
-            options.pop(name, None)
+        drop_ignored_options(options)
         if BACKENDS_TAKE_ALIAS:
             super().__init__(alias=alias)
         else:

@@ -1,8 +1,11 @@
 """Every difference between the supported Django versions (5.2, 6.0, 6.1+), in one place.
 
 Django 6.1 added the ``MAILERS`` setting (``django.core.mail.mailers``), passes
-``alias`` to every backend it builds, has ``InvalidMailer`` for mailer
-configuration errors, and gave ``BaseEmailBackend`` a ``__getattr__``.
+``alias`` to every backend it builds (and ``_ignore_unknown_kwargs`` to the
+default one), has ``InvalidMailer`` for mailer configuration errors, gave
+``BaseEmailBackend`` a ``__getattr__``, and warns when deprecated ``EMAIL_*``
+settings are read. (``routing.legacy_connection`` reads a message's
+deprecated ``connection`` without that warning.)
 """
 
 from __future__ import annotations
@@ -29,6 +32,15 @@ else:
 
 #: Django 6.1's ``BaseEmailBackend.__getattr__`` (None before 6.1).
 BASE_BACKEND_GETATTR = BaseEmailBackend.__dict__.get("__getattr__")
+
+
+def drop_ignored_options(options: dict[str, Any]) -> None:
+    """Remove, in place, the keyword arguments Django 6.1 asks a backend to
+    ignore: when it builds the default mailer for a legacy
+    ``get_connection(**kwargs)`` call, it passes ``_ignore_unknown_kwargs``
+    naming them (they are not router options)."""
+    for name in options.pop("_ignore_unknown_kwargs", None) or ():
+        options.pop(name, None)
 
 
 def uses_mailers_setting() -> bool:
