@@ -63,6 +63,16 @@ def build_leaves(
     return leaves, problems
 
 
+def raise_errors(backend: BaseEmailBackend) -> None:
+    """Switch off a leaf's own ``fail_silently``. Django 6.1 keeps the base
+    class's value in ``_fail_silently`` (reading ``fail_silently`` from it is
+    deprecated); backends with their own attribute keep it in ``fail_silently``."""
+    state = getattr(backend, "__dict__", {})
+    for name in ("fail_silently", "_fail_silently"):
+        if state.get(name):
+            setattr(backend, name, False)
+
+
 def apply_timeout(backend: Any, alias: str, config: RouterConfig) -> None:
     """Bound a leaf's network operations: ``timeouts[alias]`` overrides the
     leaf's own setting; the router-wide ``timeout`` fills in where the leaf

@@ -14,7 +14,7 @@ from typing import Any
 from django.core.mail.backends.base import BaseEmailBackend
 
 from .config import MailerTable, RouterConfig
-from .leaves import apply_timeout, build_mailer
+from .leaves import apply_timeout, build_mailer, raise_errors
 
 logger = logging.getLogger("mailrouter")
 
@@ -33,6 +33,11 @@ class MailerPool:
         backend = self._backends.get(alias)
         if backend is None:
             backend = build_mailer(alias, self._table)
+            # A leaf that swallows its errors (``fail_silently`` in its
+            # OPTIONS) hides at which stage it failed, and the router must know
+            # that to fail over without sending twice. Whether the caller sees
+            # errors is the router's own ``fail_silently``.
+            raise_errors(backend)
             apply_timeout(backend, alias, self._config)
             self._backends[alias] = backend
         return backend
