@@ -39,6 +39,10 @@ def examples(count: int) -> int:
     return max(1, round(count * EXAMPLES_SCALE))
 
 
+# A user's project, run in subprocesses by test_user_project.py.
+collect_ignore = ["user_project"]
+
+
 def make_router() -> RouterBackend:
     """The router exactly as Django's own send path creates it."""
     backend = default_mailer()

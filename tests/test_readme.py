@@ -134,3 +134,26 @@ def test_public_api_example_runs_and_every_export_exists() -> None:
     # The exports are the very objects the router uses, not copies.
     assert (mailrouter.State, mailrouter.ProbeResult) == (State, ProbeResult)
     assert mailrouter.Classifier == Classifier
+
+
+def test_routing_in_your_own_tests_example() -> None:
+    """The keep_routing example runs as written against the MAILERS/MAILROUTER quickstart."""
+    import unittest
+
+    from django.core import mail
+
+    namespace: dict[str, Any] = {}
+    exec(block("class InvoiceMailTests"), namespace)
+    leaves = {alias: {"BACKEND": "django.core.mail.backends.smtp.EmailBackend"}
+              for alias in ("eu_smtp", "eu_backup", "smtp")}
+    options = {"routes": [
+        {"name": "eu", "when": {"to_domain": ["*.de"]}, "mailers": ["eu_smtp", "eu_backup"]},
+        {"mailers": ["smtp"]},
+    ]}
+    with router_settings(leaves, options):
+        mail.outbox = []
+        suite = unittest.defaultTestLoader.loadTestsFromTestCase(namespace["InvoiceMailTests"])
+        result = unittest.TextTestRunner(stream=StringIO()).run(suite)
+    assert result.testsRun == 2 and result.wasSuccessful(), result.failures + result.errors
+    fixture_code = block("def _keep_routing")
+    compile(fixture_code, "README", "exec")

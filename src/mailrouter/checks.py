@@ -10,7 +10,8 @@ Registered from ``MailRouterConfig.ready``. One function per tag:
   database caches are shared but count with get-then-set, so concurrent
   failures are lost. With ``DEBUG`` off (production) such a cache gets a
   warning; the embedded default gets its own id so a single-process deployment
-  can silence just that one.
+  can silence just that one. A health cache that cannot be created at all (a
+  misspelt ``BACKEND``) is an error, ``mailrouter.E101``, whatever ``DEBUG`` is.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from django.core.cache import caches
 from .config import (
     MailerTable,
     backend_class,
-    configured_routers,
     load_mailer_table,
     parse_router_options,
     router_label,
+    router_options,
 )
 from .errors import ConfigurationError
 from .health.store import cache_kind
@@ -56,7 +57,7 @@ def check_mailrouter(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
                     id="mailrouter.E002",
                 )
             )
-    for router_alias, options in configured_routers(table):
+    for router_alias, options in router_options(table):
         label = router_label(router_alias, table)
         if not isinstance(options, Mapping):
             messages.append(checks.Error(f"{label}: OPTIONS must be a dict", id="mailrouter.E001"))
@@ -100,14 +101,12 @@ def _self_retrying_leaves(
 
 @checks.register("mailrouter", checks.Tags.caches)
 def check_health_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    if settings.DEBUG:
-        return []
     try:
         table = load_mailer_table()
     except ConfigurationError:
         return []  # reported by mailrouter.E001
     messages: list[checks.CheckMessage] = []
-    for alias, options in configured_routers(table):
+    for alias, options in router_options(table):
         try:
             config = parse_router_options(options, alias=alias, table=table)
         except (ConfigurationError, TypeError, AttributeError):
@@ -116,6 +115,22 @@ def check_health_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
         if not health.enabled:
             continue
         label = router_label(alias, table)
+        if health.cache is not None:
+            try:
+                kind = cache_kind(caches[health.cache])
+            except Exception as error:
+                # An error in any setting (a misspelt BACKEND), DEBUG or not.
+                messages.append(
+                    checks.Error(
+                        f"{label}: health['cache'] {health.cache!r} cannot be created: "
+                        f"{type(error).__name__}: {error}",
+                        hint=f"Check CACHES[{health.cache!r}]['BACKEND'].",
+                        id="mailrouter.E101",
+                    )
+                )
+                continue
+        if settings.DEBUG:
+            continue
         hint = (
             "Point health['cache'] at a CACHES alias using "
             "django.core.cache.backends.redis.RedisCache (or memcached)."
@@ -128,17 +143,6 @@ def check_health_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
                     "outage on its own",
                     hint=hint + f" Silence {W_EMBEDDED} if this site runs one process.",
                     id=W_EMBEDDED,
-                )
-            )
-            continue
-        try:
-            kind = cache_kind(caches[health.cache])
-        except Exception as error:
-            messages.append(
-                checks.Error(
-                    f"{label}: health['cache'] {health.cache!r} cannot be created: "
-                    f"{type(error).__name__}: {error}",
-                    id="mailrouter.E101",
                 )
             )
             continue

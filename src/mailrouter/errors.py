@@ -13,6 +13,14 @@ if TYPE_CHECKING:
     from django.core.mail import EmailMessage
 
 
+def message_id_of(message: EmailMessage) -> str:
+    """The message's Message-ID header, or ``?`` (also for a malformed message)."""
+    headers = getattr(message, "extra_headers", None)
+    if not isinstance(headers, Mapping):
+        return "?"
+    return next((str(v) for k, v in headers.items() if str(k).lower() == "message-id"), "?")
+
+
 class MailRouterError(Exception):
     """Base class of every exception django-mailrouter raises:
     ``except mailrouter.MailRouterError`` catches them all."""
@@ -55,12 +63,7 @@ class FailedMessage:
     def describe(self) -> str:
         message = self.message
         # A message that failed for being malformed must still be described.
-        headers = getattr(message, "extra_headers", None)
-        message_id = "?"
-        if isinstance(headers, Mapping):
-            message_id = next(
-                (str(v) for k, v in headers.items() if str(k).lower() == "message-id"), "?"
-            )
+        message_id = message_id_of(message)
         try:
             count = len(message.recipients())
             recipients = f"{count} recipient{'s' if count != 1 else ''}"

@@ -20,6 +20,7 @@ from .config import MailerTable, RouterConfig
 from .errors import MailRouterError
 from .leaves import apply_timeout, build_mailer
 from .outcomes import Outcome
+from .report import describe_error
 
 
 class ProbeFailed(MailRouterError):
@@ -74,7 +75,7 @@ def probe_mailer(
             seconds=time.perf_counter() - started,
             outcome=outcome,
             error_type=type(error).__name__,
-            error=redact(str(error)),
+            error=redact(describe_error(error)),
         )
     return ProbeResult(alias, ok=True, seconds=time.perf_counter() - started, detail=detail)
 
