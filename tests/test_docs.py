@@ -97,6 +97,7 @@ CLAIMS = {
     "def mail_ready(": "test_probe_view",
     '"name": "ops"': "test_quickstart_legacy",
     "class InvoiceMailTests": "test_routing_in_your_own_tests",
+    "mailrouter.MailRouterError": "test_public_api",
     "explanation = get_connection().explain(message)": "test_explain_example",
     '"LOCATION": "redis://redis.internal:6379/3"': "test_health_example",
 }
@@ -294,6 +295,22 @@ def test_every_router_option_is_documented() -> None:
     options = settings_of(run(block('"clock": "time.time"')))["MAILERS"]["default"]["OPTIONS"]
     assert set(options) == set(ROUTER_OPTION_KEYS)
     assert set(options["health"]) == set(HEALTH_KEYS)
+
+
+def test_public_api() -> None:
+    """The example runs, every export is listed on the page, and the exports are
+    the very objects the router uses, not copies."""
+    import mailrouter
+    from mailrouter.classify import Classifier
+    from mailrouter.health.breaker import State
+    from mailrouter.probe import ProbeResult
+
+    run(block("mailrouter.MailRouterError"))
+    page = (DOCS / "reference/public-api.md").read_text()
+    listed = set(re.findall(r"`~mailrouter\.(\w+)`", page))
+    assert listed == set(mailrouter.__all__)
+    assert (mailrouter.State, mailrouter.ProbeResult) == (State, ProbeResult)
+    assert mailrouter.Classifier == Classifier
 
 
 def test_every_matcher_is_documented() -> None:
