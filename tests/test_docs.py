@@ -336,14 +336,18 @@ def test_every_command_option_and_exit_code_is_documented() -> None:
     from mailrouter.management.commands import mailrouter as command
 
     page = (DOCS / "reference/commands.md").read_text()
-    parser = command.Command().create_parser("manage.py", "mailrouter")
-    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    for name, subparser in sub.choices.items():
-        assert re.search(rf"^### .*`{name}\b", page, re.M), name
-        for action in subparser._actions:
+
+    def check(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, subparser in action.choices.items():
+                    assert re.search(rf"^#+ .*`{path}{name}\b", page, re.M), path + name
+                    check(subparser, f"{path}{name} ")
             for option in action.option_strings:
                 if option not in ("-h", "--help"):
-                    assert f"`{option}" in page or f", `{option}" in page, (name, option)
+                    assert f"`{option}" in page, (path, option)
+
+    check(command.Command().create_parser("manage.py", "mailrouter"), "")
     codes = {value for key, value in vars(command).items() if key.startswith("EXIT_")}
     for code in {0} | codes:
         assert f"| `{code}` |" in page
