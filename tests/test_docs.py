@@ -343,7 +343,7 @@ def test_every_command_option_and_exit_code_is_documented() -> None:
                 for name, subparser in action.choices.items():
                     assert re.search(rf"^#+ .*`{path}{name}\b", page, re.M), path + name
                     check(subparser, f"{path}{name} ")
-            for option in action.option_strings:
+            for option in action.option_strings if path else ():  # top level: Django's own
                 if option not in ("-h", "--help"):
                     assert f"`{option}" in page, (path, option)
 
