@@ -185,8 +185,11 @@ def parse_router_options(
     timeout = _parse_seconds(
         options.get("timeout", DEFAULT_TIMEOUT), f"{label}: 'timeout'", problems
     )
-    timeouts = _parse_timeouts(options.get("timeouts", {}), label, table, problems)
-    health = parse_health(options.get("health", {}), label, table, table.source, problems)
+    routers = frozenset(name for name, spec in table.entries.items() if is_router_spec(spec))
+    timeouts = _parse_timeouts(options.get("timeouts", {}), label, table, routers, problems)
+    health = parse_health(
+        options.get("health", {}), label, table, table.source, problems, routers=routers
+    )
     if not problems:
         problems.extend(find_cycles(alias, routes, table))
     if problems:
@@ -314,7 +317,7 @@ def _parse_seconds(value: Any, where: str, problems: list[str]) -> float | None:
 
 
 def _parse_timeouts(
-    value: Any, label: str, table: MailerTable, problems: list[str]
+    value: Any, label: str, table: MailerTable, routers: frozenset[str], problems: list[str]
 ) -> dict[str, float]:
     if not isinstance(value, Mapping):
         problems.append(f"{label}: 'timeouts' must be a dict of mailer alias → seconds")
@@ -323,6 +326,13 @@ def _parse_timeouts(
     for alias, seconds in value.items():
         if alias not in table:
             problems.append(f"{label}: 'timeouts' names {alias!r}, which is not in {table.source}")
+            continue
+        if alias in routers:
+            # A router sends nothing itself: its mailers' timeouts apply.
+            problems.append(
+                f"{label}: 'timeouts' names {alias!r}, which is a router "
+                "(set the timeouts of the mailers it routes to)"
+            )
             continue
         parsed = _parse_seconds(seconds, f"{label}: 'timeouts'[{alias!r}]", problems)
         if parsed is not None:
