@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -88,35 +89,32 @@ def _clean_outbox() -> Iterator[None]:
 LOCMEM = "django.core.mail.backends.locmem.EmailBackend"
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[Callable[..., FaultySMTPServer]]:
-    """``smtp_server(**kwargs)`` starts a real local SMTP server, stopped after the test."""
-    started: list[FaultySMTPServer] = []
+def started_servers(make: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """A fixture body: ``start(**kwargs)`` starts ``make(**kwargs)``; every
+    server started is stopped after the test."""
+    started: list[Any] = []
 
-    def start(**kwargs: Any) -> FaultySMTPServer:
-        server = FaultySMTPServer(**kwargs).start()
+    def start(**kwargs: Any) -> Any:
+        server = make(**kwargs).start()
         started.append(server)
         return server
 
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[Callable[..., FaultySMTPServer]]:
+    """``smtp_server(**kwargs)`` starts a real local SMTP server, stopped after the test."""
+    yield from started_servers(FaultySMTPServer)
 
 
 @pytest.fixture
 def esp() -> Iterator[Callable[..., FakeESPServer]]:
     """``esp(**kwargs)`` starts a fake ESP server (Mailgun, Postmark, SES APIs),
     stopped after the test."""
-    started: list[FakeESPServer] = []
-
-    def start(**kwargs: Any) -> FakeESPServer:
-        server = FakeESPServer(api_key=API_KEY, **kwargs).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    yield from started_servers(functools.partial(FakeESPServer, api_key=API_KEY))
 
 
 @pytest.fixture
