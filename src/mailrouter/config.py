@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -72,6 +73,11 @@ class MailerTable:
 
     def label(self, alias: str) -> str:
         return f"{self.source}[{alias!r}]"
+
+    @cached_property
+    def routers(self) -> frozenset[str]:
+        """The aliases whose backend is a router (see ``ROUTER_MARKER``)."""
+        return frozenset(alias for alias, spec in self.entries.items() if is_router_spec(spec))
 
 
 @dataclass(frozen=True)
@@ -185,10 +191,9 @@ def parse_router_options(
     timeout = _parse_seconds(
         options.get("timeout", DEFAULT_TIMEOUT), f"{label}: 'timeout'", problems
     )
-    routers = frozenset(name for name, spec in table.entries.items() if is_router_spec(spec))
-    timeouts = _parse_timeouts(options.get("timeouts", {}), label, table, routers, problems)
+    timeouts = _parse_timeouts(options.get("timeouts", {}), label, table, problems)
     health = parse_health(
-        options.get("health", {}), label, table, table.source, problems, routers=routers
+        options.get("health", {}), label, table, table.source, problems, routers=table.routers
     )
     if not problems:
         problems.extend(find_cycles(alias, routes, table))
@@ -317,7 +322,7 @@ def _parse_seconds(value: Any, where: str, problems: list[str]) -> float | None:
 
 
 def _parse_timeouts(
-    value: Any, label: str, table: MailerTable, routers: frozenset[str], problems: list[str]
+    value: Any, label: str, table: MailerTable, problems: list[str]
 ) -> dict[str, float]:
     if not isinstance(value, Mapping):
         problems.append(f"{label}: 'timeouts' must be a dict of mailer alias → seconds")
@@ -327,7 +332,7 @@ def _parse_timeouts(
         if alias not in table:
             problems.append(f"{label}: 'timeouts' names {alias!r}, which is not in {table.source}")
             continue
-        if alias in routers:
+        if alias in table.routers:
             # A router sends nothing itself: its mailers' timeouts apply.
             problems.append(
                 f"{label}: 'timeouts' names {alias!r}, which is a router "
