@@ -23,3 +23,12 @@ message_failed = Signal()
 #: and ``alias``, ``old`` and ``new`` (``mailrouter.health.breaker.State``:
 #: closed, open, half_open) and ``reason`` (redacted text).
 mailer_state_changed = Signal()
+
+#: A mailer's status page changed state, once per change per fleet (the one
+#: process that claims the change sends it). Sent with ``sender`` =
+#: ``RouterBackend`` (no router instance: pages are refreshed in the
+#: background) and ``alias``, ``old`` and ``new``
+#: (``mailrouter.status_pages.record.PageState``: operational, degraded, down,
+#: unknown) and ``reason`` (the page's host and worst component, or why it is
+#: unknown).
+mailer_status_changed = Signal()

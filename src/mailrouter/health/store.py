@@ -10,6 +10,7 @@ Strategy (``breaker``) is separated from storage (this module), as in the
     mailrouter:health:<alias>:drain        drained for maintenance (until, reason)
     mailrouter:health:<alias>:claim:<g>    who makes transition g (cache.add)
     mailrouter:health:<alias>:probe:<g>    the probe lease of opening g (cache.add)
+    mailrouter:health:<alias>:page*        status page record, leases (mailrouter.status_pages)
 
 Everything the hot path needs for all aliases of a router is read with ONE
 ``get_many``. Counters use ``incr`` so concurrent failures from many
@@ -298,11 +299,18 @@ class HealthStore:
     # -- reads -------------------------------------------------------------------
 
     def read(
-        self, aliases: Iterable[str], policy: Callable[[str], BreakerPolicy], now: float
+        self, aliases: Iterable[str], policy: Callable[[str], BreakerPolicy], now: float,
+        *, pages: dict[str, Any] | None = None,
     ) -> dict[str, MailerHealth]:
-        """Every alias's health in ONE cache round trip (``get_many``)."""
+        """Every alias's health in ONE cache round trip (``get_many``).
+
+        ``pages``: aliases whose status page record to read in the same round
+        trip; filled in place (alias → stored value, or None).
+        """
         aliases = list(dict.fromkeys(aliases))
         wanted: dict[str, tuple[str, str, Any]] = {}
+        if pages:
+            wanted.update((key(alias, "page"), (alias, "page", None)) for alias in pages)
         for alias in aliases:
             alias_policy = policy(alias)
             buckets = (
@@ -318,6 +326,9 @@ class HealthStore:
         parts: dict[str, dict[str, Any]] = {}
         for cache_key, value in found.items():
             alias, part, bucket = wanted[cache_key]
+            if part == "page":
+                pages[alias] = value  # type: ignore[index]
+                continue
             entry = parts.setdefault(alias, {"buckets": {}})
             if part == "window":
                 entry["buckets"][bucket] = _as_int(value)
@@ -422,6 +433,18 @@ class HealthStore:
 
     def clear_drain(self, alias: str) -> bool:
         return bool(self._run(lambda cache: cache.delete(key(alias, "drain"))))
+
+    # -- plain values (status pages keep their records and leases here) ----------
+
+    def get_value(self, alias: str, part: str) -> Any:
+        return self._run(lambda cache: cache.get(key(alias, part)))
+
+    def set_value(self, alias: str, part: str, value: Any, ttl: int | None) -> None:
+        self._run(lambda cache: cache.set(key(alias, part), value, ttl))
+
+    def add_value(self, alias: str, part: str, value: Any, ttl: int) -> bool:
+        """``cache.add``: True for exactly one caller until the key expires."""
+        return bool(self._run(lambda cache: cache.add(key(alias, part), value, ttl)))
 
     def check_reachable(self) -> None:
         """Raise the cache's own error if it cannot be reached (for the command)."""

@@ -1,0 +1,141 @@
+"""A status page's state as stored in the health cache, and its effect.
+
+Stored under the mailer's health keys (``mailrouter:health:<alias>:page``)
+as a plain dict, so the hot path reads it in the same ``get_many`` as the
+breakers and decides with two dict lookups, without building objects.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from .settings import StatusPage
+from .sources import Level
+
+#: Health-store key parts (see ``mailrouter.health.store``).
+PAGE = "page"
+#: Held by the one process fetching a page this refresh interval (cache.add).
+LEASE = "page-lease"
+#: Held for HINT_INTERVAL after a webhook hint caused a fetch.
+HINT = "page-hint"
+#: ``page-change:<previous checked_at>:<new state>``: who announces a change.
+CHANGE = "page-change"
+
+
+class PageState(enum.StrEnum):
+    OPERATIONAL = "operational"
+    DEGRADED = "degraded"
+    DOWN = "down"
+    #: Not fetched yet, unreachable, not understood, or too old: no effect.
+    UNKNOWN = "unknown"
+
+
+STATE_OF_LEVEL = {
+    Level.OPERATIONAL: PageState.OPERATIONAL,
+    Level.DEGRADED: PageState.DEGRADED,
+    Level.DOWN: PageState.DOWN,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PageRecord:
+    """What the last refresh found.
+
+    ``worst`` is the worst watched component as last read successfully;
+    ``error`` why the latest refresh could not read the page (state unknown).
+    """
+
+    state: PageState
+    checked_at: float
+    worst: str = ""
+    fetched_at: float | None = None
+    error: str | None = None
+    etag: str | None = None
+    #: The URL the record was read from: a record of another URL (after a
+    #: configuration change) is ignored.
+    url: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value, "checked_at": self.checked_at, "worst": self.worst,
+            "fetched_at": self.fetched_at, "error": self.error, "etag": self.etag,
+            "url": self.url,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PageRecord | None:
+        if not isinstance(data, Mapping):
+            return None
+        try:
+            fetched = data.get("fetched_at")
+            return cls(
+                PageState(data["state"]), float(data["checked_at"]), str(data.get("worst", "")),
+                None if fetched is None else float(fetched),
+                None if data.get("error") is None else str(data["error"]),
+                None if data.get("etag") is None else str(data["etag"]),
+                str(data.get("url", "")),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def current_state(page: StatusPage, raw: Any, now: float) -> PageState:
+    """The state routing acts on: unknown when missing, foreign or too old."""
+    if not isinstance(raw, Mapping) or raw.get("url") != page.url:
+        return PageState.UNKNOWN
+    checked = raw.get("checked_at")
+    if not isinstance(checked, (int, float)) or now - checked > page.stale_after:
+        return PageState.UNKNOWN
+    try:
+        return PageState(str(raw.get("state")))
+    except ValueError:
+        return PageState.UNKNOWN
+
+
+def reason(page: StatusPage, raw: Any) -> str:
+    """Why routing acts on the page (``raw``: a record whose state is known)."""
+    return f"status page {page.host} says {raw.get('worst') or raw.get('state')}"
+
+
+_NONE: Mapping[str, str] = MappingProxyType({})
+
+
+def effects(
+    pages: Mapping[str, StatusPage],
+    found: Mapping[str, Any],
+    now: float,
+    stale: Callable[[StatusPage], None],
+) -> tuple[Mapping[str, str], Mapping[str, str]]:
+    """(aliases to skip → reason, aliases to try last → reason), calling
+    ``stale(page)`` for every page due for a refresh. No I/O."""
+    skip: dict[str, str] | None = None
+    demote: dict[str, str] | None = None
+    for alias, page in pages.items():
+        raw = found.get(alias)
+        if (
+            type(raw) is dict
+            and raw.get("state") == "operational"
+            and raw.get("url") == page.url
+            and type(checked := raw.get("checked_at")) is float
+            and now - checked < page.refresh
+        ):
+            continue  # the common case, decided without building anything
+        checked = raw.get("checked_at") if isinstance(raw, Mapping) else None
+        if (  # due for a refresh (or never fetched, or fetched for another URL)
+            not isinstance(checked, (int, float))
+            or now - checked >= page.refresh
+            or raw.get("url") != page.url  # type: ignore[union-attr]
+        ):
+            stale(page)
+        state = current_state(page, raw, now)
+        if state is PageState.DOWN:
+            skip = skip or {}
+            skip[alias] = reason(page, raw)
+        elif state is PageState.DEGRADED:
+            demote = demote or {}
+            demote[alias] = reason(page, raw)
+    return skip or _NONE, demote or _NONE
