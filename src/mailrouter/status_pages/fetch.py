@@ -10,7 +10,9 @@ short text that never contains the URL (it may carry a token).
 
 from __future__ import annotations
 
+import functools
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -64,7 +66,10 @@ def fetch(
 ) -> Fetched:
     """GET ``url`` within ``timeout`` seconds in total; raise FetchError."""
     deadline = time.monotonic() + timeout
-    handlers: list[Any] = [_SameHostRedirects(url, allow_http)]
+    handlers: list[Any] = [
+        _SameHostRedirects(url, allow_http),
+        urllib.request.HTTPSHandler(context=_tls_context()),
+    ]
     if urlsplit(url).hostname in _LOOPBACK:
         handlers.append(urllib.request.ProxyHandler({}))  # a proxy cannot reach our loopback
     opener = urllib.request.build_opener(*handlers)
@@ -90,6 +95,12 @@ def fetch(
     except Exception as error:  # http.client's protocol errors, bad URLs
         raise FetchError(f"failed: {type(error).__name__}") from None
     return Fetched(_parse(body), etag)
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    # Loading the CA store costs tens of milliseconds: once per process.
+    return ssl.create_default_context()
 
 
 def _read_bounded(response: Any, deadline: float, max_body: int) -> bytes:
