@@ -8,6 +8,7 @@ huge bodies, redirects, and ETag/304. It counts requests per path.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -106,10 +107,8 @@ class StatusPageServer:
                 if etag is not None:
                     self.send_header("ETag", etag)
                 self.end_headers()
-                try:
+                with contextlib.suppress(OSError):  # the client gave up (size cap, timeout)
                     self.wfile.write(body)
-                except OSError:
-                    pass  # the client gave up (size cap, timeout)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -9,7 +9,6 @@ server, random fault schedules on scripted mailers, random batches.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 from django.core.mail import EmailMessage
