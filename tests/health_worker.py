@@ -8,12 +8,13 @@ Usage: ``python -m tests.health_worker CONFIG_JSON``. CONFIG_JSON holds:
 - ``interval``: seconds to wait between two messages;
 - ``primary_port`` / ``backup_port``: local SMTP servers; ``timeout``: SMTP timeout;
 - ``health``: the router's ``health`` option (JSON) or false;
-- ``redis``: Redis URL for the health cache, or null (per-process state).
+- ``redis``: Redis URL for the health cache, or null (per-process state);
+- ``status_pages``: the router's ``status_pages`` option (optional).
 
 Each message is sent on its own, as ``send_mail()`` does in a web request,
 through the router configured the legacy way (works on every Django version).
 One log line per message: start/end time, status, attempts; one line per
-``mailer_state_changed`` signal this process sent.
+``mailer_state_changed`` / ``mailer_status_changed`` signal this process sent.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ def configure(config: dict[str, Any]) -> None:
                 "backup": {**smtp, "OPTIONS": {"host": "127.0.0.1", "port": config["backup_port"],
                                                "timeout": config["timeout"]}},
             },
-            "OPTIONS": {"routes": [{"mailers": ["primary", "backup"]}], "health": health},
+            "OPTIONS": {"routes": [{"mailers": ["primary", "backup"]}], "health": health,
+                        **({"status_pages": config["status_pages"]}
+                           if config.get("status_pages") else {})},
         },
         LOGGING_CONFIG=None,
     )
@@ -81,6 +84,12 @@ def main() -> None:
                               "old": str(old), "new": str(new)}) + "\n")
 
     signals.mailer_state_changed.connect(on_state)
+
+    def on_status(sender: Any, alias: str, old: Any, new: Any, reason: str, **_: Any) -> None:
+        log.write(json.dumps({"w": worker, "event": "status", "t": time.time(), "alias": alias,
+                              "old": str(old), "new": str(new)}) + "\n")
+
+    signals.mailer_status_changed.connect(on_status)
     count = config.get("count")
     sent = 0
     while not os.path.exists(config["stop"]) and (count is None or sent < count):

@@ -65,6 +65,7 @@ class StatusPageServer:
     def __init__(self) -> None:
         self.pages: dict[str, Page] = {}
         self.hits: Counter[str] = Counter()
+        self.hit_times: dict[str, list[float]] = {}
         self.not_modified: Counter[str] = Counter()
         server = self
 
@@ -77,6 +78,7 @@ class StatusPageServer:
                 path = self.path
                 page = server.pages.get(path)
                 server.hits[path] += 1
+                server.hit_times.setdefault(path, []).append(time.monotonic())
                 if page is None:
                     self._answer(404, b"no such page", "text/plain")
                     return
