@@ -101,7 +101,10 @@ class HealthMonitor:
         self._attempt_timeout = attempt_timeout
         self._on_state_changed = on_state_changed
         self._batch: dict[str, _AliasBatch] = {}
-        self._pages = dict(status_pages or {})
+        #: (alias, record key part) → page: what ``begin_batch`` reads.
+        self._pages = {(page.alias, page.record_part): page
+                       for page in (status_pages or {}).values()}
+        self._page_slots = tuple(self._pages)
         #: This batch's status page verdicts: alias → reason.
         self._page_skips: Mapping[str, str] = {}
         self._page_demotes: Mapping[str, str] = {}
@@ -113,8 +116,10 @@ class HealthMonitor:
         if not self._pages:
             snapshot = self.store.read(aliases, self.settings.policy, now)
         else:
-            found: dict[str, Any] = dict.fromkeys(self._pages)
-            snapshot = self.store.read(aliases, self.settings.policy, now, pages=found)
+            found: dict[tuple[str, str], Any] = {}
+            snapshot = self.store.read(
+                aliases, self.settings.policy, now, pages=self._page_slots, pages_found=found
+            )
             self._page_skips, self._page_demotes = page_effects(
                 self._pages, found, now, self._stale_page
             )

@@ -1,8 +1,9 @@
 """A status page's state as stored in the health cache, and its effect.
 
-Stored under the mailer's health keys (``mailrouter:health:<alias>:page``)
-as a plain dict, so the hot path reads it in the same ``get_many`` as the
-breakers and decides with two dict lookups, without building objects.
+Stored under the mailer's health keys
+(``mailrouter:health:<alias>:page-<url digest>``) as a plain dict, so the
+hot path reads it in the same ``get_many`` as the breakers and decides with
+two dict lookups, without building objects.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 from .settings import StatusPage
 from .sources import Level
 
-#: Health-store key parts (see ``mailrouter.health.store``).
-PAGE = "page"
+#: Health-store key parts (see ``mailrouter.health.store``); the record's
+#: own part is ``StatusPage.record_part``.
 #: Held by the one process fetching a page this refresh interval (cache.add).
 LEASE = "page-lease"
 #: Held for HINT_INTERVAL after a webhook hint caused a fetch.
@@ -55,8 +56,7 @@ class PageRecord:
     fetched_at: float | None = None
     error: str | None = None
     etag: str | None = None
-    #: The URL the record was read from: a record of another URL (after a
-    #: configuration change) is ignored.
+    #: The URL the record was read from (for ``status``).
     url: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,8 +84,8 @@ class PageRecord:
 
 
 def current_state(page: StatusPage, raw: Any, now: float) -> PageState:
-    """The state routing acts on: unknown when missing, foreign or too old."""
-    if not isinstance(raw, Mapping) or raw.get("url") != page.url:
+    """The state routing acts on: unknown when missing or too old."""
+    if not isinstance(raw, Mapping):
         return PageState.UNKNOWN
     checked = raw.get("checked_at")
     if not isinstance(checked, (int, float)) or now - checked > page.stale_after:
@@ -105,37 +105,32 @@ _NONE: Mapping[str, str] = MappingProxyType({})
 
 
 def effects(
-    pages: Mapping[str, StatusPage],
-    found: Mapping[str, Any],
+    pages: Mapping[tuple[str, str], StatusPage],
+    found: Mapping[tuple[str, str], Any],
     now: float,
     stale: Callable[[StatusPage], None],
 ) -> tuple[Mapping[str, str], Mapping[str, str]]:
     """(aliases to skip → reason, aliases to try last → reason), calling
-    ``stale(page)`` for every page due for a refresh. No I/O."""
+    ``stale(page)`` for every page due for a refresh. No I/O.
+
+    ``pages`` and ``found`` are keyed by (alias, record key part)."""
     skip: dict[str, str] | None = None
     demote: dict[str, str] | None = None
-    for alias, page in pages.items():
-        raw = found.get(alias)
-        if (
-            type(raw) is dict
-            and raw.get("state") == "operational"
-            and raw.get("url") == page.url
-            and type(checked := raw.get("checked_at")) is float
-            and now - checked < page.refresh
-        ):
-            continue  # the common case, decided without building anything
+    for slot, page in pages.items():
+        raw: Any = found.get(slot)
+        try:
+            if raw["state"] == "operational" and now - raw["checked_at"] < page.refresh:
+                continue  # the common case, decided without building anything
+        except (TypeError, KeyError):
+            pass
         checked = raw.get("checked_at") if isinstance(raw, Mapping) else None
-        if (  # due for a refresh (or never fetched, or fetched for another URL)
-            not isinstance(checked, (int, float))
-            or now - checked >= page.refresh
-            or raw.get("url") != page.url  # type: ignore[union-attr]
-        ):
-            stale(page)
+        if not isinstance(checked, (int, float)) or now - checked >= page.refresh:
+            stale(page)  # due for a refresh, or never fetched
         state = current_state(page, raw, now)
         if state is PageState.DOWN:
             skip = skip or {}
-            skip[alias] = reason(page, raw)
+            skip[page.alias] = reason(page, raw)
         elif state is PageState.DEGRADED:
             demote = demote or {}
-            demote[alias] = reason(page, raw)
+            demote[page.alias] = reason(page, raw)
     return skip or _NONE, demote or _NONE

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..health.store import HealthStore
 from .fetch import FetchError, fetch
-from .record import CHANGE, LEASE, PAGE, STATE_OF_LEVEL, PageRecord, PageState
+from .record import CHANGE, LEASE, STATE_OF_LEVEL, PageRecord, PageState
 from .settings import StatusPage
 from .sources import UnexpectedDocument
 
@@ -80,10 +80,10 @@ def refresh_page(
     alias = page.alias
     if not force and not store.add_value(alias, LEASE, _owner(), max(1, math.floor(page.refresh))):
         return None
-    previous = PageRecord.from_dict(store.get_value(alias, PAGE))
+    previous = PageRecord.from_dict(store.get_value(alias, page.record_part))
     record = read_page(page, previous, clock())
     ttl = math.ceil(page.stale_after) + KEEP_FOR
-    store.set_value(alias, PAGE, record.to_dict(), ttl)
+    store.set_value(alias, page.record_part, record.to_dict(), ttl)
     old = previous.state if previous is not None and previous.url == page.url else None
     if record.state is not old and (old is not None or record.state is not PageState.UNKNOWN):
         since = previous.checked_at if previous is not None else 0.0

@@ -6,6 +6,8 @@ system checks); every problem names the router, the mailer alias and the key.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +46,13 @@ class StatusPage:
     @property
     def host(self) -> str:
         return urlsplit(self.url).hostname or "?"
+
+    @functools.cached_property
+    def record_part(self) -> str:
+        """The health-store key part of this page's record. The URL is part
+        of it, so a record read from another URL (before a configuration
+        change) is never acted on."""
+        return "page-" + hashlib.sha256(self.url.encode()).hexdigest()[:12]
 
 
 def parse_status_pages(
