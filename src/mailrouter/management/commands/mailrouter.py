@@ -1,4 +1,4 @@
-"""``python manage.py mailrouter status|explain|drain|undrain|probe``.
+"""``python manage.py mailrouter status|explain|drain|undrain|probe|refresh-status``.
 
 Operate the router from a shell: see every mailer's breaker, ask which
 mailers a message would use right now and why, take a mailer out of
@@ -10,7 +10,7 @@ Exit codes (for scripts):
 
 - 0: done (status shown, drain stored, probe succeeded, ...);
 - 1: the subject failed: ``probe`` could not connect, ``explain`` found no
-  mailer for the message;
+  mailer for the message, ``refresh-status`` could not read a page;
 - 2: usage or configuration error (unknown alias, bad duration, invalid
   settings, no router configured);
 - 3: the health state cannot be reached or is not shared: the health cache is
@@ -128,6 +128,13 @@ class Command(BaseCommand):
                            help="seconds (default: the router's timeout for it)")
         probe.add_argument("--json", action="store_true")
 
+        refresh = sub.add_parser(
+            "refresh-status", help="fetch mailers' status pages now (for cron / periodic tasks)"
+        )
+        refresh.add_argument("aliases", nargs="*", metavar="ALIAS",
+                             help="mailers whose page to fetch (default: every page)")
+        refresh.add_argument("--json", action="store_true")
+
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             self.table = load_mailer_table()
@@ -135,7 +142,7 @@ class Command(BaseCommand):
         except ConfigurationError as error:
             raise CommandError(str(error), returncode=EXIT_USAGE) from None
         action = options["action"]
-        handler: Callable[[dict[str, Any]], None] = getattr(self, f"_{action}")
+        handler: Callable[[dict[str, Any]], None] = getattr(self, f"_{action.replace('-', '_')}")
         handler(options)
 
     # -- shared helpers -------------------------------------------------------------
@@ -228,12 +235,50 @@ class Command(BaseCommand):
                 if any(row["alias"] == alias for row in rows):
                     continue
                 rows.append(self._status_row(router, store, alias, health.get(alias), now))
+        pages = self._page_rows()
         if options["json"]:
-            self.stdout.write(json.dumps({"mailers": rows, "notes": notes}, indent=2))
+            self.stdout.write(
+                json.dumps({"mailers": rows, "status_pages": pages, "notes": notes}, indent=2)
+            )
             return
         self._print_table(rows)
+        self._print_pages(pages)
         for note in notes:
             self.stdout.write(note)
+
+    def _page_rows(self) -> list[dict[str, Any]]:
+        from ...status_pages.view import page_row, read_records
+
+        rows: list[dict[str, Any]] = []
+        for router in self.routers:
+            store = router.store
+            pages = router.config.status_pages
+            if store is None or not pages:
+                continue
+            now = router.config.health_settings.clock()
+            for alias, raw in read_records(pages, store).items():
+                if any(row["alias"] == alias for row in rows):
+                    continue
+                row = page_row(pages[alias], raw, now)
+                row["url"] = self._redact(row["url"])
+                row["last_error"] = self._redact(row["last_error"]) if row["last_error"] else None
+                rows.append(row)
+        return rows
+
+    def _print_pages(self, pages: list[dict[str, Any]]) -> None:
+        if not pages:
+            return
+        self.stdout.write("")
+        headers = ("STATUS PAGE", "STATE", "WORST", "FETCHED", "CHECKED", "LAST ERROR", "URL")
+        lines = [
+            (row["alias"], row["state"], row["worst"] or "-", format_time(row["fetched_at"]),
+             format_time(row["checked_at"]), (row["last_error"] or "-")[:80], row["url"])
+            for row in pages
+        ]
+        widths = [max(len(str(v)) for v in column) for column in zip(headers, *lines, strict=False)]
+        for line in (headers, *lines):
+            self.stdout.write("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True))
+                              .rstrip())
 
     def _status_row(
         self, router: Router, store: HealthStore | None, alias: str,
@@ -339,20 +384,40 @@ class Command(BaseCommand):
         if store is not None:
             self._reachable(store)
             health = store.read(aliases, settings.policy, now)
+        page_verdicts = self._page_verdicts(router, aliases, now)
         candidates = []
         for alias in aliases:
             entry = health.get(alias)
             skip = explain_skip(entry, now, settings.policy(alias)) if entry is not None else None
+            page_skip, page_note = page_verdicts.get(alias, (None, None))
+            skip = skip or page_skip
             state = entry.breaker.effective(now).value if entry is not None else "untracked"
-            note = None
+            note = page_note
             if state == State.HALF_OPEN.value and skip is None:
                 note = "cooldown over: the next attempt is the probe (one process in the fleet)"
             candidates.append({"alias": alias, "state": state, "skip": skip, "note": note})
+        # As the router orders them: mailers whose status page says degraded go last.
+        candidates.sort(key=lambda c: c["alias"] in page_verdicts
+                        and page_verdicts[c["alias"]][1] is not None)
         result["candidates"] = candidates
         result["all_skipped"] = bool(candidates) and all(c["skip"] for c in candidates)
         if store is not None:
             result["notes"] = [n for n in [self._per_process_note(store)] if n]
         self._emit_explain(result, options["json"])
+
+    def _page_verdicts(
+        self, router: Router, aliases: list[str], now: float
+    ) -> dict[str, tuple[str | None, str | None]]:
+        from ...status_pages.view import explain_page, read_records
+
+        store = router.store
+        pages = {a: p for a, p in router.config.status_pages.items() if a in aliases}
+        if store is None or not pages:
+            return {}
+        return {
+            alias: explain_page(pages[alias], raw, now)
+            for alias, raw in read_records(pages, store).items()
+        }
 
     def _emit_explain(self, result: dict[str, Any], as_json: bool) -> None:
         if as_json:
@@ -464,3 +529,47 @@ class Command(BaseCommand):
                 f"{result['alias']}: failed ({result['outcome']}) after "
                 f"{result['seconds'] * 1000:.0f} ms: {result['error_type']}: {result['error']}"
             )
+
+    # -- refresh-status -----------------------------------------------------------------------
+
+    def _refresh_status(self, options: dict[str, Any]) -> None:
+        from ...status_pages.refresh import refresh_now
+
+        wanted = list(dict.fromkeys(options["aliases"]))
+        for alias in wanted:
+            self._check_alias(alias)
+        configured = {a for r in self.routers for a in r.config.status_pages}
+        missing = [alias for alias in wanted if alias not in configured]
+        if missing:
+            raise CommandError(
+                f"no status page is configured for {', '.join(missing)} "
+                "(router option 'status_pages')",
+                returncode=EXIT_USAGE,
+            )
+        if not configured:
+            raise CommandError("no router has 'status_pages' configured", returncode=EXIT_USAGE)
+        results: list[dict[str, Any]] = []
+        for router in self.routers:
+            store = router.store
+            pages = {
+                alias: page for alias, page in router.config.status_pages.items()
+                if (not wanted or alias in wanted) and all(r["alias"] != alias for r in results)
+            }
+            if store is None or not pages:
+                continue
+            self._reachable(store)
+            settings = router.config.health_settings
+            for alias, record in refresh_now(pages, store, settings.clock).items():
+                results.append({
+                    "alias": alias, "state": record.state.value, "worst": record.worst or None,
+                    "error": self._redact(record.error) if record.error else None,
+                })
+        if options["json"]:
+            self.stdout.write(json.dumps({"refreshed": results}, indent=2))
+        else:
+            for row in results:
+                detail = row["error"] if row["state"] == "unknown" else row["worst"]
+                suffix = f" ({detail})" if detail else ""
+                self.stdout.write(f"{row['alias']}: {row['state']}{suffix}")
+        if any(row["state"] == "unknown" for row in results):
+            raise CommandError("a status page could not be read", returncode=EXIT_FAILED)
