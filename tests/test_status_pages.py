@@ -23,7 +23,7 @@ from mailrouter.errors import ConfigurationError
 from mailrouter.health.store import key, store_for
 from mailrouter.status_pages import refresh
 from mailrouter.status_pages.fetch import FetchError, fetch
-from mailrouter.status_pages.record import LEASE, PageState
+from mailrouter.status_pages.record import PageState, lease_part
 from mailrouter.status_pages.refresh import refresh_now
 
 from . import fakes
@@ -296,7 +296,8 @@ def test_stale_pages_are_refreshed_in_the_background_once_per_interval(
     clock.advance(61)
     refresh.refresher.forget()
     # The lease's TTL runs on the cache's own (real) time: end it as time would.
-    store_for(router.config.health_settings).backend().delete(key("a", LEASE))
+    page = router.config.status_pages["a"]
+    store_for(router.config.health_settings).backend().delete(key("a", lease_part(page)))
     server.pages[SUMMARY] = statuspage({"API": "major_outage", "Outbound": "operational"})
     send(router)
     assert refresh.refresher.wait_idle(10)

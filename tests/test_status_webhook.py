@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from mailrouter.backend import RouterBackend
 from mailrouter.health.store import key, store_for
-from mailrouter.status_pages.record import HINT
+from mailrouter.status_pages.record import hint_part
 
 from .conftest import examples
 from .health_fixtures import FakeClock
@@ -59,7 +59,8 @@ def first_alias(router: RouterBackend) -> str:
 
 def end_hint_interval(router: RouterBackend, alias: str = "a") -> None:
     # The hint lease's TTL runs on the cache's own (real) time: end it as time would.
-    store_for(router.config.health_settings).backend().delete(key(alias, HINT))
+    page = router.config.status_pages[alias]
+    store_for(router.config.health_settings).backend().delete(key(alias, hint_part(page)))
 
 
 def test_a_valid_hint_fetches_the_page_and_only_the_page_decides(

@@ -96,12 +96,12 @@ def _answer(request: HttpRequest, alias: str, token: str) -> HttpResponse:
 def _refetch(page: Any, settings: Any) -> bool:
     from .health.monitor import owner_id
     from .health.store import store_for
-    from .status_pages.record import HINT
+    from .status_pages.record import hint_part
     from .status_pages.refresh import refresh_page
 
     try:
         store = store_for(settings)
-        if not store.add_value(page.alias, HINT, owner_id(), HINT_INTERVAL):
+        if not store.add_value(page.alias, hint_part(page), owner_id(), HINT_INTERVAL):
             return False  # fetched moments ago on another hint
         refresh_page(page, store, settings.clock, force=True)
         return True

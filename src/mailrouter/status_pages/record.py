@@ -17,15 +17,6 @@ from typing import Any
 from .settings import StatusPage
 from .sources import Level
 
-#: Health-store key parts (see ``mailrouter.health.store``); the record's
-#: own part is ``StatusPage.record_part``.
-#: Held by the one process fetching a page this refresh interval (cache.add).
-LEASE = "page-lease"
-#: Held for HINT_INTERVAL after a webhook hint caused a fetch.
-HINT = "page-hint"
-#: ``page-change:<previous checked_at>:<new state>``: who announces a change.
-CHANGE = "page-change"
-
 
 class PageState(enum.StrEnum):
     OPERATIONAL = "operational"
@@ -134,3 +125,20 @@ def effects(
             demote = demote or {}
             demote[page.alias] = reason(page, raw)
     return skip or _NONE, demote or _NONE
+
+
+def lease_part(page: StatusPage) -> str:
+    """Health-store key part held by the one process fetching ``page`` this
+    refresh interval (``cache.add``). The record's own part is
+    ``StatusPage.record_part``; all of a page's parts derive from it."""
+    return f"{page.record_part}:lease"
+
+
+def hint_part(page: StatusPage) -> str:
+    """Held for ``HINT_INTERVAL`` after a webhook hint caused a fetch."""
+    return f"{page.record_part}:hint"
+
+
+def change_part(page: StatusPage, previous_checked_at: float, new: PageState) -> str:
+    """Claimed by the one process that announces this change."""
+    return f"{page.record_part}:change:{previous_checked_at!r}:{new.value}"

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..health.store import HealthStore
 from .fetch import FetchError, fetch
-from .record import CHANGE, LEASE, STATE_OF_LEVEL, PageRecord, PageState
+from .record import STATE_OF_LEVEL, PageRecord, PageState, change_part, lease_part
 from .settings import StatusPage
 from .sources import UnexpectedDocument
 
@@ -78,7 +78,8 @@ def refresh_page(
     """Fetch ``page`` now if this process takes its lease (always when
     ``force``), store the record, announce a change. None: someone else has it."""
     alias = page.alias
-    if not force and not store.add_value(alias, LEASE, _owner(), max(1, math.floor(page.refresh))):
+    lease_ttl = max(1, math.floor(page.refresh))
+    if not force and not store.add_value(alias, lease_part(page), _owner(), lease_ttl):
         return None
     previous = PageRecord.from_dict(store.get_value(alias, page.record_part))
     record = read_page(page, previous, clock())
@@ -87,8 +88,8 @@ def refresh_page(
     old = previous.state if previous is not None and previous.url == page.url else None
     if record.state is not old and (old is not None or record.state is not PageState.UNKNOWN):
         since = previous.checked_at if previous is not None else 0.0
-        claim = f"{CHANGE}:{since!r}:{record.state.value}"
-        if store.add_value(alias, claim, _owner(), CHANGE_CLAIM_TTL):
+        if store.add_value(alias, change_part(page, since, record.state), _owner(),
+                           CHANGE_CLAIM_TTL):
             announce(page, old or PageState.UNKNOWN, record)
     return record
 
@@ -128,13 +129,15 @@ class BackgroundRefresher:
         self._queue: queue.SimpleQueue[tuple[StatusPage, HealthStore, Clock]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._pid = 0
-        self._requested: dict[str, float] = {}
+        #: (alias, record part) → when it was last queued (monotonic).
+        self._requested: dict[tuple[str, str], float] = {}
         self._pending = 0
 
     def request(self, page: StatusPage, store: HealthStore, clock: Clock) -> None:
         """Queue a refresh of ``page`` (cheap; never waits, never does I/O)."""
         now = time.monotonic()
-        last = self._requested.get(page.alias)
+        slot = (page.alias, page.record_part)
+        last = self._requested.get(slot)
         if last is not None and now - last < REQUEST_INTERVAL and self._pid == os.getpid():
             return
         with self._lock:
@@ -145,7 +148,7 @@ class BackgroundRefresher:
                 self._pending = 0
                 self._requested.clear()
                 self._pid = os.getpid()
-            self._requested[page.alias] = now
+            self._requested[slot] = now
             self._pending += 1
             self._queue.put((page, store, clock))
             if self._thread is None:
