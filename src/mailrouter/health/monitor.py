@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from ..config import RouterConfig
 from ..outcomes import Attempt, Outcome
 from ..status_pages.record import effects as page_effects
+from ..status_pages.record import slots as page_slots
 from ..status_pages.refresh import schedule as schedule_refresh
 from .breaker import Breaker, BreakerPolicy, State, WindowCounts, unpack
 from .settings import HealthSettings
@@ -102,9 +103,7 @@ class HealthMonitor:
         self._on_state_changed = on_state_changed
         self._batch: dict[str, _AliasBatch] = {}
         #: (alias, record key part) → page: what ``begin_batch`` reads.
-        self._pages = {(page.alias, page.record_part): page
-                       for page in (status_pages or {}).values()}
-        self._page_slots = tuple(self._pages)
+        self._pages, self._page_slots = page_slots(status_pages or {})
         #: This batch's status page verdicts: alias → reason.
         self._page_skips: Mapping[str, str] = {}
         self._page_demotes: Mapping[str, str] = {}

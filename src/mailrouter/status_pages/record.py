@@ -94,6 +94,28 @@ def reason(page: StatusPage, raw: Any) -> str:
 
 _NONE: Mapping[str, str] = MappingProxyType({})
 
+Slots = tuple[Mapping[tuple[str, str], StatusPage], tuple[tuple[str, str], ...]]
+#: id(pages) → (pages, their slots): a router is built for nearly every
+#: ``send_mail()`` from the same configured mapping; index it once.
+_slots: dict[int, tuple[Mapping[str, StatusPage], Slots]] = {}
+_NO_SLOTS: Slots = (MappingProxyType({}), ())
+
+
+def slots(pages: Mapping[str, StatusPage]) -> Slots:
+    """(slot → page, slots) of configured pages, a slot being (alias, record
+    key part): what the health read fetches and ``effects`` decides on."""
+    if not pages:
+        return _NO_SLOTS
+    known = _slots.get(id(pages))
+    if known is not None:
+        return known[1]
+    by_slot = {(page.alias, page.record_part): page for page in pages.values()}
+    result: Slots = (by_slot, tuple(by_slot))
+    if len(_slots) > 256:
+        _slots.clear()
+    _slots[id(pages)] = (pages, result)  # keeps ``pages`` alive: its id stays its own
+    return result
+
 
 def effects(
     pages: Mapping[tuple[str, str], StatusPage],
