@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from django.core.mail import EmailMessage
 
 from mailrouter.backend import RouterBackend
 
@@ -54,7 +55,8 @@ def test_refresh_status_then_status_and_explain(router: RouterBackend,
     assert "a: down (API: major_outage)" in out and "b: degraded (API: DEGRADED)" in out
 
     code, out = run("status", "--json")
-    pages = {row["alias"]: row for row in json.loads(out)["status_pages"]}
+    pages = {row["alias"]: row["status_page"] for row in json.loads(out)["mailers"]}
+    assert pages["c"] is None
     assert pages["a"]["state"] == "down" and pages["a"]["worst"] == "API: major_outage"
     assert pages["a"]["effect"].startswith("skipped")
     assert pages["b"]["state"] == "degraded" and pages["a"]["fetched_at"] is not None
@@ -67,6 +69,11 @@ def test_refresh_status_then_status_and_explain(router: RouterBackend,
     assert [c["alias"] for c in candidates] == ["a", "c", "b"]  # b degraded: last
     assert "status page 127.0.0.1 says API: major_outage" in candidates[0]["skip"]
     assert "tried after the healthy candidates" in candidates[2]["note"]
+    # RouterBackend.explain() says the same, for code (a health endpoint, say).
+    explained = router.explain(EmailMessage("s", "b", "app@example.com", ["u@example.com"]))
+    assert [(c.alias, c.skip is not None) for c in explained.candidates] == [
+        ("a", True), ("c", False), ("b", False)]
+    assert explained.candidates[0].skip == candidates[0]["skip"]
 
 
 def test_refresh_status_reports_unreadable_pages(router: RouterBackend,
@@ -76,11 +83,11 @@ def test_refresh_status_reports_unreadable_pages(router: RouterBackend,
     assert code == 1 and "b: unknown (HTML body" in out
     assert server.hits[f"{SUMMARY}?api_key={PAGE_TOKEN}"] == 0  # only the page asked for
     code, out = run("status", "--json")
-    page = next(r for r in json.loads(out)["status_pages"] if r["alias"] == "b")
+    rows = {row["alias"]: row["status_page"] for row in json.loads(out)["mailers"]}
+    page = rows["b"]
     assert page["state"] == "unknown" and "HTML body" in page["last_error"]
     assert page["effect"] == "none (unknown is never down)"
-    not_fetched = next(r for r in json.loads(out)["status_pages"] if r["alias"] == "a")
-    assert not_fetched["last_error"] == "not fetched yet"
+    assert rows["a"]["last_error"] == "not fetched yet"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -38,14 +38,11 @@ HINT_INTERVAL = 5
 def _find_page(alias: str, token: str) -> Any:
     """(page, health settings) of a router whose token matches and that has a
     status page for ``alias``; None otherwise."""
-    from .checks import _routers
-    from .config import load_mailer_table
-    from .runtime import load_runtime
+    from .operations import configured_routers
 
-    table = load_mailer_table()
     given = token.encode()
-    for router_alias, options in _routers(table):
-        config = load_runtime(router_alias, options).config
+    for router in configured_routers():
+        config = router.config
         expected = config.status_webhook_token
         if expected is None:
             continue

@@ -1,14 +1,19 @@
-"""Status pages as operators see them: for ``mailrouter status``, ``explain``
-and ``refresh-status`` (reads the cache directly; never on the send path)."""
+"""Status pages as operators see them: the ``status`` column, ``explain``
+verdicts (also ``RouterBackend.explain()``) and ``refresh-status``. Reads and
+fetches outside the send path; see ``mailrouter.operations``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from ..health.store import HealthStore
 from .record import PageRecord, PageState, current_state, reason
 from .settings import StatusPage
+
+if TYPE_CHECKING:
+    from ..operations import CandidateExplanation, ConfiguredRouter, RowExtender
 
 EFFECTS = {
     PageState.DOWN: "skipped (like an open circuit)",
@@ -28,7 +33,6 @@ def page_row(page: StatusPage, raw: Any, now: float) -> dict[str, Any]:
     record = PageRecord.from_dict(raw)
     state = current_state(page, raw, now)
     row: dict[str, Any] = {
-        "alias": page.alias,
         "url": page.url,
         "kind": page.kind,
         "components": list(page.components),
@@ -47,11 +51,97 @@ def page_row(page: StatusPage, raw: Any, now: float) -> dict[str, Any]:
     return row
 
 
-def explain_page(page: StatusPage, raw: Any, now: float) -> tuple[str | None, str | None]:
-    """(skip reason, demotion note) the router would act on now."""
-    state = current_state(page, raw, now)
-    if state is PageState.DOWN:
-        return reason(page, raw), None
-    if state is PageState.DEGRADED:
-        return None, f"{reason(page, raw)}: tried after the healthy candidates"
-    return None, None
+def status_extender(redact: Callable[[str], str]) -> RowExtender:
+    """Adds ``status_page`` (or None) to each ``mailrouter status`` row."""
+
+    def extend(router: ConfiguredRouter, alias: str, row: dict[str, Any]) -> None:
+        page = router.config.status_pages.get(alias)
+        store = router.store
+        if page is None or store is None or row.get("state") == "unknown":
+            row["status_page"] = None
+            return
+        now = router.config.health_settings.clock()
+        view = page_row(page, store.get_value(alias, page.record_part), now)
+        view["url"] = redact(view["url"])
+        view["last_error"] = redact(view["last_error"]) if view["last_error"] else None
+        row["status_page"] = view
+
+    return extend
+
+
+def explain_pages(
+    candidates: Sequence[CandidateExplanation],
+    pages: Mapping[str, StatusPage],
+    store: HealthStore,
+    now: float,
+    redact: Callable[[str], str],
+) -> list[CandidateExplanation]:
+    """Candidates with status page verdicts, in the order the router would
+    try them (a mailer whose page says degraded after the others)."""
+    relevant = {c.alias: pages[c.alias] for c in candidates if c.alias in pages}
+    records = read_records(relevant, store)
+    explained = []
+    demoted = set()
+    for candidate in candidates:
+        page = relevant.get(candidate.alias)
+        if page is None or candidate.health in ("untracked", "unknown"):
+            explained.append(candidate)
+            continue
+        state = current_state(page, records[candidate.alias], now)
+        why = redact(reason(page, records[candidate.alias]))
+        if state is PageState.DOWN and candidate.skip is None:
+            candidate = replace(candidate, skip=why)
+        elif state is PageState.DEGRADED:
+            demoted.add(candidate.alias)
+            note = f"{why}: tried after the healthy candidates"
+            candidate = replace(candidate, note=f"{candidate.note}; {note}" if candidate.note
+                                else note)
+        explained.append(candidate)
+    return sorted(explained, key=lambda c: c.alias in demoted)
+
+
+def refresh_status(
+    routers: Sequence[ConfiguredRouter],
+    aliases: Collection[str],
+    redact: Callable[[str], str],
+) -> list[dict[str, Any]]:
+    """Fetch the routers' pages now (those of ``aliases``, or all), store the
+    readings: one dict per page (alias, state, worst, error; redacted)."""
+    from ..operations import OperationRefused, unreachable_reason
+    from .refresh import refresh_now
+
+    table = routers[0].runtime.table
+    for alias in aliases:
+        if alias not in table:
+            known = ", ".join(sorted(table.entries)) or "(none)"
+            raise OperationRefused(
+                f"unknown mailer alias {alias!r}; {table.source} defines: {known}", "usage"
+            )
+    configured = {alias for router in routers for alias in router.config.status_pages}
+    missing = [alias for alias in aliases if alias not in configured]
+    if missing or not configured:
+        raise OperationRefused(
+            f"no status page is configured for {', '.join(missing)} (router option "
+            "'status_pages')" if missing else "no router has 'status_pages' configured",
+            "usage",
+        )
+    results: list[dict[str, Any]] = []
+    done: set[str] = set()
+    for router in routers:
+        store = router.store
+        pages = {
+            alias: page for alias, page in router.config.status_pages.items()
+            if (not aliases or alias in aliases) and alias not in done
+        }
+        if store is None or not pages:
+            continue
+        error = unreachable_reason(store, redact)
+        if error is not None:
+            raise OperationRefused(error, "unreachable")
+        for alias, record in refresh_now(pages, store, router.config.health_settings.clock).items():
+            done.add(alias)
+            results.append({
+                "alias": alias, "state": record.state.value, "worst": record.worst or None,
+                "error": redact(record.error) if record.error else None,
+            })
+    return results
