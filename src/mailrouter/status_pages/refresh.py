@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..health.store import HealthStore
+from ..report import mailer_status_changed
 from .fetch import FetchError, fetch
 from .record import STATE_OF_LEVEL, PageRecord, PageState, change_part, lease_part
 from .settings import StatusPage
@@ -95,10 +96,6 @@ def refresh_page(
 
 
 def announce(page: StatusPage, old: PageState, record: PageRecord) -> None:
-    from .. import signals
-    from ..backend import RouterBackend
-    from ..report import _send
-
     new = record.state
     why = record.error if new is PageState.UNKNOWN else record.worst
     text = f"status page {page.host}: {why}" if why else f"status page {page.host}"
@@ -114,10 +111,7 @@ def announce(page: StatusPage, old: PageState, record: PageRecord) -> None:
         page.alias, old.value, new.value, why or "-", effect,
         extra={"mailrouter_alias": page.alias, "mailrouter_page_state": new.value},
     )
-    _send(
-        signals.mailer_status_changed, RouterBackend,
-        alias=page.alias, old=old, new=new, reason=text,
-    )
+    mailer_status_changed(type(page.source), page.alias, old, new, text)
 
 
 class BackgroundRefresher:

@@ -1,10 +1,10 @@
-"""Status pages as operators see them: the ``status`` column, ``explain``
-verdicts (also ``RouterBackend.explain()``) and ``refresh-status``. Reads and
-fetches outside the send path; see ``mailrouter.operations``."""
+"""Status pages as operators see them: the ``status`` column and ``explain``
+verdicts (also ``RouterBackend.explain()``). Reads outside the send path;
+used by ``mailrouter.operations``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -98,50 +98,3 @@ def explain_pages(
                                 else note)
         explained.append(candidate)
     return sorted(explained, key=lambda c: c.alias in demoted)
-
-
-def refresh_status(
-    routers: Sequence[ConfiguredRouter],
-    aliases: Collection[str],
-    redact: Callable[[str], str],
-) -> list[dict[str, Any]]:
-    """Fetch the routers' pages now (those of ``aliases``, or all), store the
-    readings: one dict per page (alias, state, worst, error; redacted)."""
-    from ..operations import OperationRefused, unreachable_reason
-    from .refresh import refresh_now
-
-    table = routers[0].runtime.table
-    for alias in aliases:
-        if alias not in table:
-            known = ", ".join(sorted(table.entries)) or "(none)"
-            raise OperationRefused(
-                f"unknown mailer alias {alias!r}; {table.source} defines: {known}", "usage"
-            )
-    configured = {alias for router in routers for alias in router.config.status_pages}
-    missing = [alias for alias in aliases if alias not in configured]
-    if missing or not configured:
-        raise OperationRefused(
-            f"no status page is configured for {', '.join(missing)} (router option "
-            "'status_pages')" if missing else "no router has 'status_pages' configured",
-            "usage",
-        )
-    results: list[dict[str, Any]] = []
-    done: set[str] = set()
-    for router in routers:
-        store = router.store
-        pages = {
-            alias: page for alias, page in router.config.status_pages.items()
-            if (not aliases or alias in aliases) and alias not in done
-        }
-        if store is None or not pages:
-            continue
-        error = unreachable_reason(store, redact)
-        if error is not None:
-            raise OperationRefused(error, "unreachable")
-        for alias, record in refresh_now(pages, store, router.config.health_settings.clock).items():
-            done.add(alias)
-            results.append({
-                "alias": alias, "state": record.state.value, "worst": record.worst or None,
-                "error": redact(record.error) if record.error else None,
-            })
-    return results

@@ -49,7 +49,8 @@ from ...operations import (
     undrain_mailer,
 )
 from ...probe import probe_mailer
-from ...status_pages.view import refresh_status, status_extender
+from ...status_pages.refresh_status import refresh_status
+from ...status_pages.view import status_extender
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
