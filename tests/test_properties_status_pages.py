@@ -25,8 +25,6 @@ from .conftest import examples
 from .health_fixtures import FakeClock
 from .status_server import Page, StatusPageServer, statuspage
 
-pytest_plugins = ["tests.health_plugin"]
-
 ALIASES = ("a", "b", "c")
 MAILERS = {alias: {"BACKEND": "tests.fakes.ScriptedBackend", "OPTIONS": {"name": alias}}
            for alias in ALIASES}

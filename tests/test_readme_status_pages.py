@@ -11,7 +11,9 @@ from typing import Any
 from django.test import Client, override_settings
 from django.urls import clear_url_caches
 
-from .conftest import make_router, router_settings
+from mailrouter.testing.settings import router_settings
+
+from .conftest import make_router
 from .test_readme import block
 
 TOKEN = "readme-webhook-token-0123456789"

@@ -30,8 +30,6 @@ from . import fakes
 from .health_fixtures import COUNTING_CACHES, CountingCache, FakeClock
 from .status_server import SERVICES, SUMMARY, Page, StatusPageServer, postmark, statuspage
 
-pytest_plugins = ["tests.health_plugin"]
-
 MAILERS = {alias: {"BACKEND": "tests.fakes.ScriptedBackend", "OPTIONS": {"name": alias}}
            for alias in ("a", "b", "c")}
 HEALTH = {"failure_threshold": 3, "failure_rate": None, "cooldown": 10,

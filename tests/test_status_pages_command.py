@@ -11,12 +11,11 @@ import pytest
 from django.core.mail import EmailMessage
 
 from mailrouter.backend import RouterBackend
+from mailrouter.testing.redis import RedisServer
 
-from .health_fixtures import FakeClock, RedisServer, redis_caches
+from .health_fixtures import FakeClock, redis_caches
 from .status_server import SERVICES, SUMMARY, Page, StatusPageServer, postmark, statuspage
 from .test_command import run
-
-pytest_plugins = ["tests.health_plugin"]
 
 PAGE_TOKEN = "pagetoken-abcdef123456"
 MAILERS = {alias: {"BACKEND": "tests.fakes.ScriptedBackend", "OPTIONS": {"name": alias}}

@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from mailrouter.testing import FaultySMTPServer
+from mailrouter.testing.redis import RedisServer
 
-from .health_fixtures import RedisServer
+from .processes import ROOT, child_env
 from .status_server import SUMMARY, StatusPageServer, statuspage
-from .test_health_multiprocess import ROOT, read_logs, wait_until
-
-pytest_plugins = ["tests.health_plugin"]
+from .test_health_multiprocess import read_logs, wait_until
 
 WORKERS = 4
 REFRESH = 1.0
@@ -38,8 +36,7 @@ REFRESH = 1.0
 def test_the_fleet_fetches_each_page_once_per_interval_and_follows_it(
     tmp_path: Path, redis: RedisServer,
 ) -> None:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env = child_env()
     with StatusPageServer() as pages, FaultySMTPServer() as primary, \
             FaultySMTPServer() as backup:
         pages.pages[SUMMARY] = statuspage({"API": "operational"})

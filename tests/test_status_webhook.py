@@ -23,8 +23,6 @@ from .health_fixtures import FakeClock
 from .status_server import SERVICES, SUMMARY, StatusPageServer, postmark, statuspage
 from .test_status_pages import MAILERS, TOKEN, page_options
 
-pytest_plugins = ["tests.health_plugin"]
-
 URL = f"/mailrouter/status/a/{TOKEN}/"
 INCIDENT = {"meta": {"unsubscribe": "...", "generated_at": "2026-12-01T10:00:00Z"},
             "page": {"id": "p1", "status_indicator": "major"},
