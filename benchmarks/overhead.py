@@ -507,6 +507,10 @@ def bench_status_pages(style: str, rounds: int, per_round: int) -> dict[str, Any
         options = pages_options(host.url)
         with mail_settings(style, leaves), override_settings(**_pages_mailers(style, options)):
             plain = backend_factories(style, leaves)["router"]
+            if style != "mailers":
+                # Both arms built the same way: options passed to get_connection().
+                plain_options = router_options()
+                plain = lambda: mail.get_connection(ROUTER, **plain_options)  # noqa: E731
             paged = page_router(options)
             populate(paged)
             samples = interleave(rounds, max(3, rounds // 10),
@@ -544,16 +548,14 @@ def _pages_redis_commands(
 
     if shutil.which("redis-server") is None:
         return {"redis_commands_per_call": None, "pass_commands": True}
-    from outage import Redis  # the benchmark's own throw-away redis-server
+    from mailrouter.testing.redis import RedisServer
 
-    redis = Redis()
+    redis = RedisServer().start()
     calls = 200
     try:
         caches = {
             "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-            "health": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                       "LOCATION": redis.url,
-                       "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1}},
+            "health": redis.cache_settings(),
         }
         options = pages_options(url, health={"cache": "health"})
         with mail_settings(style, leaves), override_settings(
@@ -562,7 +564,7 @@ def _pages_redis_commands(
             make = page_router(options)
             populate(make)
             make().send_messages(make_messages(1))  # connect outside the count
-            redis.client.config_resetstat()
+            redis.client().config_resetstat()
             for message in make_messages(calls):
                 if make().send_messages([message]) != 1:
                     raise RuntimeError("a message was not sent")
