@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -76,6 +77,11 @@ class MailerTable:
 
     def label(self, alias: str) -> str:
         return f"{self.source}[{alias!r}]"
+
+    @cached_property
+    def routers(self) -> frozenset[str]:
+        """The aliases whose backend is a router (see ``ROUTER_MARKER``)."""
+        return frozenset(alias for alias, spec in self.entries.items() if is_router_spec(spec))
 
 
 @dataclass(frozen=True)
@@ -193,10 +199,12 @@ def parse_router_options(
         options.get("timeout", DEFAULT_TIMEOUT), f"{label}: 'timeout'", problems
     )
     timeouts = _parse_timeouts(options.get("timeouts", {}), label, table, problems)
-    health = parse_health(options.get("health", {}), label, table, table.source, problems)
+    health = parse_health(
+        options.get("health", {}), label, table, table.source, problems, routers=table.routers
+    )
     status_pages = parse_status_pages(
         options.get("status_pages"), label,
-        lambda name: name in table and not is_router_spec(table[name]), table.source, problems,
+        lambda name: name in table and name not in table.routers, table.source, problems,
     )
     if status_pages and not health.enabled:
         problems.append(
@@ -342,6 +350,13 @@ def _parse_timeouts(
     for alias, seconds in value.items():
         if alias not in table:
             problems.append(f"{label}: 'timeouts' names {alias!r}, which is not in {table.source}")
+            continue
+        if alias in table.routers:
+            # A router sends nothing itself: its mailers' timeouts apply.
+            problems.append(
+                f"{label}: 'timeouts' names {alias!r}, which is a router "
+                "(set the timeouts of the mailers it routes to)"
+            )
             continue
         parsed = _parse_seconds(seconds, f"{label}: 'timeouts'[{alias!r}]", problems)
         if parsed is not None:
