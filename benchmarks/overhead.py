@@ -13,7 +13,13 @@ by round (order rotating), so machine noise hits every arm alike:
    Also shown, without a target: the router with health tracking off, and
    ``send_mail()``-style use (a new backend per message, one message per call),
    where per-call costs are not amortized over a batch.
-2. Throughput to a local SMTP server (``FaultySMTPServer`` in accept mode, run
+2. Status pages (``status_pages`` for every mailer, pages operational and
+   fresh): the added cost per ``send_messages()`` in ``send_mail()``-style
+   use (a new backend per message, one message per call), router with pages
+   versus the same router without. Target: <= 2 µs. With ``redis-server`` on
+   PATH, also the Redis commands per ``send_messages()`` with the health
+   cache in Redis. Target: 1.00 (one MGET), no writes.
+3. Throughput to a local SMTP server (``FaultySMTPServer`` in accept mode, run
    in a child process so it does not share the GIL with the client): Django's
    SMTP backend used directly versus the same leaf through the router, one
    connection per batch reused for every message of the batch.
@@ -54,6 +60,8 @@ LOCMEM = "django.core.mail.backends.locmem.EmailBackend"
 
 TARGET_ADDED_US = 20.0
 TARGET_SMTP_RATIO = 0.95
+TARGET_PAGES_ADDED_US = 2.0
+TARGET_PAGES_COMMANDS = 1.0
 
 #: A realistic route table: the to_domain rule is evaluated for every message,
 #: and the messages that are not EU-bound fall through every rule to the
@@ -416,6 +424,162 @@ def bench_smtp(style: str, rounds: int, batch: int, in_process: bool) -> dict[st
 # -- output ---------------------------------------------------------------------------
 
 
+class StatusPageHost:
+    """A local HTTP server answering a Statuspage v2 summary (all operational)."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        body = json.dumps({
+            "status": {"indicator": "none"},
+            "components": [{"id": "1", "name": "API", "status": "operational", "group": False}],
+        }).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/v2/summary.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def pages_options(url: str, health: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The default router plus a status page for every mailer (refreshed
+    rarely, so the run measures reading the pages' state, not fetching them)."""
+    page = {"url": url, "components": ["API"], "allow_http": True, "refresh": 3600}
+    pages = {alias: page for alias in ("leaf", "backup")}
+    options: dict[str, Any] = {"routes": ROUTES, "status_pages": pages}
+    if health is not None:
+        options["health"] = health
+    return options
+
+
+def bench_status_pages(style: str, rounds: int, per_round: int) -> dict[str, Any]:
+    from django.core import mail
+    from django.test.utils import override_settings
+
+    from mailrouter.backend import RouterBackend
+    from mailrouter.health.store import store_for
+    from mailrouter.status_pages.refresh import refresh_now
+
+    host = StatusPageHost()
+    leaves = leaf_table(DUMMY, {})
+    figures: dict[str, Any] = {"rounds": rounds, "messages_per_round": per_round}
+
+    def page_router(options: dict[str, Any]) -> Callable[[], Any]:
+        if style == "mailers":
+            return lambda: mail.mailers["pages"]  # type: ignore[attr-defined]
+        return lambda: mail.get_connection(ROUTER, **options)
+
+    def populate(make: Callable[[], Any]) -> None:
+        router = make()
+        assert isinstance(router, RouterBackend)
+        config = router.config
+        records = refresh_now(dict(config.status_pages), store_for(config.health_settings),
+                              config.health_settings.clock)
+        assert all(r.state == "operational" for r in records.values()), records
+
+    def single_arm(make: Callable[[], Any]) -> Callable[[int], float]:
+        def run(r: int) -> float:
+            messages = make_messages(per_round, r * per_round)
+            started = time.perf_counter()
+            for message in messages:
+                if make().send_messages([message]) != 1:
+                    raise RuntimeError("a message was not sent")
+            return (time.perf_counter() - started) / per_round * 1e6
+
+        return run
+
+    try:
+        options = pages_options(host.url)
+        with mail_settings(style, leaves), override_settings(**_pages_mailers(style, options)):
+            plain = backend_factories(style, leaves)["router"]
+            if style != "mailers":
+                # Both arms built the same way: options passed to get_connection().
+                plain_options = router_options()
+                plain = lambda: mail.get_connection(ROUTER, **plain_options)  # noqa: E731
+            paged = page_router(options)
+            populate(paged)
+            samples = interleave(rounds, max(3, rounds // 10),
+                                 {"router": single_arm(plain), "pages": single_arm(paged)})
+        added = [p - r for p, r in zip(samples["pages"], samples["router"], strict=True)]
+        q1, median, q3 = quartiles(added)
+        figures.update(
+            router_us_per_call=statistics.median(samples["router"]),
+            pages_us_per_call=statistics.median(samples["pages"]),
+            added_us_per_call=median, added_us_p25=q1, added_us_p75=q3,
+            target_added_us=TARGET_PAGES_ADDED_US, pass_added=median <= TARGET_PAGES_ADDED_US,
+        )
+        figures.update(_pages_redis_commands(style, leaves, host.url, page_router, populate))
+    finally:
+        host.stop()
+    return figures
+
+
+def _pages_mailers(style: str, options: dict[str, Any]) -> dict[str, Any]:
+    if style != "mailers":
+        return {}
+    from django.conf import settings
+
+    return {"MAILERS": {**settings.MAILERS, "pages": {"BACKEND": ROUTER, "OPTIONS": options}}}
+
+
+def _pages_redis_commands(
+    style: str, leaves: dict[str, Any], url: str,
+    page_router: Callable[[dict[str, Any]], Callable[[], Any]],
+    populate: Callable[[Callable[[], Any]], None],
+) -> dict[str, Any]:
+    import shutil
+
+    from django.test.utils import override_settings
+
+    if shutil.which("redis-server") is None:
+        return {"redis_commands_per_call": None, "pass_commands": True}
+    from mailrouter.testing.redis import RedisServer
+
+    redis = RedisServer().start()
+    calls = 200
+    try:
+        caches = {
+            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+            "health": redis.cache_settings(),
+        }
+        options = pages_options(url, health={"cache": "health"})
+        with mail_settings(style, leaves), override_settings(
+            CACHES=caches, **_pages_mailers(style, options)
+        ):
+            make = page_router(options)
+            populate(make)
+            make().send_messages(make_messages(1))  # connect outside the count
+            redis.client().config_resetstat()
+            for message in make_messages(calls):
+                if make().send_messages([message]) != 1:
+                    raise RuntimeError("a message was not sent")
+            commands = redis.commands()
+    finally:
+        redis.stop()
+    per_call = sum(commands.values()) / calls
+    return {
+        "redis_commands_per_call": per_call,
+        "redis_commands": commands,
+        "target_commands": TARGET_PAGES_COMMANDS,
+        "pass_commands": per_call <= TARGET_PAGES_COMMANDS and set(commands) <= {"mget"},
+    }
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
@@ -466,9 +630,32 @@ def print_table(result: dict[str, Any]) -> None:
         "  of which health tracking (vs health off)",
         f"{o['added_us_per_message'] - o['added_us_per_message_health_off']:.2f} µs",
     )
+    p = result["pages"]
     print()
     print(
-        f"2. Throughput, leaf = SMTP to a local FaultySMTPServer ({s['rounds']} rounds x "
+        f"2. Status pages for every mailer (operational, fresh), send_mail() style "
+        f"({p['rounds']} rounds x {p['messages_per_round']})"
+    )
+    row("router without status pages", f"{p['router_us_per_call']:.2f} µs")
+    row("router with status pages", f"{p['pages_us_per_call']:.2f} µs")
+    row(
+        "added per send_messages() (median of rounds)",
+        f"{p['added_us_per_call']:.2f} µs",
+        f"target <= {p['target_added_us']:.0f} µs  {verdict(p['pass_added'])}"
+        f"   (IQR {p['added_us_p25']:.2f}-{p['added_us_p75']:.2f})",
+    )
+    if p["redis_commands_per_call"] is None:
+        row("Redis commands per send_messages()", "n/a", "(no redis-server on PATH)")
+    else:
+        row(
+            "Redis commands per send_messages()",
+            f"{p['redis_commands_per_call']:.2f}",
+            f"target {p['target_commands']:.2f}  {verdict(p['pass_commands'])}"
+            f"   ({', '.join(f'{k} {v}' for k, v in sorted(p['redis_commands'].items()))})",
+        )
+    print()
+    print(
+        f"3. Throughput, leaf = SMTP to a local FaultySMTPServer ({s['rounds']} rounds x "
         f"{s['batch']} messages, one connection per batch, server in a {s['server']})"
     )
     row("router (default options)", f"{s['router_msgs_per_s']:.0f} msg/s")
@@ -504,7 +691,8 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="exit with status 1 if a target is missed"
     )
     parser.add_argument("--dummy-rounds", type=int, help="rounds of part 1 (default 300)")
-    parser.add_argument("--smtp-rounds", type=int, help="rounds of part 2 (default 60)")
+    parser.add_argument("--pages-rounds", type=int, help="rounds of part 2 (default 100)")
+    parser.add_argument("--smtp-rounds", type=int, help="rounds of part 3 (default 60)")
     args = parser.parse_args(argv)
 
     # The legacy settings style is deprecated on Django 6.1; that is fine here.
@@ -529,6 +717,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "dummy": bench_dummy(style, dummy_rounds, 100),
         "single": bench_single(style, single_rounds, 20),
+        "pages": bench_status_pages(style, args.pages_rounds or single_rounds, 20),
         "smtp": bench_smtp(style, smtp_rounds, 50, args.server_thread),
     }
     result["elapsed_s"] = time.perf_counter() - started
@@ -537,7 +726,11 @@ def main(argv: list[str] | None = None) -> int:
         print()
     else:
         print_table(result)
-    missed = not (result["dummy"]["pass"] and result["smtp"]["pass"])
+    pages = result["pages"]
+    missed = not (
+        result["dummy"]["pass"] and result["smtp"]["pass"]
+        and pages["pass_added"] and pages["pass_commands"]
+    )
     return 1 if args.check and missed else 0
 
 

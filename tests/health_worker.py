@@ -15,7 +15,8 @@ Usage: ``python -m tests.health_worker CONFIG_JSON``. CONFIG_JSON holds:
   ``<go>.ready.<pid>`` once it waits (optional);
 - ``id``: worker number; ``log``: path of a JSON-lines log (optional): one line
   per message (start/end time, status, attempts) and one per
-  ``mailer_state_changed`` signal this process sent.
+  ``mailer_state_changed`` / ``mailer_status_changed`` signal this process sent;
+- ``status_pages``: the router's ``status_pages`` option (optional).
 
 Each message is sent on its own, as ``send_mail()`` does in a web request,
 through the router configured the legacy way (works on every Django version).
@@ -52,6 +53,8 @@ def configure(config: dict[str, Any]) -> None:
         for name, port in (("primary", config["primary_port"]), ("backup", config["backup_port"]))
     }
     options = {"routes": [{"mailers": ["primary", "backup"]}], "health": health}
+    if config.get("status_pages"):
+        options["status_pages"] = config["status_pages"]
     settings.configure(
         DEBUG=False,
         INSTALLED_APPS=["mailrouter"],
@@ -87,6 +90,13 @@ def main() -> None:
                                   "old": str(old), "new": str(new)}) + "\n")
 
     signals.mailer_state_changed.connect(on_state)
+
+    def on_status(sender: Any, alias: str, old: Any, new: Any, reason: str, **_: Any) -> None:
+        if log is not None:
+            log.write(json.dumps({"w": worker, "event": "status", "t": time.time(),
+                                  "alias": alias, "old": str(old), "new": str(new)}) + "\n")
+
+    signals.mailer_status_changed.connect(on_status)
     # Warm up outside the measurement: imports (redis-py takes ~0.7 s), the
     # cache connection, the router's parsed configuration.
     if "health" in caches:

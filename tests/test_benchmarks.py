@@ -32,12 +32,17 @@ def run_json(script: str, *args: str) -> dict[str, Any]:
 
 
 def test_overhead_benchmark_runs() -> None:
-    report = run_json("overhead.py", "--dummy-rounds", "3", "--smtp-rounds", "2")
+    report = run_json(
+        "overhead.py", "--dummy-rounds", "3", "--smtp-rounds", "2", "--pages-rounds", "3"
+    )
     assert report["dummy"]["rounds"] == 3
     assert report["dummy"]["added_us_per_message"] > 0
     assert report["smtp"]["rounds"] == 2
     assert report["smtp"]["router_msgs_per_s"] > 0
     assert report["smtp"]["direct_msgs_per_s"] > 0
+    # Status pages for every mailer: still one MGET per send_messages(), no writes.
+    assert report["pages"]["rounds"] == 3
+    assert report["pages"]["redis_commands"] == {"mget": 200}
 
 
 def test_outage_benchmark_counts() -> None:

@@ -21,8 +21,12 @@ from .compat import is_overridden, mailers_setting, uses_mailers_setting
 from .errors import ConfigurationError
 from .health.settings import HealthSettings, parse_health
 from .matching import MatcherError, When, compile_when
+from .status_pages.settings import StatusPage, parse_status_pages, parse_webhook_token
 
-ROUTER_OPTION_KEYS = ("routes", "delivery", "classifier", "timeout", "timeouts", "health")
+ROUTER_OPTION_KEYS = (
+    "routes", "delivery", "classifier", "timeout", "timeouts", "health",
+    "status_pages", "status_webhook_token",
+)
 ROUTE_KEYS = ("name", "when", "mailers")
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
@@ -98,6 +102,9 @@ class RouterConfig:
     timeouts: Mapping[str, float] = field(default_factory=dict)
     #: The ``health`` option, validated (see ``mailrouter.health.settings``).
     health_settings: HealthSettings = field(default_factory=HealthSettings)
+    #: The ``status_pages`` option: leaf alias → its status page.
+    status_pages: Mapping[str, StatusPage] = field(default_factory=dict)
+    status_webhook_token: str | None = None
 
 
 def load_mailer_table() -> MailerTable:
@@ -202,6 +209,16 @@ def parse_router_options(
     health = parse_health(
         options.get("health", {}), label, table, table.source, problems, routers=table.routers
     )
+    status_pages = parse_status_pages(
+        options.get("status_pages"), label,
+        lambda name: name in table and name not in table.routers, table.source, problems,
+    )
+    if status_pages and not health.enabled:
+        problems.append(
+            f"{label}: 'status_pages' needs health tracking (page state lives in the health "
+            "cache); remove 'health': False"
+        )
+    webhook_token = parse_webhook_token(options.get("status_webhook_token"), label, problems)
     if not problems:
         problems.extend(find_cycles(alias, routes, table))
     if problems:
@@ -215,6 +232,8 @@ def parse_router_options(
         timeout=timeout,
         timeouts=timeouts,
         health_settings=health,
+        status_pages=status_pages,
+        status_webhook_token=webhook_token,
     )
 
 

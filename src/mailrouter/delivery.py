@@ -55,6 +55,10 @@ class HealthView(Protocol):
 
     def begin_batch(self, aliases: Collection[str]) -> None: ...
 
+    def order(self, candidates: tuple[Candidate, ...]) -> tuple[Candidate, ...]:
+        """The candidates in the order to try them (a degraded mailer last)."""
+        ...
+
     def skip_reason(self, alias: str) -> str | None:
         """Why not to try this mailer now (open breaker, drained), or None."""
         ...
@@ -69,6 +73,9 @@ class NoHealth:
 
     def begin_batch(self, aliases: Collection[str]) -> None:
         pass
+
+    def order(self, candidates: tuple[Candidate, ...]) -> tuple[Candidate, ...]:
+        return candidates
 
     def skip_reason(self, alias: str) -> str | None:
         return None
@@ -258,6 +265,7 @@ class Dispatcher:
         self, message: EmailMessage, candidates: tuple[Candidate, ...], batch: BatchState
     ) -> DeliveryResult:
         snapshot = MessageSnapshot(message)
+        candidates = self.health.order(candidates)
         result = self._try_in_order(message, candidates, batch, snapshot, use_health=True)
         if result is None:
             # Health said skip every candidate. Health data can be wrong, and

@@ -182,6 +182,12 @@ def explain_message(
                 runtime.redact(skip) if skip else None, note,
             )
         )
+    if store is not None and error is None and runtime.config.status_pages:
+        from .status_pages.view import explain_pages
+
+        candidates = explain_pages(
+            candidates, runtime.config.status_pages, store, now, runtime.redact
+        )
     return Explanation(name, selection.route, tuple(candidates), None, error, tuple(notes))
 
 

@@ -65,6 +65,11 @@ def mailer_state_changed(router: Any, alias: str, old: State, new: State, reason
     )
 
 
+def mailer_status_changed(sender: type, alias: str, old: Any, new: Any, reason: str) -> None:
+    """A mailer's status page changed state (logged by the refresher that read it)."""
+    _send(signals.mailer_status_changed, sender, alias=alias, old=old, new=new, reason=reason)
+
+
 def attempt_failed(router: Any, message: EmailMessage, attempt: Attempt) -> None:
     logger.warning(
         "attempt via %s: %s%s",

@@ -28,3 +28,13 @@ message_failed = Signal()
 #: and ``alias``, ``old`` and ``new`` (``mailrouter.health.breaker.State``:
 #: closed, open, half_open) and ``reason`` (redacted text).
 mailer_state_changed = Signal()
+
+#: A mailer's status page changed state, once per change per fleet (the one
+#: process that claims the change sends it). Pages are refreshed in the
+#: background, not by a router: ``sender`` is the page's source class
+#: (``mailrouter.status_pages.sources.StatuspageSource``, ``PostmarkSource`` or
+#: your own), and there is no ``router``. Sent with ``alias``, ``old`` and
+#: ``new`` (``mailrouter.status_pages.record.PageState``: operational,
+#: degraded, down, unknown) and ``reason`` (the page's host and worst
+#: component, or why it is unknown).
+mailer_status_changed = Signal()

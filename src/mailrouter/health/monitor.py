@@ -13,6 +13,11 @@ Implements the ``HealthView`` protocol of ``mailrouter.delivery``:
 So a healthy fleet costs one ``get_many`` per ``send_messages()`` and no
 writes; a mailer whose breaker is open costs nothing more.
 
+Status pages (``mailrouter.status_pages``) are read in the same ``get_many``:
+a page saying "down" skips its mailer like an open breaker, "degraded" moves
+it behind the healthy candidates (``order``); a stale page is handed to the
+background refresher, never fetched here.
+
 One monitor belongs to one router instance and is used under the router's
 lock, so it is not itself thread-safe; the store it uses is.
 """
@@ -24,15 +29,23 @@ import math
 import os
 import socket
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from ..config import RouterConfig
 from ..outcomes import Attempt, Outcome
+from ..status_pages.record import effects as page_effects
+from ..status_pages.record import slots as page_slots
+from ..status_pages.refresh import schedule as schedule_refresh
 from .breaker import Breaker, BreakerPolicy, State, WindowCounts, unpack
 from .settings import HealthSettings
 from .store import HealthStore, LastError, MailerHealth, store_for
+
+if TYPE_CHECKING:
+    from ..routing import Candidate
+    from ..status_pages.settings import StatusPage
 
 logger = logging.getLogger("mailrouter")
 
@@ -82,24 +95,51 @@ class HealthMonitor:
         store: HealthStore | None = None,
         attempt_timeout: Callable[[str], float | None] = lambda alias: None,
         on_state_changed: StateListener | None = None,
+        status_pages: Mapping[str, StatusPage] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store or store_for(settings)
         self._attempt_timeout = attempt_timeout
         self._on_state_changed = on_state_changed
         self._batch: dict[str, _AliasBatch] = {}
+        #: (alias, record key part) → page: what ``begin_batch`` reads.
+        self._pages, self._page_slots = page_slots(status_pages or {})
+        #: This batch's status page verdicts: alias → reason.
+        self._page_skips: Mapping[str, str] = {}
+        self._page_demotes: Mapping[str, str] = {}
 
     # -- HealthView -------------------------------------------------------------
 
     def begin_batch(self, aliases: Collection[str]) -> None:
         now = self.settings.clock()
-        snapshot = self.store.read(aliases, self.settings.policy, now)
+        if not self._pages:
+            snapshot = self.store.read(aliases, self.settings.policy, now)
+        else:
+            found: dict[tuple[str, str], Any] = {}
+            snapshot = self.store.read(
+                aliases, self.settings.policy, now, pages=self._page_slots, pages_found=found
+            )
+            self._page_skips, self._page_demotes = page_effects(
+                self._pages, found, now, self._stale_page
+            )
         self._batch = {alias: _AliasBatch(health) for alias, health in snapshot.items()}
+
+    def order(self, candidates: tuple[Candidate, ...]) -> tuple[Candidate, ...]:
+        """Candidates whose status page says degraded go after the others."""
+        demoted = self._page_demotes
+        if not demoted or len(candidates) < 2:
+            return candidates
+        return tuple(
+            sorted(candidates, key=lambda c: c.connection is None and c.alias in demoted)
+        )
 
     def skip_reason(self, alias: str) -> str | None:
         entry = self._entry(alias)
         now = self.settings.clock()
         reason = explain_skip(entry.health, now, self._policy(alias))
+        if reason is None and self._page_skips:
+            # Before the half-open probe lease: a mailer its page calls down is not probed.
+            reason = self._page_skips.get(alias)
         if reason is not None or entry.health.breaker.effective(now) is State.CLOSED:
             return reason
         # Half-open: exactly one process in the fleet may make the probe.
@@ -126,6 +166,9 @@ class HealthMonitor:
             self._batch = {}
 
     # -- details -----------------------------------------------------------------
+
+    def _stale_page(self, page: StatusPage) -> None:
+        schedule_refresh(page, self.store, self.settings.clock)
 
     def _entry(self, alias: str) -> _AliasBatch:
         entry = self._batch.get(alias)
@@ -304,4 +347,5 @@ def build_health(
         settings,
         attempt_timeout=attempt_timeout,
         on_state_changed=on_state_changed,
+        status_pages=config.status_pages,
     )

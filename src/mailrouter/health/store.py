@@ -10,6 +10,7 @@ Strategy (``breaker``) is separated from storage (this module), as in the
     mailrouter:health:<alias>:drain        drained for maintenance (until, reason)
     mailrouter:health:<alias>:claim:<g>    who makes transition g (cache.add)
     mailrouter:health:<alias>:probe:<g>    the probe lease of opening g (cache.add)
+    mailrouter:health:<alias>:page-*       status page record, leases (mailrouter.status_pages)
 
 Everything the hot path needs for all aliases of a router is read with ONE
 ``get_many``. Counters use ``incr`` so concurrent failures from many
@@ -56,6 +57,8 @@ CLAIM_TTL = 60
 EMBEDDED = "embedded local memory"
 
 T = TypeVar("T")
+#: Marks a status page record among the keys ``read`` fetches.
+_PAGE = object()
 
 _SAFE_ALIAS = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 
@@ -99,6 +102,11 @@ def _read_keys(
         for bucket in range(first_bucket, end_bucket)
     ]
     return tuple(fixed + window)
+
+
+@functools.lru_cache(maxsize=256)
+def _page_keys(pages: tuple[tuple[str, str], ...]) -> tuple[tuple[str, tuple[str, str, Any]], ...]:
+    return tuple((key(alias, part), (alias, part, _PAGE)) for alias, part in pages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,11 +302,19 @@ class HealthStore:
     # -- reads -------------------------------------------------------------------
 
     def read(
-        self, aliases: Iterable[str], policy: Callable[[str], BreakerPolicy], now: float
+        self, aliases: Iterable[str], policy: Callable[[str], BreakerPolicy], now: float,
+        *, pages: tuple[tuple[str, str], ...] = (),
+        pages_found: dict[tuple[str, str], Any] | None = None,
     ) -> dict[str, MailerHealth]:
-        """Every alias's health in ONE cache round trip (``get_many``)."""
+        """Every alias's health in ONE cache round trip (``get_many``).
+
+        ``pages``: (alias, key part) of status page records to read in the
+        same round trip, into ``pages_found`` (only the records stored).
+        """
         aliases = list(dict.fromkeys(aliases))
         wanted: dict[str, tuple[str, str, Any]] = {}
+        if pages:
+            wanted.update(_page_keys(pages))
         for alias in aliases:
             alias_policy = policy(alias)
             buckets = (
@@ -314,6 +330,10 @@ class HealthStore:
         parts: dict[str, dict[str, Any]] = {}
         for cache_key, value in found.items():
             alias, part, bucket = wanted[cache_key]
+            if bucket is _PAGE:
+                if pages_found is not None:
+                    pages_found[alias, part] = value
+                continue
             entry = parts.setdefault(alias, {"buckets": {}})
             if part == "window":
                 entry["buckets"][bucket] = _as_int(value)
@@ -418,6 +438,18 @@ class HealthStore:
 
     def clear_drain(self, alias: str) -> bool:
         return bool(self._run(lambda cache: cache.delete(key(alias, "drain"))))
+
+    # -- plain values (status pages keep their records and leases here) ----------
+
+    def get_value(self, alias: str, part: str) -> Any:
+        return self._run(lambda cache: cache.get(key(alias, part)))
+
+    def set_value(self, alias: str, part: str, value: Any, ttl: int | None) -> None:
+        self._run(lambda cache: cache.set(key(alias, part), value, ttl))
+
+    def add_value(self, alias: str, part: str, value: Any, ttl: int) -> bool:
+        """``cache.add``: True for exactly one caller until the key expires."""
+        return bool(self._run(lambda cache: cache.add(key(alias, part), value, ttl)))
 
     def check_reachable(self) -> None:
         """Raise the cache's own error if it cannot be reached (for the command)."""

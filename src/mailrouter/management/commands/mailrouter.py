@@ -1,4 +1,4 @@
-"""``python manage.py mailrouter status|explain|drain|undrain|probe``.
+"""``python manage.py mailrouter status|explain|drain|undrain|probe|refresh-status``.
 
 Operate the router from a shell: see every mailer's breaker, ask which
 mailers a message would use right now and why, take a mailer out of
@@ -10,7 +10,7 @@ Exit codes (for scripts):
 
 - 0: done (status shown, drain stored, probe succeeded, ...);
 - 1: the subject failed: ``probe`` could not connect, ``explain`` found no
-  mailer for the message;
+  mailer for the message, ``refresh-status`` could not read a page;
 - 2: usage or configuration error (unknown alias, bad duration, invalid
   settings, no router configured);
 - 3: the health state cannot be reached or is not shared: the health cache is
@@ -49,6 +49,8 @@ from ...operations import (
     undrain_mailer,
 )
 from ...probe import probe_mailer
+from ...status_pages.refresh_status import refresh_status
+from ...status_pages.view import status_extender
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -118,9 +120,16 @@ class Command(BaseCommand):
                            help="seconds (default: the router's timeout for it)")
         probe.add_argument("--json", action="store_true")
 
+        refresh = sub.add_parser(
+            "refresh-status", help="fetch mailers' status pages now (for cron / periodic tasks)"
+        )
+        refresh.add_argument("aliases", nargs="*", metavar="ALIAS",
+                             help="mailers whose page to fetch (default: every page)")
+        refresh.add_argument("--json", action="store_true")
+
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
-        handler: Callable[[dict[str, Any]], None] = getattr(self, f"_{action}")
+        handler: Callable[[dict[str, Any]], None] = getattr(self, f"_{action.replace('-', '_')}")
         self._wrote = False
         try:
             try:
@@ -183,11 +192,14 @@ class Command(BaseCommand):
     # -- status -------------------------------------------------------------------------
 
     def _status(self, options: dict[str, Any]) -> None:
-        report = mailer_status(self.routers, self._redact)
+        report = mailer_status(
+            self.routers, self._redact, extenders=[status_extender(self._redact)]
+        )
         if options["json"]:
             self._emit_json(report.as_dict())
         else:
             self._print_table(list(report.rows))
+            self._print_pages(list(report.rows))
             for note in report.notes:
                 self.stdout.write(note)
         if report.error is not None:
@@ -224,6 +236,22 @@ class Command(BaseCommand):
                 error = f"{format_time(row['last_error_at'])} {row['last_error_outcome']}: {error}"
             lines.append((row["alias"], row["backend"], state, failures,
                           format_time(row.get("since")), drained, timeout, error[:120]))
+        widths = [max(len(str(v)) for v in column) for column in zip(headers, *lines, strict=False)]
+        for line in (headers, *lines):
+            self.stdout.write("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True))
+                              .rstrip())
+
+    def _print_pages(self, rows: list[dict[str, Any]]) -> None:
+        pages = [(row["alias"], row["status_page"]) for row in rows if row.get("status_page")]
+        if not pages:
+            return
+        self.stdout.write("")
+        headers = ("STATUS PAGE", "STATE", "WORST", "FETCHED", "CHECKED", "LAST ERROR", "URL")
+        lines = [
+            (alias, page["state"], page["worst"] or "-", format_time(page["fetched_at"]),
+             format_time(page["checked_at"]), (page["last_error"] or "-")[:80], page["url"])
+            for alias, page in pages
+        ]
         widths = [max(len(str(v)) for v in column) for column in zip(headers, *lines, strict=False)]
         for line in (headers, *lines):
             self.stdout.write("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True))
@@ -347,6 +375,21 @@ class Command(BaseCommand):
                 f"{result['seconds'] * 1000:.0f} ms: {result['error_type']}: {result['error']}"
             )
 
+
+    # -- refresh-status -----------------------------------------------------------------------
+
+    def _refresh_status(self, options: dict[str, Any]) -> None:
+        results = refresh_status(self.routers, list(dict.fromkeys(options["aliases"])),
+                                 self._redact)
+        if options["json"]:
+            self._emit_json({"refreshed": results})
+        else:
+            for row in results:
+                detail = row["error"] if row["state"] == "unknown" else row["worst"]
+                suffix = f" ({detail})" if detail else ""
+                self.stdout.write(f"{row['alias']}: {row['state']}{suffix}")
+        if any(row["state"] == "unknown" for row in results):
+            raise CommandError("a status page could not be read", returncode=EXIT_FAILED)
 
 def _positive_seconds(text: str | None, option: str) -> float | None:
     """A usage error, not a mailer's failure, when the value makes no sense."""

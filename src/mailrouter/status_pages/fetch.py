@@ -1,0 +1,136 @@
+"""One bounded HTTP GET of a status document.
+
+Bounded in every way a broken or hostile status host could hurt us: a
+deadline over the whole exchange (not only per socket read), a size cap on
+the body, no redirect to another host (or from https to http), and a JSON
+body required. ``If-None-Match`` is sent when an ETag is known; a 304 is
+returned as "not modified". Every failure is a :class:`FetchError` with a
+short text that never contains the URL (it may carry a token).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import ssl
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+#: Largest body read (status summaries are a few to a few hundred KiB).
+MAX_BODY = 1024 * 1024
+CHUNK = 64 * 1024
+USER_AGENT = "django-mailrouter status page poller"
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+class FetchError(Exception):
+    """The page could not be fetched or is not JSON; ``str()`` says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A fetched document, or ``not_modified`` (HTTP 304) with none."""
+
+    document: Any = None
+    etag: str | None = None
+    not_modified: bool = False
+
+
+class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
+    def __init__(self, origin: str, allow_http: bool) -> None:
+        self.origin = urlsplit(origin)
+        self.allow_http = allow_http
+
+    def redirect_request(
+        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> Any:
+        target = urlsplit(newurl)
+        if target.hostname != self.origin.hostname or target.port != self.origin.port:
+            raise FetchError(f"HTTP {code} redirect to another host ({target.hostname})")
+        if target.scheme != "https" and not self.allow_http:
+            raise FetchError(f"HTTP {code} redirect to plain http")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def fetch(
+    url: str,
+    *,
+    timeout: float,
+    etag: str | None = None,
+    allow_http: bool = False,
+    max_body: int = MAX_BODY,
+) -> Fetched:
+    """GET ``url`` within ``timeout`` seconds in total; raise FetchError."""
+    deadline = time.monotonic() + timeout
+    handlers: list[Any] = [
+        _SameHostRedirects(url, allow_http),
+        urllib.request.HTTPSHandler(context=_tls_context()),
+    ]
+    if urlsplit(url).hostname in _LOOPBACK:
+        handlers.append(urllib.request.ProxyHandler({}))  # a proxy cannot reach our loopback
+    opener = urllib.request.build_opener(*handlers)
+    headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+    if etag:
+        headers["If-None-Match"] = etag
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            body = _read_bounded(response, deadline, max_body)
+            etag = response.headers.get("ETag")
+    except FetchError:
+        raise
+    except urllib.error.HTTPError as error:
+        error.close()
+        if error.code == 304:
+            return Fetched(etag=etag, not_modified=True)
+        raise FetchError(f"HTTP {error.code}") from None
+    except urllib.error.URLError as error:
+        raise FetchError(f"unreachable: {_reason(error.reason)}") from None
+    except (TimeoutError, OSError) as error:
+        raise FetchError(f"unreachable: {_reason(error)}") from None
+    except Exception as error:  # http.client's protocol errors, bad URLs
+        raise FetchError(f"failed: {type(error).__name__}") from None
+    return Fetched(_parse(body), etag)
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    # Loading the CA store costs tens of milliseconds: once per process.
+    return ssl.create_default_context()
+
+
+def _read_bounded(response: Any, deadline: float, max_body: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        if time.monotonic() > deadline:
+            raise FetchError("timed out reading the body")
+        chunk = response.read(CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > max_body:
+            raise FetchError(f"body over {max_body} bytes")
+        chunks.append(chunk)
+
+
+def _parse(body: bytes) -> Any:
+    text = body.lstrip()[:1]
+    if text == b"<":
+        raise FetchError("HTML body, not JSON (a status host's web page?)")
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        raise FetchError("body is not JSON") from None
+
+
+def _reason(reason: Any) -> str:
+    if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+        return "timed out"
+    if isinstance(reason, BaseException):
+        return type(reason).__name__
+    return str(reason)[:80]

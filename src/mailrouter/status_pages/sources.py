@@ -1,0 +1,174 @@
+"""What a status document says about a mailer: :class:`Reading`.
+
+A source turns a parsed JSON document into a reading for the configured
+components. It raises :class:`UnexpectedDocument` for anything it does not
+understand (unknown shape, unknown status value, a named component missing):
+the refresher records that as *unknown*, which never affects routing.
+
+A user's own source is a subclass of :class:`StatusSource` named by dotted
+path in the page's ``kind``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+class Level(enum.IntEnum):
+    """How bad a component (or page) is, in increasing order."""
+
+    OPERATIONAL = 0
+    #: Degraded, partial outage, delayed, maintenance: tried after the others.
+    DEGRADED = 1
+    #: Major outage / down: skipped like an open breaker.
+    DOWN = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """The worst level among the watched components, and which one it was."""
+
+    level: Level
+    #: e.g. ``"Outbound Delivery: major_outage"`` or ``"page: minor"``.
+    worst: str
+
+
+class UnexpectedDocument(ValueError):
+    """The document is not what this source understands."""
+
+
+class StatusSource:
+    """Reads one kind of status document.
+
+    Subclasses set ``statuses`` (status value → :class:`Level`) and implement
+    :meth:`read`. ``components`` are the names the user configured (empty:
+    the page-wide status).
+    """
+
+    statuses: ClassVar[Mapping[str, Level]] = {}
+
+    def read(self, document: Any, components: Sequence[str]) -> Reading:
+        """The worst reading of ``components`` (or of the page) in the parsed JSON
+        ``document``; raise UnexpectedDocument when it does not have the expected shape."""
+        raise NotImplementedError
+
+    def level(self, status: Any, what: str) -> Level:
+        level = self.statuses.get(status) if isinstance(status, str) else None
+        if level is None:
+            raise UnexpectedDocument(f"{what} has unknown status {str(status)[:40]!r}")
+        return level
+
+
+def worst_of(readings: Sequence[Reading]) -> Reading:
+    # max() keeps the first of equals: the first configured component wins ties.
+    return max(readings, key=lambda reading: reading.level)
+
+
+class StatuspageSource(StatusSource):
+    """Atlassian Statuspage API v2 ``summary.json`` (or ``status.json`` for
+    the page indicator only).
+
+    Components are matched by name (case-insensitively); a component inside a
+    group may also be given as ``"Group - Child"``. Group headers themselves
+    are never matched by a plain name, since their status is an aggregate.
+    """
+
+    statuses: ClassVar[Mapping[str, Level]] = {
+        "operational": Level.OPERATIONAL,
+        "degraded_performance": Level.DEGRADED,
+        "partial_outage": Level.DEGRADED,
+        "under_maintenance": Level.DEGRADED,
+        "major_outage": Level.DOWN,
+    }
+    indicators: ClassVar[Mapping[str, Level]] = {
+        "none": Level.OPERATIONAL,
+        "minor": Level.DEGRADED,
+        "maintenance": Level.DEGRADED,
+        "major": Level.DOWN,
+        "critical": Level.DOWN,
+    }
+
+    def read(self, document: Any, components: Sequence[str]) -> Reading:
+        if not isinstance(document, Mapping):
+            raise UnexpectedDocument("not a Statuspage document (expected a JSON object)")
+        if not components:
+            status = document.get("status")
+            indicator = status.get("indicator") if isinstance(status, Mapping) else None
+            level = self.indicators.get(indicator) if isinstance(indicator, str) else None
+            if level is None:
+                raise UnexpectedDocument("no known status.indicator on the page")
+            return Reading(level, f"page: {indicator}")
+        named = self._components_by_name(document.get("components"))
+        readings = []
+        for name in components:
+            component = named.get(name.casefold())
+            if component is None:
+                raise UnexpectedDocument(f"component {name!r} is not on the page")
+            status = component.get("status")
+            readings.append(Reading(self.level(status, f"component {name!r}"), f"{name}: {status}"))
+        return worst_of(readings)
+
+    def _components_by_name(self, raw: Any) -> dict[str, Mapping[str, Any]]:
+        if not isinstance(raw, list):
+            raise UnexpectedDocument("no 'components' list on the page")
+        entries = [c for c in raw if isinstance(c, Mapping) and isinstance(c.get("name"), str)]
+        groups = {c.get("id"): c["name"] for c in entries if c.get("group") is True}
+        named: dict[str, Mapping[str, Any]] = {}
+        for component in entries:
+            if component.get("group") is True:
+                continue
+            name = component["name"]
+            named.setdefault(name.casefold(), component)
+            group = groups.get(component.get("group_id"))
+            if group is not None:
+                named.setdefault(f"{group} - {name}".casefold(), component)
+        return named
+
+
+class PostmarkSource(StatusSource):
+    """Postmark's status API, ``/api/1.0/services``: a list of services (or an
+    object holding it under ``services``), each with a ``name`` and a
+    ``status`` of UP / MAINTENANCE / DELAY / DEGRADED / DOWN. Components are
+    matched case-insensitively against a service's name (or its ``id`` /
+    ``slug`` when it has one). Without components, the worst of all services.
+    """
+
+    statuses: ClassVar[Mapping[str, Level]] = {
+        "UP": Level.OPERATIONAL,
+        "MAINTENANCE": Level.DEGRADED,
+        "DELAY": Level.DEGRADED,
+        "DEGRADED": Level.DEGRADED,
+        "DOWN": Level.DOWN,
+    }
+
+    def read(self, document: Any, components: Sequence[str]) -> Reading:
+        services = document.get("services") if isinstance(document, Mapping) else document
+        if not isinstance(services, list) or not services:
+            raise UnexpectedDocument("not a Postmark services document (expected a list)")
+        named: dict[str, Mapping[str, Any]] = {}
+        for service in services:
+            if not isinstance(service, Mapping) or not isinstance(service.get("name"), str):
+                raise UnexpectedDocument("a service without a name")
+            for field in ("name", "id", "slug"):
+                value = service.get(field)
+                if isinstance(value, str):
+                    named.setdefault(value.casefold(), service)
+        wanted = list(components) or [s["name"] for s in services]
+        readings = []
+        for name in wanted:
+            service = named.get(name.casefold())
+            if service is None:
+                raise UnexpectedDocument(f"service {name!r} is not on the page")
+            status = service.get("status")
+            readings.append(Reading(self.level(status, f"service {name!r}"), f"{name}: {status}"))
+        return worst_of(readings)
+
+
+#: ``kind`` values that need no import.
+KINDS: Mapping[str, type[StatusSource]] = {
+    "statuspage": StatuspageSource,
+    "postmark": PostmarkSource,
+}

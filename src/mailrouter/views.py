@@ -1,0 +1,107 @@
+"""The status page webhook: a hint that makes us fetch the page now.
+
+Statuspage subscriber webhooks carry no signature, so a POST is never taken
+as truth: a valid one (right token in the URL, a JSON object body) triggers
+an immediate re-fetch of that mailer's page, at most once per
+``HINT_INTERVAL`` seconds per page across the fleet, and only the fetched
+page changes routing. A forged or replayed payload can cause a fetch, never
+an outage.
+
+Answers: 202 (hint taken; ``{"refetched": true|false}``), 404 (unknown
+alias or wrong token: the same answer, so neither can be probed), 405 (not
+POST), 400 (not a JSON object), 413 (body over 64 KiB). Never a 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from typing import Any
+
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseNotFound,
+    JsonResponse,
+)
+from django.views.decorators.csrf import csrf_exempt
+
+logger = logging.getLogger("mailrouter")
+
+MAX_BODY = 64 * 1024
+#: Seconds between two hint-triggered fetches of one page, fleet-wide.
+HINT_INTERVAL = 5
+
+
+def _find_page(alias: str, token: str) -> Any:
+    """(page, health settings) of a router whose token matches and that has a
+    status page for ``alias``; None otherwise."""
+    from .operations import configured_routers
+
+    given = token.encode()
+    for router in configured_routers():
+        config = router.config
+        expected = config.status_webhook_token
+        if expected is None:
+            continue
+        # Constant time: how much of a guessed token matched must not show.
+        if hmac.compare_digest(given, expected.encode()) and alias in config.status_pages:
+            return config.status_pages[alias], config.health_settings
+    return None
+
+
+@csrf_exempt
+def status_webhook(request: HttpRequest, alias: str, token: str) -> HttpResponse:
+    response = _answer(request, alias, token)
+    # Django logs every 4xx with the request path, which holds the token:
+    # mark the response as logged so the secret stays out of the logs.
+    response._has_been_logged = True  # type: ignore[attr-defined]
+    return response
+
+
+def _answer(request: HttpRequest, alias: str, token: str) -> HttpResponse:
+    try:
+        found = _find_page(alias, token)
+    except Exception:  # broken settings must not turn into a 500 here
+        logger.exception("mailrouter: status webhook cannot read the router configuration")
+        found = None
+    if found is None:
+        return HttpResponseNotFound("not found", content_type="text/plain")
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return HttpResponse("bad Content-Length", status=400, content_type="text/plain")
+    if length > MAX_BODY:
+        return HttpResponse("body too large", status=413, content_type="text/plain")
+    body = request.read(MAX_BODY + 1)
+    if len(body) > MAX_BODY:
+        return HttpResponse("body too large", status=413, content_type="text/plain")
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return HttpResponse("body is not JSON", status=400, content_type="text/plain")
+    if not isinstance(payload, dict):
+        return HttpResponse("expected a JSON object", status=400, content_type="text/plain")
+    page, settings = found
+    return JsonResponse({"refetched": _refetch(page, settings)}, status=202)
+
+
+def _refetch(page: Any, settings: Any) -> bool:
+    from .health.monitor import owner_id
+    from .health.store import store_for
+    from .status_pages.record import hint_part
+    from .status_pages.refresh import refresh_page
+
+    try:
+        store = store_for(settings)
+        if not store.add_value(page.alias, hint_part(page), owner_id(), HINT_INTERVAL):
+            return False  # fetched moments ago on another hint
+        refresh_page(page, store, settings.clock, force=True)
+        return True
+    except Exception:
+        logger.exception("mailrouter: status webhook re-fetch of %s failed", page.alias)
+        return False
