@@ -15,6 +15,7 @@ from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
 from . import report
+from .concurrent_batch import AttemptLog, Job, LockedHealth, run_batch
 from .config import MailerTable, RouterConfig, legacy_settings
 from .delivery import BatchState, DeliveryResult, Dispatcher
 from .errors import ConfigurationError, DeliveryError, FailedMessage
@@ -22,8 +23,10 @@ from .health.monitor import build_health
 from .outcomes import Attempt, MessageStatus
 from .pool import BACKENDS_TAKE_ALIAS, MailerPool
 from .probe import ProbeResult, probe_mailer
-from .routing import select
+from .ratelimit import RateLimiter, storage_for
+from .routing import CONNECTION, Candidate, Selection, select
 from .runtime import RouterRuntime, load_runtime
+from .strategies import order
 
 
 class RouterBackend(BaseEmailBackend):
@@ -67,11 +70,16 @@ class RouterBackend(BaseEmailBackend):
             }
             options = {**raw, **given}
         self._runtime: RouterRuntime = load_runtime(alias, options)
-        self._pool = MailerPool(self._runtime.config, self._runtime.table)
+        config = self._runtime.config
+        self._pool = MailerPool(config, self._runtime.table)
+        limiter = None
+        if config.rate_limits:
+            limiter = RateLimiter(config.rate_limits, storage_for(config.health_settings.cache))
         self._dispatcher = Dispatcher(
-            self._runtime.config, self._pool, self._runtime.redact, self._attempt_failed,
-            health=build_health(self._runtime.config, self),
+            config, self._pool, self._runtime.redact, self._attempt_failed,
+            health=build_health(config, self), limiter=limiter,
         )
+        self._workers = ConcurrentSender(self) if config.concurrency > 1 else None
         self._held_open = False
         self._lock = threading.RLock()
 
@@ -113,6 +121,8 @@ class RouterBackend(BaseEmailBackend):
         with self._lock:
             self._held_open = False
             self._pool.close_all()
+            if self._workers is not None:
+                self._workers.close()
 
     def send_messages(self, email_messages: Iterable[EmailMessage]) -> int:
         messages = list(email_messages)
@@ -130,23 +140,45 @@ class RouterBackend(BaseEmailBackend):
         sent = 0
         with self._lock:
             batch = BatchState()
+            limiter = self._dispatcher.limiter
             try:
                 self._dispatcher.health.begin_batch(self._runtime.aliases)
-                for message in messages:
-                    failure = self._send_one(message, batch)
+                if limiter is not None:
+                    limiter.begin_batch(len(messages))
+                outcomes: Iterable[FailedMessage | None]
+                if self._workers is not None and self._workers.can_send(messages):
+                    outcomes = self._workers.send(messages, batch)
+                else:
+                    outcomes = (self._send_one(message, batch) for message in messages)
+                for message, failure in zip(messages, outcomes, strict=True):
                     if failure is None:
                         sent += getattr(message, "sent_using", None) is not None
                     else:
                         failures.append(failure)
             finally:
+                if limiter is not None:
+                    limiter.end_batch()
                 self._dispatcher.health.end_batch()
                 if not self._held_open:
                     self._pool.close_all()
+                    if self._workers is not None:
+                        self._workers.close()
         if failures and not self.fail_silently:
             raise DeliveryError(failures, sent)
         return sent
 
     def _send_one(self, message: EmailMessage, batch: BatchState) -> FailedMessage | None:
+        selection = self._select(message)
+        if selection is None:
+            return None
+        if selection.problem is not None:
+            return self._unroutable(message, selection)
+        candidates = self._ordered(message, selection)
+        return self._finish(message, self._dispatcher.deliver(message, candidates, batch))
+
+    def _select(self, message: EmailMessage) -> Selection | None:
+        """Reset the message's outcome attributes and route it (None: it has
+        no recipients, so there is nothing to send)."""
         message.sent_using = None  # type: ignore[attr-defined]
         message.mailrouter_attempts = []  # type: ignore[attr-defined]
         if not message.recipients():
@@ -156,12 +188,22 @@ class RouterBackend(BaseEmailBackend):
             return None
         selection = select(message, self._runtime.config, self._runtime.table, self)
         message.mailrouter_route = selection.route  # type: ignore[attr-defined]
-        if selection.problem is not None:
-            reason = self._runtime.redact(selection.problem)
-            message.mailrouter_status = MessageStatus.FAILED  # type: ignore[attr-defined]
-            report.message_failed(self, message, MessageStatus.FAILED, [], reason)
-            return FailedMessage(message, MessageStatus.FAILED, (), reason)
-        result: DeliveryResult = self._dispatcher.deliver(message, selection.candidates, batch)
+        return selection
+
+    def _ordered(self, message: EmailMessage, selection: Selection) -> tuple[Candidate, ...]:
+        candidates = selection.candidates
+        aliases = [candidate.alias for candidate in candidates]
+        return order(candidates, aliases, selection.strategy, message)[0]
+
+    def _unroutable(self, message: EmailMessage, selection: Selection) -> FailedMessage:
+        assert selection.problem is not None
+        reason = self._runtime.redact(selection.problem)
+        message.mailrouter_status = MessageStatus.FAILED  # type: ignore[attr-defined]
+        report.message_failed(self, message, MessageStatus.FAILED, [], reason)
+        return FailedMessage(message, MessageStatus.FAILED, (), reason)
+
+    def _finish(self, message: EmailMessage, result: DeliveryResult) -> FailedMessage | None:
+        """Store a delivered message's outcome on it and report it."""
         message.sent_using = result.sent_using  # type: ignore[attr-defined]
         message.mailrouter_attempts = result.attempts  # type: ignore[attr-defined]
         message.mailrouter_status = result.status  # type: ignore[attr-defined]
@@ -174,3 +216,62 @@ class RouterBackend(BaseEmailBackend):
 
     def _attempt_failed(self, message: EmailMessage, attempt: Attempt) -> None:
         report.attempt_failed(self, message, attempt)
+
+
+class ConcurrentSender:
+    """The worker side of a router with ``concurrency`` > 1: one dispatcher and
+    leaf pool per worker thread (see ``mailrouter.concurrent_batch``)."""
+
+    def __init__(self, router: RouterBackend) -> None:
+        self._router = router
+        main = router._dispatcher
+        self._health = LockedHealth(main.health)
+        self._workers: list[tuple[Dispatcher, AttemptLog]] = []
+        self._pools: list[MailerPool] = []
+        for _ in range(router.config.concurrency):
+            log = AttemptLog()
+            pool = MailerPool(router.config, router.mailer_table)
+            self._pools.append(pool)
+            self._workers.append((
+                Dispatcher(
+                    router.config, pool, router._runtime.redact, log,
+                    health=self._health, limiter=main.limiter,
+                ),
+                log,
+            ))
+
+    @staticmethod
+    def can_send(messages: list[EmailMessage]) -> bool:
+        """More than one message, each object once (a message object listed
+        twice is sent twice, one after the other, as in serial mode)."""
+        return len(messages) > 1 and len({id(message) for message in messages}) == len(messages)
+
+    def send(self, messages: list[EmailMessage], batch: BatchState) -> list[FailedMessage | None]:
+        router = self._router
+        outcomes: list[FailedMessage | None] = [None] * len(messages)
+        jobs: list[Job | None] = []
+        for index, message in enumerate(messages):
+            selection = router._select(message)
+            if selection is None:
+                jobs.append(None)
+            elif selection.problem is not None:
+                outcomes[index] = router._unroutable(message, selection)
+                jobs.append(None)
+            else:
+                candidates = router._ordered(message, selection)
+                jobs.append(Job(message, candidates, inline=selection.route == CONNECTION))
+
+        def finish(index: int, result: DeliveryResult, failed: list[Attempt]) -> None:
+            message = messages[index]
+            for attempt in failed:
+                router._attempt_failed(message, attempt)
+            outcomes[index] = router._finish(message, result)
+
+        # Inline jobs (legacy connections) are not health-tracked, so the
+        # caller's dispatcher never touches health while the workers run.
+        run_batch(jobs, self._workers, router._dispatcher, batch, finish)
+        return outcomes
+
+    def close(self) -> None:
+        for pool in self._pools:
+            pool.close_all()

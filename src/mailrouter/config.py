@@ -20,9 +20,14 @@ from .classify import Classifier, default_classifier
 from .errors import ConfigurationError
 from .health.settings import HealthSettings, parse_health
 from .matching import MatcherError, When, compile_when
+from .ratelimit import DEFAULT_MAX_WAIT, RateLimit, parse_rate_limits
+from .strategies import FAILOVER, STRATEGY_KEYS, Strategy, parse_strategy
 
-ROUTER_OPTION_KEYS = ("routes", "delivery", "classifier", "timeout", "timeouts", "health")
-ROUTE_KEYS = ("name", "when", "mailers")
+ROUTER_OPTION_KEYS = (
+    "routes", "delivery", "classifier", "timeout", "timeouts", "health",
+    "concurrency", "rate_limits", "max_wait",
+)
+ROUTE_KEYS = ("name", "when", "mailers", *STRATEGY_KEYS)
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 ROUTER_BACKEND = "mailrouter.backend.RouterBackend"
@@ -42,6 +47,8 @@ class Route:
     name: str
     when: When | None
     mailers: tuple[str, ...]
+    #: Who is tried first (see ``mailrouter.strategies``).
+    strategy: Strategy = FAILOVER
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +89,12 @@ class RouterConfig:
     timeouts: Mapping[str, float] = field(default_factory=dict)
     #: The ``health`` option, validated (see ``mailrouter.health.settings``).
     health_settings: HealthSettings = field(default_factory=HealthSettings)
+    #: Worker threads per ``send_messages()`` batch (1: the batch is sent serially).
+    concurrency: int = 1
+    #: Per mailer alias (see ``mailrouter.ratelimit``).
+    rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
+    #: Seconds a message may wait for rate-limit budget when every candidate is out of it.
+    max_wait: float = DEFAULT_MAX_WAIT
 
 
 def uses_mailers_setting() -> bool:
@@ -159,6 +172,11 @@ def parse_router_options(
     )
     timeouts = _parse_timeouts(options.get("timeouts", {}), label, table, problems)
     health = parse_health(options.get("health", {}), label, table, table.source, problems)
+    concurrency = _parse_concurrency(options.get("concurrency", 1), label, problems)
+    rate_limits = parse_rate_limits(options.get("rate_limits", {}), label, table, problems)
+    max_wait = _parse_seconds(
+        options.get("max_wait", DEFAULT_MAX_WAIT), f"{label}: 'max_wait'", problems, zero=True
+    )
     if not problems:
         problems.extend(find_cycles(alias, routes, table))
     if problems:
@@ -172,6 +190,9 @@ def parse_router_options(
         timeout=timeout,
         timeouts=timeouts,
         health_settings=health,
+        concurrency=concurrency,
+        rate_limits=rate_limits,
+        max_wait=DEFAULT_MAX_WAIT if max_wait is None else max_wait,
     )
 
 
@@ -222,7 +243,8 @@ def _parse_routes(raw: Any, label: str, table: MailerTable, problems: list[str])
                 )
         if len(set(mailers)) != len(mailers):
             problems.append(f"{where}: 'mailers' lists an alias twice: {list(mailers)!r}")
-        routes.append(Route(name, when, mailers))
+        strategy = parse_strategy(entry, mailers, where, problems)
+        routes.append(Route(name, when, mailers, strategy))
     for route in routes[:-1]:
         if route.when is None:
             problems.append(
@@ -271,13 +293,31 @@ def _parse_classifier(value: Any, label: str, problems: list[str]) -> Classifier
     return function  # type: ignore[no-any-return]
 
 
-def _parse_seconds(value: Any, where: str, problems: list[str]) -> float | None:
+def _parse_seconds(
+    value: Any, where: str, problems: list[str], *, zero: bool = False
+) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        problems.append(f"{where} must be a positive number of seconds or None, not {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or value < 0
+        or (value == 0 and not zero)
+    ):
+        kind = "a number of seconds ≥ 0" if zero else "a positive number of seconds or None"
+        problems.append(f"{where} must be {kind}, not {value!r}")
         return None
     return float(value)
+
+
+def _parse_concurrency(value: Any, label: str, problems: list[str]) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+        problems.append(
+            f"{label}: 'concurrency' must be an integer from 1 to 256 (worker threads "
+            f"per batch), not {value!r}"
+        )
+        return 1
+    return value
 
 
 def _parse_timeouts(

@@ -14,6 +14,7 @@ from typing import Any
 from django.core.mail import EmailMessage
 
 from .config import MailerTable, RouterConfig, parse_alias_list
+from .strategies import FAILOVER, Strategy
 
 PINNED = "(pinned)"
 CONNECTION = "(connection)"
@@ -34,6 +35,8 @@ class Selection:
     route: str | None
     candidates: tuple[Candidate, ...] = ()
     problem: str | None = None
+    #: The matched route's strategy (``mailrouter.strategies`` orders the candidates).
+    strategy: Strategy = FAILOVER
 
 
 @lru_cache(maxsize=256)
@@ -91,7 +94,7 @@ def select(
                 problem=f"route {route.name!r}: matcher raised {type(error).__name__}: {error}",
             )
         if matched:
-            return Selection(route.name, route_candidates(route.mailers))
+            return Selection(route.name, route_candidates(route.mailers), strategy=route.strategy)
     names = ", ".join(route.name for route in config.routes)
     return Selection(
         None,

@@ -1,0 +1,149 @@
+"""Send one ``send_messages()`` batch over several worker threads.
+
+Used by ``RouterBackend`` when its ``concurrency`` option is above 1. What
+the caller sees is exactly what the serial path produces: every message gets
+the same attributes, the same signals fire in message order (always from the
+calling thread, so receivers that use the database or thread-locals behave
+as with serial sending), and the return value and aggregated error are the
+same. Only the attempts themselves (the I/O) run in the workers.
+
+- Each worker has its own leaf backends and connections (``MailerPool``):
+  Django's and Anymail's backends are not safe to share between threads.
+- Health (the router's ``HealthView``) is shared behind a lock; rate limits
+  and "this mailer is down for the rest of the batch" are shared as well.
+- A message sent through its legacy ``connection`` object is sent by the
+  calling thread itself: that object belongs to the caller.
+- Workers live for one batch and are joined before ``send_messages()``
+  returns (or raises), so no thread outlives the call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+
+from django.core.mail import EmailMessage
+
+from .delivery import BatchState, DeliveryResult, Dispatcher, HealthView
+from .outcomes import Attempt
+from .routing import Candidate
+
+
+class LockedHealth:
+    """A ``HealthView`` shared by worker threads (the monitor is not thread-safe)."""
+
+    def __init__(self, health: HealthView) -> None:
+        self._health = health
+        self._lock = threading.RLock()
+
+    def begin_batch(self, aliases: Collection[str]) -> None:
+        with self._lock:
+            self._health.begin_batch(aliases)
+
+    def skip_reason(self, alias: str) -> str | None:
+        with self._lock:
+            return self._health.skip_reason(alias)
+
+    def record(self, alias: str, attempt: Attempt) -> None:
+        with self._lock:
+            self._health.record(alias, attempt)
+
+    def end_batch(self) -> None:
+        with self._lock:
+            self._health.end_batch()
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One message to deliver; ``inline`` jobs are delivered by the caller's thread."""
+
+    message: EmailMessage
+    candidates: tuple[Candidate, ...]
+    inline: bool = False
+
+
+@dataclass(slots=True)
+class _Done:
+    result: DeliveryResult | None
+    #: Failed attempts in the order they happened, reported by the caller's thread.
+    failed: list[Attempt]
+    error: BaseException | None = None
+
+
+class AttemptLog:
+    """A worker dispatcher's ``on_attempt_failed``: collects instead of reporting."""
+
+    def __init__(self) -> None:
+        self.failed: list[Attempt] = []
+
+    def __call__(self, message: EmailMessage, attempt: Attempt) -> None:
+        self.failed.append(attempt)
+
+    def take(self) -> list[Attempt]:
+        failed, self.failed = self.failed, []
+        return failed
+
+
+def run_batch(
+    jobs: Sequence[Job | None],
+    workers: Sequence[tuple[Dispatcher, AttemptLog]],
+    inline: Dispatcher,
+    batch: BatchState,
+    finish: Callable[[int, DeliveryResult, list[Attempt]], None],
+) -> None:
+    """Deliver ``jobs`` over ``workers``; call ``finish(index, result, failed
+    attempts)`` in the caller's thread, in job order. A None job is skipped
+    (the caller already finished that message)."""
+    done: list[_Done | None] = [None] * len(jobs)
+    pending = [index for index, job in enumerate(jobs) if job is not None and not job.inline]
+    position = 0
+    ready = threading.Condition()
+    stop = False
+
+    def work(dispatcher: Dispatcher, log: AttemptLog) -> None:
+        nonlocal position
+        while True:
+            with ready:
+                if stop or position >= len(pending):
+                    return
+                index = pending[position]
+                position += 1
+            job = jobs[index]
+            assert job is not None
+            try:
+                outcome = _Done(dispatcher.deliver(job.message, job.candidates, batch), log.take())
+            except BaseException as error:  # handed to the caller's thread, raised there
+                outcome = _Done(None, log.take(), error)
+            with ready:
+                done[index] = outcome
+                ready.notify_all()
+
+    threads = [
+        threading.Thread(target=work, args=worker, name=f"mailrouter-worker-{number}", daemon=True)
+        for number, worker in enumerate(workers[: max(1, min(len(workers), len(pending)))])
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        for index, job in enumerate(jobs):
+            if job is None:
+                continue
+            if job.inline:
+                # The caller's own dispatcher reports failed attempts as they happen.
+                finish(index, inline.deliver(job.message, job.candidates, batch), [])
+                continue
+            with ready:
+                while done[index] is None:
+                    ready.wait()
+                outcome = done[index]
+            assert outcome is not None
+            if outcome.error is not None:
+                raise outcome.error
+            assert outcome.result is not None
+            finish(index, outcome.result, outcome.failed)
+    finally:
+        with ready:
+            stop = True
+        for thread in threads:
+            thread.join()
