@@ -352,9 +352,10 @@ ESP_MODES = ["ok", "ok", "error_503", "rate_limited_429", "bad_request_400",
     schedules=st.lists(st.lists(st.sampled_from(ESP_MODES), max_size=6), min_size=3, max_size=3),
     size=st.integers(1, 6),
     delivery=st.sampled_from(["at_most_once", "at_least_once"]),
+    concurrency=st.sampled_from([1, 3]),
 )
 def test_esp_fault_schedules_end_every_message_once(
-    schedules: list[list[str]], size: int, delivery: str
+    schedules: list[list[str]], size: int, delivery: str, concurrency: int
 ) -> None:
     """Anymail's real Mailgun, Postmark and SES backends under random fault
     schedules: every message ends once, and what each fake ESP received (or
@@ -370,7 +371,7 @@ def test_esp_fault_schedules_end_every_message_once(
             "ses": amazon_ses(ses, read_timeout=0.3),
         }
         options = {"routes": [{"mailers": list(leaves)}], "delivery": delivery,
-                   "health": False}  # fmt: skip
+                   "health": False, "concurrency": concurrency}  # fmt: skip
         with router_settings(leaves, options):
             batch = [msg(f"s{i}") for i in range(size)]
             router = make_router()

@@ -73,12 +73,14 @@ schedules = st.fixed_dictionaries(
     batch_spec=messages,
     schedule=schedules,
     delivery=st.sampled_from(["at_most_once", "at_least_once"]),
+    concurrency=st.sampled_from([1, 1, 2, 5]),
 )
 def test_every_message_ends_exactly_once(
     route_table: list[dict[str, Any]],
     batch_spec: list[tuple[list[str], list[str] | None]],
     schedule: dict[str, list[str]],
     delivery: str,
+    concurrency: int,
 ) -> None:
     fakes.reset()
     for alias, actions in schedule.items():
@@ -92,7 +94,8 @@ def test_every_message_ends_exactly_once(
             message.mailers = pin  # type: ignore[attr-defined]
         batch.append(message)
 
-    with router_settings(MAILERS, {"routes": route_table, "delivery": delivery}):
+    options = {"routes": route_table, "delivery": delivery, "concurrency": concurrency}
+    with router_settings(MAILERS, options):
         router = make_router()
         try:
             returned = router.send_messages(batch)
