@@ -37,8 +37,10 @@ from ...health.breaker import State
 from ...health.monitor import explain_skip, format_time
 from ...health.store import HealthStore, MailerHealth, store_for
 from ...probe import probe_mailer
+from ...ratelimit import current_use, storage_for
 from ...routing import select
 from ...runtime import RouterRuntime, load_runtime
+from ...strategies import order
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -246,6 +248,15 @@ class Command(BaseCommand):
             "router": router.name,
             "state": "untracked" if store is None else "closed",
         }
+        limit = router.config.rate_limits.get(alias)
+        if limit is not None:
+            storage = storage_for(router.config.health_settings.cache)
+            row.update(
+                rate_limit=limit.text,
+                rate_used=current_use(alias, limit, storage),
+                rate_capacity=limit.count,
+                rate_storage=storage.label,
+            )
         if store is None or health is None:
             return row
         policy = router.config.health_settings.policy(alias)
@@ -275,7 +286,8 @@ class Command(BaseCommand):
         return row
 
     def _print_table(self, rows: list[dict[str, Any]]) -> None:
-        headers = ("MAILER", "BACKEND", "STATE", "FAILURES", "SINCE", "DRAINED", "LAST ERROR")
+        headers = ("MAILER", "BACKEND", "STATE", "FAILURES", "SINCE", "DRAINED", "RATE",
+                   "LAST ERROR")
         lines = []
         for row in rows:
             state = row["state"]
@@ -297,8 +309,11 @@ class Command(BaseCommand):
             error = row.get("last_error") or "-"
             if row.get("last_error_at"):
                 error = f"{format_time(row['last_error_at'])} {row['last_error_outcome']}: {error}"
+            rate = "-"
+            if "rate_limit" in row:
+                rate = f"{row['rate_used']}/{row['rate_capacity']} used ({row['rate_limit']})"
             lines.append((row["alias"], row["backend"], state, failures,
-                          format_time(row.get("since")), drained, error[:120]))
+                          format_time(row.get("since")), drained, rate, error[:120]))
         widths = [max(len(str(v)) for v in column) for column in zip(headers, *lines, strict=False)]
         for line in (headers, *lines):
             self.stdout.write("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True))
@@ -334,7 +349,11 @@ class Command(BaseCommand):
         store = router.store
         settings = router.config.health_settings
         now = settings.clock()
-        aliases = [c.alias for c in selection.candidates]
+        route_aliases = [c.alias for c in selection.candidates]
+        aliases, draw = order(route_aliases, route_aliases, selection.strategy, message)
+        result["strategy"] = selection.strategy.describe()
+        if draw is not None:
+            result["draw"] = {"first": draw.first, "reason": draw.reason}
         health: dict[str, MailerHealth] = {}
         if store is not None:
             self._reachable(store)
@@ -363,6 +382,10 @@ class Command(BaseCommand):
         if "problem" in result:
             self.stdout.write(f"problem: {result['problem']}")
             return
+        if result["strategy"] != "failover":
+            self.stdout.write(f"strategy: {result['strategy']}")
+        if "draw" in result:
+            self.stdout.write(f"first: {result['draw']['first']} ({result['draw']['reason']})")
         self.stdout.write("candidates, in order:")
         for position, candidate in enumerate(result["candidates"], 1):
             verdict = "try" if candidate["skip"] is None else f"skip: {candidate['skip']}"
