@@ -254,9 +254,8 @@ class InterruptingBackend(LocmemBackend):
 @pytest.mark.parametrize("value", [0, -1, 1000, "4", True, 2.5])
 def test_invalid_concurrency_fails_at_startup(value: Any) -> None:
     options = {"routes": [{"mailers": ["a"]}], "concurrency": value}
-    with router_settings(scripted("a"), options):
-        with pytest.raises(ConfigurationError) as raised:
-            make_router()
+    with router_settings(scripted("a"), options), pytest.raises(ConfigurationError) as raised:
+        make_router()
     assert "'concurrency'" in str(raised.value) and repr(value) in str(raised.value)
 
 

@@ -61,9 +61,8 @@ def trail(message: EmailMessage) -> list[tuple[str, str]]:
 def test_bad_strategy_settings_fail_at_startup_naming_route_and_key(
     keys: dict[str, Any], expected: str
 ) -> None:
-    with router_settings(MAILERS, route(**keys)):
-        with pytest.raises(ConfigurationError) as raised:
-            make_router()
+    with router_settings(MAILERS, route(**keys)), pytest.raises(ConfigurationError) as raised:
+        make_router()
     text = str(raised.value)
     assert "route 'main'" in text and expected in text, text
 
@@ -135,7 +134,8 @@ def test_sticky_choice_is_the_same_in_another_process() -> None:
         "import django; from django.conf import settings; settings.configure(); "
         "from django.core.mail import EmailMessage; "
         "from mailrouter.strategies import Strategy, StrategyKind, order; "
-        "a = ['mailgun', 'postmark', 'smtp']; s = Strategy(StrategyKind.STICKY, {x: 1.0 for x in a}); "
+        "a = ['mailgun', 'postmark', 'smtp']; "
+        "s = Strategy(StrategyKind.STICKY, {x: 1.0 for x in a}); "
         "print(','.join(order(a, a, s, EmailMessage('', '', 'f@x.org', [f'p{i}@x.org']))[0][0] "
         "for i in range(20)))"
     )

@@ -226,11 +226,11 @@ class RedisStorage:
         client = redis_client(caches[self.cache_alias])
         args = (round(limit.interval * 1_000_000), limit.count, wanted, refund)
         key = self.key(alias)
+        from redis.exceptions import NoScriptError
+
         try:
             reply = client.evalsha(GCRA_SHA, 1, key, *args)
-        except Exception as error:
-            if "NOSCRIPT" not in str(error):
-                raise
+        except NoScriptError:  # first use on this server (or after SCRIPT FLUSH)
             reply = client.eval(GCRA_SCRIPT, 1, key, *args)
         granted, retry_us, used = (int(value) for value in reply)
         return Reservation(granted, retry_us / 1_000_000, used)
