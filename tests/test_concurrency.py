@@ -88,9 +88,9 @@ def send(concurrency: int, recorder: Recorder) -> tuple[list[Any], Any, list[Any
     recorder.events.clear()
     batch = mixed_batch()
     options = {"routes": ROUTES, "concurrency": concurrency, "health": False}
-    with router_settings(scripted("a", "b", "c", "bad", "down"), options):
-        with pytest.raises(DeliveryError) as raised:
-            make_router().send_messages(batch)
+    leaves = scripted("a", "b", "c", "bad", "down")
+    with router_settings(leaves, options), pytest.raises(DeliveryError) as raised:
+        make_router().send_messages(batch)
     summary = [
         (
             m.subject, m.sent_using, m.mailrouter_status, m.mailrouter_route,  # type: ignore[attr-defined]

@@ -78,9 +78,9 @@ def test_rates_parse(text: str, count: int, period: float) -> None:
     ],
 )
 def test_bad_rate_limit_settings_fail_at_startup(value: dict[str, Any], expected: str) -> None:
-    with router_settings(MAILERS, options(**value)):
-        with pytest.raises(ConfigurationError) as raised:
-            make_router()
+    settings = router_settings(MAILERS, options(**value))
+    with settings, pytest.raises(ConfigurationError) as raised:
+        make_router()
     assert expected in str(raised.value)
 
 
