@@ -216,6 +216,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # HTTP/1.1 so requests' connection pool really reuses connections.
     protocol_version = "HTTP/1.1"
     server_version = "FakeESP/1.0"
+    # Headers and body are written separately: without TCP_NODELAY the body
+    # waits for the client's delayed ACK (~40 ms a request, unlike a real ESP).
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -276,6 +279,9 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         self.error_body = error_body
         #: What SES GetAccount reports as ``SendingEnabled`` (False: paused).
         self.ses_sending_enabled = True
+        #: Seconds each send request takes before it is answered (a real ESP's
+        #: API latency, for throughput benchmarks); requests wait in parallel.
+        self.latency = 0.0
         super().__init__(FaultPlan(ESPFault, mode, ESPFault.OK, frozenset({ESPFault.REFUSE})))
         self._maybe: list[ReceivedESPMessage] = []
         self._requests_seen = 0
@@ -578,6 +584,8 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         except _PayloadError as exc:
             self._send_json(h, 400, self._error_body(esp, 400, str(exc)))
             return
+        if self.latency > 0:
+            self._stopping.wait(self.latency)
         mode, switched = self._plan.next_transaction()
         if switched is ESPFault.REFUSE:
             # accept_n_then(n, "refuse") just ran out: stop listening now; this
