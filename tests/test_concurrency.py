@@ -282,3 +282,42 @@ def esps() -> Iterator[Any]:
 
     with FakeESPServer(api_key=API_KEY) as mg, FakeESPServer(api_key=API_KEY) as pm:
         yield mg, pm
+
+
+class DatabaseBackend(LocmemBackend):
+    """A leaf that uses the database, as queueing backends do."""
+
+    threads: list[str] = []
+
+    def send_messages(self, messages: Any) -> int:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        self.threads.append(threading.current_thread().name)
+        return super().send_messages(messages)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_database_connections_of_worker_threads_are_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """(Django never really closes the test suite's in-memory SQLite, so the
+    close is observed where it is made, in each worker thread.)"""
+    from django.db import connections
+
+    closed_in: list[str] = []
+    close_all = connections.close_all
+
+    def recording_close_all() -> None:
+        closed_in.append(threading.current_thread().name)
+        close_all()
+
+    monkeypatch.setattr(connections, "close_all", recording_close_all)
+    DatabaseBackend.threads = []
+    leaves = {"db": {"BACKEND": "tests.test_concurrency.DatabaseBackend"}}
+    options = {"routes": [{"mailers": ["db"]}], "concurrency": 3}
+    with router_settings(leaves, options):
+        assert make_router().send_messages([msg(f"d{i}") for i in range(9)]) == 9
+    assert set(DatabaseBackend.threads) <= set(closed_in)
+    assert all(name.startswith("mailrouter-worker") for name in closed_in)

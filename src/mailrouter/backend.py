@@ -26,7 +26,7 @@ from .probe import ProbeResult, probe_mailer
 from .ratelimit import RateLimiter, storage_for
 from .routing import CONNECTION, Candidate, Selection, select
 from .runtime import RouterRuntime, load_runtime
-from .strategies import order
+from .strategies import StrategyKind, order
 
 
 class RouterBackend(BaseEmailBackend):
@@ -192,6 +192,8 @@ class RouterBackend(BaseEmailBackend):
 
     def _ordered(self, message: EmailMessage, selection: Selection) -> tuple[Candidate, ...]:
         candidates = selection.candidates
+        if selection.strategy.kind is StrategyKind.FAILOVER:
+            return candidates
         aliases = [candidate.alias for candidate in candidates]
         return order(candidates, aliases, selection.strategy, message)[0]
 

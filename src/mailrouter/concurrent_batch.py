@@ -24,6 +24,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from django.core.mail import EmailMessage
+from django.db import connections
 
 from .delivery import BatchState, DeliveryResult, Dispatcher, HealthView
 from .outcomes import Attempt
@@ -102,6 +103,14 @@ def run_batch(
     stop = False
 
     def work(dispatcher: Dispatcher, log: AttemptLog) -> None:
+        try:
+            take_jobs(dispatcher, log)
+        finally:
+            # A leaf that uses the database (a queueing backend) opened this
+            # thread's own connections; the thread ends here, so must they.
+            connections.close_all()
+
+    def take_jobs(dispatcher: Dispatcher, log: AttemptLog) -> None:
         nonlocal position
         while True:
             with ready:
