@@ -242,3 +242,18 @@ def test_redis_script_and_memory_strategy_agree(redis: RedisServer) -> None:
             b = local.reserve("k", limit, wanted, refund)
             assert (a.granted, a.used) == (b.granted, b.used)
             assert abs(a.retry_after - b.retry_after) < 1.0
+
+
+def test_system_check_warns_when_budgets_are_per_process(redis: RedisServer) -> None:
+    from django.core import checks
+
+    def warnings() -> list[str]:
+        return [m.msg for m in checks.run_checks() if m.id == "mailrouter.W105"]
+
+    with override_settings(DEBUG=False, CACHES=redis_caches(redis)):
+        with router_settings(MAILERS, options(rate_limits={"a": "14/s"})):
+            [text] = warnings()
+            assert "'rate_limits' are kept in the embedded default" in text and "a 14/s" in text
+        shared = options(rate_limits={"a": "14/s"}, health={"cache": "health"})
+        with router_settings(MAILERS, shared):
+            assert warnings() == []
