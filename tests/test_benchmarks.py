@@ -80,6 +80,7 @@ def test_concurrency_benchmark_counts() -> None:
     assert report["messages"] == 48 and report["concurrency"] == 16
     assert report["router"]["msgs_per_s"] > 0 and report["direct"]["msgs_per_s"] > 0
     assert len(report["memory"]["rss_mb_after_each_batch"]) == 2
+    assert len(report["memory"]["python_blocks_after_each_batch"]) == 2
 
 
 def test_ratelimit_benchmark_counts() -> None:
