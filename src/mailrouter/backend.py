@@ -15,7 +15,7 @@ from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
 from . import report
-from .concurrent_batch import AttemptLog, Job, LockedHealth, run_batch
+from .concurrent_batch import ConcurrentSender
 from .config import MailerTable, RouterConfig, legacy_settings
 from .delivery import BatchState, DeliveryResult, Dispatcher
 from .errors import ConfigurationError, DeliveryError, FailedMessage
@@ -24,7 +24,7 @@ from .outcomes import Attempt, MessageStatus
 from .pool import BACKENDS_TAKE_ALIAS, MailerPool
 from .probe import ProbeResult, probe_mailer
 from .ratelimit import RateLimiter, storage_for
-from .routing import CONNECTION, Candidate, Selection, select
+from .routing import Candidate, Selection, select
 from .runtime import RouterRuntime, load_runtime
 from .strategies import StrategyKind, order
 
@@ -79,7 +79,9 @@ class RouterBackend(BaseEmailBackend):
             config, self._pool, self._runtime.redact, self._attempt_failed,
             health=build_health(config, self), limiter=limiter,
         )
-        self._workers = ConcurrentSender(self) if config.concurrency > 1 else None
+        self._workers = None
+        if config.concurrency > 1:
+            self._workers = ConcurrentSender(self, self._dispatcher, self._runtime)
         self._held_open = False
         self._lock = threading.RLock()
 
@@ -219,61 +221,3 @@ class RouterBackend(BaseEmailBackend):
     def _attempt_failed(self, message: EmailMessage, attempt: Attempt) -> None:
         report.attempt_failed(self, message, attempt)
 
-
-class ConcurrentSender:
-    """The worker side of a router with ``concurrency`` > 1: one dispatcher and
-    leaf pool per worker thread (see ``mailrouter.concurrent_batch``)."""
-
-    def __init__(self, router: RouterBackend) -> None:
-        self._router = router
-        main = router._dispatcher
-        self._health = LockedHealth(main.health)
-        self._workers: list[tuple[Dispatcher, AttemptLog]] = []
-        self._pools: list[MailerPool] = []
-        for _ in range(router.config.concurrency):
-            log = AttemptLog()
-            pool = MailerPool(router.config, router.mailer_table)
-            self._pools.append(pool)
-            self._workers.append((
-                Dispatcher(
-                    router.config, pool, router._runtime.redact, log,
-                    health=self._health, limiter=main.limiter,
-                ),
-                log,
-            ))
-
-    @staticmethod
-    def can_send(messages: list[EmailMessage]) -> bool:
-        """More than one message, each object once (a message object listed
-        twice is sent twice, one after the other, as in serial mode)."""
-        return len(messages) > 1 and len({id(message) for message in messages}) == len(messages)
-
-    def send(self, messages: list[EmailMessage], batch: BatchState) -> list[FailedMessage | None]:
-        router = self._router
-        outcomes: list[FailedMessage | None] = [None] * len(messages)
-        jobs: list[Job | None] = []
-        for index, message in enumerate(messages):
-            selection = router._select(message)
-            if selection is None:
-                jobs.append(None)
-            elif selection.problem is not None:
-                outcomes[index] = router._unroutable(message, selection)
-                jobs.append(None)
-            else:
-                candidates = router._ordered(message, selection)
-                jobs.append(Job(message, candidates, inline=selection.route == CONNECTION))
-
-        def finish(index: int, result: DeliveryResult, failed: list[Attempt]) -> None:
-            message = messages[index]
-            for attempt in failed:
-                router._attempt_failed(message, attempt)
-            outcomes[index] = router._finish(message, result)
-
-        # Inline jobs (legacy connections) are not health-tracked, so the
-        # caller's dispatcher never touches health while the workers run.
-        run_batch(jobs, self._workers, router._dispatcher, batch, finish)
-        return outcomes
-
-    def close(self) -> None:
-        for pool in self._pools:
-            pool.close_all()

@@ -22,13 +22,31 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from django.core.mail import EmailMessage
 from django.db import connections
 
 from .delivery import BatchState, DeliveryResult, Dispatcher, HealthView
+from .errors import FailedMessage
 from .outcomes import Attempt
-from .routing import Candidate
+from .pool import MailerPool
+from .routing import CONNECTION, Candidate, Selection
+from .runtime import RouterRuntime
+
+
+class BatchRouter(Protocol):
+    """The per-message steps of ``RouterBackend`` that run in the caller's thread."""
+
+    def _select(self, message: EmailMessage) -> Selection | None: ...
+
+    def _unroutable(self, message: EmailMessage, selection: Selection) -> FailedMessage: ...
+
+    def _ordered(self, message: EmailMessage, selection: Selection) -> tuple[Candidate, ...]: ...
+
+    def _finish(self, message: EmailMessage, result: DeliveryResult) -> FailedMessage | None: ...
+
+    def _attempt_failed(self, message: EmailMessage, attempt: Attempt) -> None: ...
 
 
 class LockedHealth:
@@ -156,3 +174,62 @@ def run_batch(
             stop = True
         for thread in threads:
             thread.join()
+
+
+class ConcurrentSender:
+    """The worker side of a router with ``concurrency`` > 1: one dispatcher and
+    leaf pool per worker thread (see ``mailrouter.concurrent_batch``)."""
+
+    def __init__(self, router: BatchRouter, main: Dispatcher, runtime: RouterRuntime) -> None:
+        self._router = router
+        self._main = main
+        self._health = LockedHealth(main.health)
+        self._workers: list[tuple[Dispatcher, AttemptLog]] = []
+        self._pools: list[MailerPool] = []
+        config = runtime.config
+        for _ in range(config.concurrency):
+            log = AttemptLog()
+            pool = MailerPool(config, runtime.table)
+            self._pools.append(pool)
+            self._workers.append((
+                Dispatcher(
+                    config, pool, runtime.redact, log, health=self._health, limiter=main.limiter,
+                ),
+                log,
+            ))
+
+    @staticmethod
+    def can_send(messages: list[EmailMessage]) -> bool:
+        """More than one message, each object once (a message object listed
+        twice is sent twice, one after the other, as in serial mode)."""
+        return len(messages) > 1 and len({id(message) for message in messages}) == len(messages)
+
+    def send(self, messages: list[EmailMessage], batch: BatchState) -> list[FailedMessage | None]:
+        router = self._router
+        outcomes: list[FailedMessage | None] = [None] * len(messages)
+        jobs: list[Job | None] = []
+        for index, message in enumerate(messages):
+            selection = router._select(message)
+            if selection is None:
+                jobs.append(None)
+            elif selection.problem is not None:
+                outcomes[index] = router._unroutable(message, selection)
+                jobs.append(None)
+            else:
+                candidates = router._ordered(message, selection)
+                jobs.append(Job(message, candidates, inline=selection.route == CONNECTION))
+
+        def finish(index: int, result: DeliveryResult, failed: list[Attempt]) -> None:
+            message = messages[index]
+            for attempt in failed:
+                router._attempt_failed(message, attempt)
+            outcomes[index] = router._finish(message, result)
+
+        # Inline jobs (legacy connections) are not health-tracked, so the
+        # caller's dispatcher never touches health while the workers run.
+        run_batch(jobs, self._workers, self._main, batch, finish)
+        return outcomes
+
+    def close(self) -> None:
+        for pool in self._pools:
+            pool.close_all()
