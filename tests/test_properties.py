@@ -14,8 +14,9 @@ from django.core.mail import EmailMessage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailrouter import ratelimit
 from mailrouter.errors import DeliveryError
-from mailrouter.outcomes import MessageStatus
+from mailrouter.outcomes import MessageStatus, Outcome
 
 from . import fakes
 from .conftest import examples, make_router, router_settings
@@ -74,6 +75,7 @@ schedules = st.fixed_dictionaries(
     schedule=schedules,
     delivery=st.sampled_from(["at_most_once", "at_least_once"]),
     concurrency=st.sampled_from([1, 1, 2, 5]),
+    limits=st.one_of(st.just({}), st.dictionaries(st.sampled_from(ALIASES), st.integers(0, 6))),
 )
 def test_every_message_ends_exactly_once(
     route_table: list[dict[str, Any]],
@@ -81,8 +83,10 @@ def test_every_message_ends_exactly_once(
     schedule: dict[str, list[str]],
     delivery: str,
     concurrency: int,
+    limits: dict[str, int],
 ) -> None:
     fakes.reset()
+    ratelimit.reset_storages()
     for alias, actions in schedule.items():
         fakes.SCRIPTS[alias].extend(actions)
     batch = []
@@ -94,7 +98,10 @@ def test_every_message_ends_exactly_once(
             message.mailers = pin  # type: ignore[attr-defined]
         batch.append(message)
 
-    options = {"routes": route_table, "delivery": delivery, "concurrency": concurrency}
+    # Budgets are per hour: nothing refills during the example (0: no limit).
+    rates = {alias: f"{count}/h" for alias, count in limits.items() if count}
+    options = {"routes": route_table, "delivery": delivery, "concurrency": concurrency,
+               "rate_limits": rates, "max_wait": 0}  # fmt: skip
     with router_settings(MAILERS, options):
         router = make_router()
         try:
@@ -107,3 +114,8 @@ def test_every_message_ends_exactly_once(
     assert returned == len(sent)
     assert [f.message for f in failures] == [m for m in batch if m not in sent]
     assert_each_ends_exactly_once(batch, delivery)
+    # No mailer got more requests than its budget; a budget skip made no request.
+    for alias, count in limits.items():
+        tried = [a for m in batch for a in m.mailrouter_attempts  # type: ignore[attr-defined]
+                 if a.alias == alias and a.outcome is not Outcome.SKIPPED]  # fmt: skip
+        assert len(tried) <= (count or len(batch) * 4)
