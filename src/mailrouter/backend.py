@@ -147,12 +147,14 @@ class RouterBackend(BaseEmailBackend):
                 self._dispatcher.health.begin_batch(self._runtime.aliases)
                 if limiter is not None:
                     limiter.begin_batch(len(messages))
-                outcomes: Iterable[FailedMessage | None]
+                outcomes = None
                 if self._workers is not None and self._workers.can_send(messages):
                     outcomes = self._workers.send(messages, batch)
-                else:
-                    outcomes = (self._send_one(message, batch) for message in messages)
-                for message, failure in zip(messages, outcomes, strict=True):
+                for index, message in enumerate(messages):
+                    if outcomes is None:
+                        failure = self._send_one(message, batch)
+                    else:
+                        failure = outcomes[index]
                     if failure is None:
                         sent += getattr(message, "sent_using", None) is not None
                     else:
@@ -175,7 +177,9 @@ class RouterBackend(BaseEmailBackend):
             return None
         if selection.problem is not None:
             return self._unroutable(message, selection)
-        candidates = self._ordered(message, selection)
+        candidates = selection.candidates
+        if selection.strategy.kind is not StrategyKind.FAILOVER:
+            candidates = self._ordered(message, selection)
         return self._finish(message, self._dispatcher.deliver(message, candidates, batch))
 
     def _select(self, message: EmailMessage) -> Selection | None:
