@@ -224,4 +224,3 @@ class RouterBackend(BaseEmailBackend):
 
     def _attempt_failed(self, message: EmailMessage, attempt: Attempt) -> None:
         report.attempt_failed(self, message, attempt)
-
