@@ -19,6 +19,7 @@ same. Only the attempts themselves (the I/O) run in the workers.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ class BatchRouter(Protocol):
     def _finish(self, message: EmailMessage, result: DeliveryResult) -> FailedMessage | None: ...
 
     def _attempt_failed(self, message: EmailMessage, attempt: Attempt) -> None: ...
+
+logger = logging.getLogger("mailrouter")
 
 
 class LockedHealth:
@@ -126,10 +129,14 @@ def run_batch(
         finally:
             # A leaf that uses the database (a queueing backend) opened this
             # thread's own connections; the thread ends here, so must they.
-            connections.close_all()
+            try:
+                connections.close_all()
+            except Exception as error:
+                logger.warning("mailrouter: closing a worker's database connections "
+                               "failed: %s", type(error).__name__)
 
     def take_jobs(dispatcher: Dispatcher, log: AttemptLog) -> None:
-        nonlocal position
+        nonlocal position, stop
         while True:
             with ready:
                 if stop or position >= len(pending):
@@ -144,15 +151,20 @@ def run_batch(
                 outcome = _Done(None, log.take(), error)
             with ready:
                 done[index] = outcome
+                if outcome.error is not None:
+                    # As in a serial batch, nothing after a crash is started.
+                    stop = True
                 ready.notify_all()
 
     threads = [
         threading.Thread(target=work, args=worker, name=f"mailrouter-worker-{number}", daemon=True)
         for number, worker in enumerate(workers[: max(1, min(len(workers), len(pending)))])
     ]
+    started: list[threading.Thread] = []
     try:
         for thread in threads:
             thread.start()
+            started.append(thread)
         for index, job in enumerate(jobs):
             if job is None:
                 continue
@@ -172,7 +184,7 @@ def run_batch(
     finally:
         with ready:
             stop = True
-        for thread in threads:
+        for thread in started:
             thread.join()
 
 
