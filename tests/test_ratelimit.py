@@ -5,6 +5,7 @@ a health failure) or waits up to ``max_wait``; never a lost message."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,6 +15,8 @@ from typing import Any
 import pytest
 from django.core.mail import EmailMessage
 from django.test import override_settings
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailrouter import ratelimit
 from mailrouter.errors import ConfigurationError, DeliveryError
@@ -22,7 +25,7 @@ from mailrouter.outcomes import MessageStatus, Outcome
 from mailrouter.ratelimit import MemoryStorage, RateLimit, RedisStorage, parse_rate, storage_for
 
 from . import fakes
-from .conftest import make_router, router_settings
+from .conftest import examples, make_router, router_settings
 from .health_fixtures import RedisServer, redis_caches
 from .test_command import run
 
@@ -257,3 +260,37 @@ def test_system_check_warns_when_budgets_are_per_process(redis: RedisServer) -> 
         shared = options(rate_limits={"a": "14/s"}, health={"cache": "health"})
         with router_settings(MAILERS, shared):
             assert warnings() == []
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(
+    count=st.integers(1, 20),
+    period=st.sampled_from([1.0, 60.0, 3600.0]),
+    steps=st.lists(
+        st.tuples(st.integers(0, 25), st.floats(0, 2), st.booleans()), min_size=1, max_size=40
+    ),
+)
+def test_gcra_never_grants_more_than_the_burst_plus_the_refill(
+    count: int, period: float, steps: list[tuple[int, float, bool]]
+) -> None:
+    """Whatever is asked when, the tokens granted (minus those given back)
+    by any moment never exceed ``count`` plus one token per interval since
+    the start; and a refill is never refused."""
+    limit = RateLimit(count, period, f"{count}/{period:g}s")
+    now = tat = 1000.0
+    start = now
+    granted_total = 0
+    for wanted, advance, give_back in steps:
+        now += advance * limit.interval
+        refund = min(granted_total, 1) if give_back else 0
+        before = tat
+        tat, reservation = ratelimit._gcra(tat, now, limit, wanted, refund)
+        granted_total += reservation.granted - refund
+        assert 0 <= reservation.granted <= wanted
+        assert granted_total <= count + math.floor((now - start) / limit.interval + 1e-6)
+        assert 0 <= reservation.used <= count
+        if reservation.granted < wanted:
+            assert 0 < reservation.retry_after <= limit.interval + 1e-9
+        # A bucket that has fully refilled grants in full.
+        if before <= now - limit.period:
+            assert reservation.granted == min(wanted, count)
