@@ -42,6 +42,15 @@ routes = st.lists(
             ),
             "mailers": candidate_lists,
         }
+    ).flatmap(
+        # Weighted and sticky routes only change who is tried first.
+        lambda route: st.sampled_from(["failover", "weighted", "sticky"]).map(
+            lambda strategy: {
+                **route,
+                "strategy": strategy,
+                **({"weights": {m: 1 for m in route["mailers"]}} if strategy == "weighted" else {}),
+            }
+        )
     ),
     max_size=3,
 ).flatmap(
