@@ -91,7 +91,7 @@ def order(
     else:
         recipient = sticky_key(message)
         index = _rendezvous_index(aliases, strategy.weights, recipient)
-        reason = "sticky: chosen by a hash of the recipient address"
+        reason = f"sticky: chosen by a hash of the recipient address {recipient!r}"
     first = items[index]
     rest = [item for position, item in enumerate(items) if position != index]
     return (first, *rest), Draw(aliases[index], reason)
