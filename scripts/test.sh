@@ -34,16 +34,23 @@ ensure_uv() {
   UV=$ROOT/.venv-tools/bin/uv
 }
 
+ensure_apt() {  # ensure_apt COMMAND PACKAGE: install PACKAGE through apt when COMMAND is missing
+  local command=$1 package=$2
+  if command -v "$command" >/dev/null 2>&1; then return; fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing $package (apt)"
+    if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq; APT_UPDATED=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
+  else
+    echo "warning: $command is not installed; the tests that need it will fail" >&2
+  fi
+}
+
 ensure_redis() {
   if command -v redis-server >/dev/null 2>&1; then return; fi
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "== installing redis-server (apt)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-    # The package starts a system service; the tests start their own servers.
-    (service redis-server stop || true) >/dev/null 2>&1
-  else
-    echo "warning: redis-server is not installed; the Redis tests will fail" >&2
-  fi
+  ensure_apt redis-server redis-server
+  # The package starts a system service; the tests start their own servers.
+  (service redis-server stop || true) >/dev/null 2>&1
 }
 
 declare -A DJANGO=([61]="django==6.1.*" [60]="django==6.0.*" [52]="django==5.2.*" [61py313]="django==6.1.*")
@@ -53,6 +60,7 @@ if [ $# -gt 0 ] && [ -n "${DJANGO[$1]:-}" ]; then ENTRIES=("$1"); shift; fi
 
 ensure_uv
 ensure_redis
+ensure_apt openssl openssl  # the TLS tests make a throwaway certificate with it
 
 total_passed=0 total_failed=0 failed_entries=()
 for entry in "${ENTRIES[@]}"; do

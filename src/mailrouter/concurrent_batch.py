@@ -34,6 +34,7 @@ from .outcomes import Attempt
 from .pool import MailerPool
 from .routing import CONNECTION, Candidate, Selection
 from .runtime import RouterRuntime
+from .snapshot import MessageSnapshot
 
 
 class BatchRouter(Protocol):
@@ -233,8 +234,12 @@ class ConcurrentSender:
 
         def finish(index: int, result: DeliveryResult, failed: list[Attempt]) -> None:
             message = messages[index]
-            for attempt in failed:
-                router._attempt_failed(message, attempt)
+            if failed:
+                # As in a serial batch, whatever receivers do to the message is undone.
+                snapshot = MessageSnapshot(message)
+                for attempt in failed:
+                    router._attempt_failed(message, attempt)
+                snapshot.restore(message)
             outcomes[index] = router._finish(message, result)
 
         # Inline jobs (legacy connections) are not health-tracked, so the
