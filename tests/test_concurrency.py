@@ -321,3 +321,23 @@ def test_database_connections_of_worker_threads_are_closed(
         assert make_router().send_messages([msg(f"d{i}") for i in range(9)]) == 9
     assert set(DatabaseBackend.threads) <= set(closed_in)
     assert all(name.startswith("mailrouter-worker") for name in closed_in)
+
+
+def test_a_nested_router_is_reached_from_the_callers_thread() -> None:
+    """A router behind this one learns the routing path from the caller's
+    thread (a loop back is refused there), so such messages are sent inline;
+    the others still go over the workers."""
+    leaves = {
+        **scripted("a", "b"),
+        "inner": {"BACKEND": "mailrouter.backend.RouterBackend",
+                  "OPTIONS": {"routes": [{"mailers": ["a"]}]}},
+    }  # fmt: skip
+    routes = [{"when": {"to_domain": ["nested.test"]}, "mailers": ["inner", "b"]},
+              {"mailers": ["b"]}]  # fmt: skip
+    with router_settings(leaves, {"routes": routes, "concurrency": 3}):
+        batch = [msg(f"n{i}", f"u{i}@{'nested.test' if i % 2 else 'example.com'}")
+                 for i in range(8)]  # fmt: skip
+        assert make_router().send_messages(batch) == 8
+    assert [m.sent_using for m in batch] == ["b", "inner"] * 4  # type: ignore[attr-defined]
+    assert len(fakes.RECEIVED["a"]) == 4 and len(fakes.RECEIVED["b"]) == 4
+    assert not worker_threads()

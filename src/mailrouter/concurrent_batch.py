@@ -11,8 +11,9 @@ same. Only the attempts themselves (the I/O) run in the workers.
   Django's and Anymail's backends are not safe to share between threads.
 - Health (the router's ``HealthView``) is shared behind a lock; rate limits
   and "this mailer is down for the rest of the batch" are shared as well.
-- A message sent through its legacy ``connection`` object is sent by the
-  calling thread itself: that object belongs to the caller.
+- A message whose candidates may include a router (a nested router alias,
+  or a legacy ``connection`` object, which belongs to the caller) is sent by
+  the calling thread itself, as in serial mode: nesting is tracked per thread.
 - Workers live for one batch and are joined before ``send_messages()``
   returns (or raises), so no thread outlives the call.
 """
@@ -32,7 +33,7 @@ from .delivery import BatchState, DeliveryResult, Dispatcher, HealthView
 from .errors import FailedMessage
 from .outcomes import Attempt
 from .pool import MailerPool
-from .routing import CONNECTION, Candidate, Selection
+from .routing import Candidate, Selection, may_reach_a_router
 from .runtime import RouterRuntime
 from .snapshot import MessageSnapshot
 
@@ -46,7 +47,13 @@ class BatchRouter(Protocol):
 
     def _ordered(self, message: EmailMessage, selection: Selection) -> tuple[Candidate, ...]: ...
 
-    def _finish(self, message: EmailMessage, result: DeliveryResult) -> FailedMessage | None: ...
+    def _deliver(
+        self, message: EmailMessage, candidates: tuple[Candidate, ...], batch: BatchState
+    ) -> DeliveryResult: ...
+
+    def _finish(
+        self, message: EmailMessage, selection: Selection, result: DeliveryResult
+    ) -> FailedMessage | None: ...
 
     def _attempt_failed(self, message: EmailMessage, attempt: Attempt) -> None: ...
 
@@ -83,6 +90,7 @@ class Job:
 
     message: EmailMessage
     candidates: tuple[Candidate, ...]
+    selection: Selection
     inline: bool = False
 
 
@@ -111,7 +119,7 @@ class AttemptLog:
 def run_batch(
     jobs: Sequence[Job | None],
     workers: Sequence[tuple[Dispatcher, AttemptLog]],
-    inline: Dispatcher,
+    deliver_inline: Callable[[EmailMessage, tuple[Candidate, ...], BatchState], DeliveryResult],
     batch: BatchState,
     finish: Callable[[int, DeliveryResult, list[Attempt]], None],
 ) -> None:
@@ -171,7 +179,7 @@ def run_batch(
                 continue
             if job.inline:
                 # The caller's own dispatcher reports failed attempts as they happen.
-                finish(index, inline.deliver(job.message, job.candidates, batch), [])
+                finish(index, deliver_inline(job.message, job.candidates, batch), [])
                 continue
             with ready:
                 while done[index] is None:
@@ -195,8 +203,10 @@ class ConcurrentSender:
 
     def __init__(self, router: BatchRouter, main: Dispatcher, runtime: RouterRuntime) -> None:
         self._router = router
-        self._main = main
+        # Inline jobs run on the caller's dispatcher while the workers run:
+        # everyone uses health through the lock.
         self._health = LockedHealth(main.health)
+        main.health = self._health
         self._workers: list[tuple[Dispatcher, AttemptLog]] = []
         self._pools: list[MailerPool] = []
         config = runtime.config
@@ -230,7 +240,9 @@ class ConcurrentSender:
                 jobs.append(None)
             else:
                 candidates = router._ordered(message, selection)
-                jobs.append(Job(message, candidates, inline=selection.route == CONNECTION))
+                # A legacy connection object is the caller's; a nested router
+                # needs the caller's routing path (a context variable).
+                jobs.append(Job(message, candidates, selection, may_reach_a_router(candidates)))
 
         def finish(index: int, result: DeliveryResult, failed: list[Attempt]) -> None:
             message = messages[index]
@@ -240,11 +252,11 @@ class ConcurrentSender:
                 for attempt in failed:
                     router._attempt_failed(message, attempt)
                 snapshot.restore(message)
-            outcomes[index] = router._finish(message, result)
+            job = jobs[index]
+            assert job is not None
+            outcomes[index] = router._finish(message, job.selection, result)
 
-        # Inline jobs (legacy connections) are not health-tracked, so the
-        # caller's dispatcher never touches health while the workers run.
-        run_batch(jobs, self._workers, self._main, batch, finish)
+        run_batch(jobs, self._workers, router._deliver, batch, finish)
         return outcomes
 
     def close(self) -> None:

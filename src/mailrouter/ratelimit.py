@@ -395,3 +395,17 @@ class RateLimiter:
 def current_use(alias: str, limit: RateLimit, storage: RateStorage) -> int:
     """Tokens of ``alias`` in use right now (for ``status``); takes none."""
     return storage.reserve(alias, limit, 0).used
+
+
+def status_columns(router: Any, alias: str, row: dict[str, Any]) -> None:
+    """``status`` row extender: a rate-limited mailer's limit and current use."""
+    limit = router.config.rate_limits.get(alias)
+    if limit is None:
+        return
+    storage = storage_for(router.config.health_settings.cache)
+    row.update(
+        rate_limit=limit.text,
+        rate_used=current_use(alias, limit, storage),
+        rate_capacity=limit.count,
+        rate_storage=storage.label,
+    )

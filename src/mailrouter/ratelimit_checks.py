@@ -24,14 +24,14 @@ W_PER_PROCESS = "mailrouter.W105"
 def check_rate_limit_storage(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     if settings.DEBUG:
         return []
-    from .checks import _routers
+    from .checks import router_options
 
     try:
         table = load_mailer_table()
     except ConfigurationError:
         return []  # reported by mailrouter.E001
     messages: list[checks.CheckMessage] = []
-    for alias, options in _routers(table):
+    for alias, options in router_options(table):
         try:
             config = parse_router_options(options, alias=alias, table=table)
         except (ConfigurationError, TypeError, AttributeError):
