@@ -208,3 +208,13 @@ def test_explain_shows_the_strategy_and_the_draw() -> None:
         code, out = run("explain", "--to", "u@example.com", "--json")
         reason = "sticky: chosen by a hash of the recipient address 'u@example.com'"
         assert f'"reason": "{reason}"' in out
+
+
+def test_router_explain_returns_the_draw() -> None:
+    options = route(strategy="weighted", weights={"smtp": 1})
+    with router_settings(MAILERS, options):
+        explanation = make_router().explain(msg())
+    assert explanation.strategy == "weighted (mailgun 0, postmark 0, smtp 1)"
+    assert explanation.draw is not None and explanation.draw.first == "smtp"
+    assert [c.alias for c in explanation.candidates] == ["smtp", "mailgun", "postmark"]
+    assert explanation.as_dict()["draw"] == {"first": "smtp", "reason": "drawn by weight 1 of 1"}
