@@ -210,7 +210,11 @@ class RouterBackend(BaseEmailBackend):
         candidates = selection.candidates
         if selection.strategy.kind is not StrategyKind.FAILOVER:
             candidates = self._ordered(message, selection)
-        return self._finish(message, selection, self._deliver(message, candidates, batch))
+        if may_reach_a_router(candidates):
+            result = self._deliver(message, candidates, batch)
+        else:
+            result = self._dispatcher.deliver(message, candidates, batch)
+        return self._finish(message, selection, result)
 
     def _select(self, message: EmailMessage) -> Selection | None:
         """Reset the message's outcome attributes and route it (None: it has

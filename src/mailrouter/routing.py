@@ -182,18 +182,14 @@ def route_message(
     """
     for route in config.routes:
         if route.when is None:
-            return Selection(
-                route.name, context.candidates(route.mailers), strategy=route.strategy
-            )
+            return Selection(route.name, context.candidates(route.mailers), None, route.strategy)
         try:
             matched = route.when(message)
         except Exception as error:
             context.matcher_failed(route.name, error)
             continue
         if matched:
-            return Selection(
-                route.name, context.candidates(route.mailers), strategy=route.strategy
-            )
+            return Selection(route.name, context.candidates(route.mailers), None, route.strategy)
     names = ", ".join(route.name for route in config.routes)
     return Selection(
         None,
