@@ -16,9 +16,10 @@ from django.core.mail.backends.locmem import EmailBackend as LocmemBackend
 from mailrouter import signals
 from mailrouter.errors import ConfigurationError, DeliveryError
 from mailrouter.outcomes import MessageStatus
+from mailrouter.testing.settings import router_settings
 
 from . import fakes
-from .conftest import make_router, router_settings
+from .conftest import make_router
 from .esp_fixtures import API_KEY, mailgun, postmark
 
 SCRIPTED = "tests.fakes.ScriptedBackend"

@@ -23,13 +23,13 @@ from mailrouter.errors import ConfigurationError, DeliveryError
 from mailrouter.health.store import store_for
 from mailrouter.outcomes import MessageStatus, Outcome
 from mailrouter.ratelimit import MemoryStorage, RateLimit, RedisStorage, parse_rate, storage_for
+from mailrouter.testing.redis import RedisServer
+from mailrouter.testing.settings import router_settings
 
 from . import fakes
-from .conftest import examples, make_router, router_settings
-from .health_fixtures import RedisServer, redis_caches
+from .conftest import examples, make_router
+from .health_fixtures import redis_caches
 from .test_command import run
-
-pytest_plugins = ["tests.health_plugin"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTED = "tests.fakes.ScriptedBackend"

@@ -18,12 +18,11 @@ from mailrouter import strategies
 from mailrouter.errors import ConfigurationError
 from mailrouter.health.store import Drain, store_for
 from mailrouter.strategies import Strategy, StrategyKind, order
+from mailrouter.testing.settings import router_settings
 
 from . import fakes
-from .conftest import examples, make_router, router_settings
+from .conftest import examples, make_router
 from .test_command import run
-
-pytest_plugins = ["tests.health_plugin"]
 
 SCRIPTED = "tests.fakes.ScriptedBackend"
 MAILERS = {alias: {"BACKEND": SCRIPTED, "OPTIONS": {"name": alias}}

@@ -6,8 +6,4 @@ class MailRouterConfig(AppConfig):
     verbose_name = "Mail router"
 
     def ready(self) -> None:
-        from . import (
-            checks,  # noqa: F401  (registers the system checks)
-            ratelimit_checks,  # noqa: F401
-        )
-        from .health import checks as health_checks  # noqa: F401
+        from . import checks  # noqa: F401  (registers the system checks)

@@ -17,14 +17,16 @@ from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
 from . import report
+from .compat import BACKENDS_TAKE_ALIAS, drop_ignored_options
 from .concurrent_batch import ConcurrentSender
 from .config import MailerTable, RouterConfig, legacy_settings
 from .delivery import BatchState, DeliveryResult, Dispatcher, ensure_message_id, message_problem
 from .errors import ConfigurationError, DeliveryError, FailedMessage
+from .health.breaker import State
 from .health.monitor import build_health
 from .operations import Explanation, explain_message
 from .outcomes import Attempt, MessageStatus
-from .pool import BACKENDS_TAKE_ALIAS, MailerPool
+from .pool import MailerPool
 from .probe import ProbeResult, probe_mailer
 from .ratelimit import RateLimiter, storage_for
 from .routing import Candidate, RoutingContext, Selection, may_reach_a_router, select
@@ -56,17 +58,15 @@ class RouterBackend(BaseEmailBackend):
     raises one ``DeliveryError`` naming all of them, unless ``fail_silently``.
     """
 
-    #: Lets the failover loop recognize a nested router without importing it.
-    _mailrouter_router = True
+    #: Marks router classes (``mailrouter.config.ROUTER_MARKER``): lower layers
+    #: (configuration, leaves, the failover loop) recognize a nested router
+    #: without importing this module.
+    is_mailrouter = True
 
     def __init__(
         self, fail_silently: bool = False, *, alias: str | None = None, **options: Any
     ) -> None:
-        # Django 6.1 passes this when building the default mailer for legacy
-        # get_connection(**kwargs) calls; those kwargs are not router options.
-        ignored = options.pop("_ignore_unknown_kwargs", None) or ()
-        for name in ignored:
-            options.pop(name, None)
+        drop_ignored_options(options)
         if BACKENDS_TAKE_ALIAS:
             super().__init__(alias=alias)
         else:
@@ -93,7 +93,7 @@ class RouterBackend(BaseEmailBackend):
             limiter = RateLimiter(config.rate_limits, storage_for(config.health_settings.cache))
         self._dispatcher = Dispatcher(
             config, self._pool, self._runtime.redact, self._attempt_failed,
-            health=build_health(config, self), limiter=limiter,
+            health=build_health(config, on_state_changed=self._state_changed), limiter=limiter,
         )
         self._workers = None
         if config.concurrency > 1:
@@ -317,3 +317,6 @@ class RouterBackend(BaseEmailBackend):
 
     def _attempt_failed(self, message: EmailMessage, attempt: Attempt) -> None:
         report.attempt_failed(self, message, attempt)
+
+    def _state_changed(self, alias: str, old: State, new: State, reason: str) -> None:
+        report.mailer_state_changed(self, alias, old, new, reason)
