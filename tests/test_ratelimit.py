@@ -294,3 +294,13 @@ def test_gcra_never_grants_more_than_the_burst_plus_the_refill(
         # A bucket that has fully refilled grants in full.
         if before <= now - limit.period:
             assert reservation.granted == min(wanted, count)
+
+
+def test_a_rate_limit_on_a_router_alias_fails_at_startup() -> None:
+    inner = {"BACKEND": "mailrouter.backend.RouterBackend",
+             "OPTIONS": {"routes": [{"mailers": ["a"]}]}}  # fmt: skip
+    opts = {"routes": [{"mailers": ["inner", "b"]}], "rate_limits": {"inner": "5/s"}}
+    with router_settings({**MAILERS, "inner": inner}, opts), \
+            pytest.raises(ConfigurationError) as raised:  # fmt: skip
+        make_router()
+    assert "'rate_limits' names 'inner', which is a router" in str(raised.value)

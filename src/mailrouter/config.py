@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -79,6 +80,11 @@ class MailerTable:
 
     def label(self, alias: str) -> str:
         return f"{self.source}[{alias!r}]"
+
+    @cached_property
+    def routers(self) -> frozenset[str]:
+        """The aliases whose backend is a router (see ``ROUTER_MARKER``)."""
+        return frozenset(alias for alias, spec in self.entries.items() if is_router_spec(spec))
 
 
 @dataclass(frozen=True)
@@ -199,9 +205,17 @@ def parse_router_options(
         options.get("timeout", DEFAULT_TIMEOUT), f"{label}: 'timeout'", problems
     )
     timeouts = _parse_timeouts(options.get("timeouts", {}), label, table, problems)
-    health = parse_health(options.get("health", {}), label, table, table.source, problems)
+    health = parse_health(
+        options.get("health", {}), label, table, table.source, problems, routers=table.routers
+    )
     concurrency = _parse_concurrency(options.get("concurrency", 1), label, problems)
     rate_limits = parse_rate_limits(options.get("rate_limits", {}), label, table, problems)
+    for limited in rate_limits:
+        if limited in table.routers:
+            problems.append(
+                f"{label}: 'rate_limits' names {limited!r}, which is a router; "
+                "limit the mailers it routes to"
+            )
     max_wait = _parse_seconds(
         options.get("max_wait", DEFAULT_MAX_WAIT), f"{label}: 'max_wait'", problems, zero=True
     )
@@ -363,6 +377,13 @@ def _parse_timeouts(
     for alias, seconds in value.items():
         if alias not in table:
             problems.append(f"{label}: 'timeouts' names {alias!r}, which is not in {table.source}")
+            continue
+        if alias in table.routers:
+            # A router sends nothing itself: its mailers' timeouts apply.
+            problems.append(
+                f"{label}: 'timeouts' names {alias!r}, which is a router "
+                "(set the timeouts of the mailers it routes to)"
+            )
             continue
         parsed = _parse_seconds(seconds, f"{label}: 'timeouts'[{alias!r}]", problems)
         if parsed is not None:
