@@ -122,6 +122,58 @@ def test_testing_example() -> None:
     namespace["test_orders_fail_over_to_the_backup_relay"]()
 
 
+LOCMEM_LEAF = {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}
+
+
+@pytest.mark.skipif(not HAS_MAILERS, reason="MAILERS is Django 6.1+")
+def test_concurrency_example() -> None:
+    table = settings_from(block('"concurrency": 16'))["MAILERS"]
+    leaves = {alias: spec for alias, spec in table.items() if alias != "default"}
+    with router_settings(leaves, table["default"]["OPTIONS"], style="mailers"):
+        assert problems() == []
+        assert make_router().config.concurrency == 16
+
+
+def test_weighted_migration_example() -> None:
+    from django.core.mail import EmailMessage
+
+    from mailrouter import strategies
+
+    namespace: dict[str, Any] = {}
+    exec(block('"weights": {"mailgun": 95, "postmark": 5}'), namespace)
+    leaves = {alias: LOCMEM_LEAF for alias in ("mailgun", "postmark", "smtp")}
+    with router_settings(leaves, {"routes": namespace["routes"]}):
+        assert problems() == []
+        result = explain("--to", "a@example.com")
+        assert result["strategy"] == "weighted (mailgun 95, postmark 5, smtp 0)"
+        assert result["candidates"][-1]["alias"] == "smtp"  # failover only
+        strategies.RANDOM.seed(5)
+        batch = [EmailMessage("s", "b", "app@example.com", [f"u{i}@x.org"]) for i in range(1000)]
+        make_router().send_messages(batch)
+    share = sum(m.sent_using == "postmark" for m in batch) / len(batch)  # type: ignore[attr-defined]
+    assert 0.03 < share < 0.07
+
+
+def test_rate_limits_example() -> None:
+    from django.core.mail import EmailMessage
+    from django.test import override_settings
+
+    namespace: dict[str, Any] = {}
+    exec(block('"rate_limits": {"ses": "14/s"'), namespace)
+    leaves = {alias: LOCMEM_LEAF for alias in ("ses", "mailgun")}
+    caches = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+              "health": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}  # fmt: skip
+    with override_settings(CACHES=caches), router_settings(leaves, namespace["router_options"]):
+        assert problems() == []
+        batch = [EmailMessage("s", "b", "app@example.com", [f"u{i}@x.org"]) for i in range(60)]
+        assert make_router().send_messages(batch) == 60
+    # 14 at once, then the refill: the rest overflowed to Mailgun, recorded.
+    overflowed = [m for m in batch if m.sent_using == "mailgun"]  # type: ignore[attr-defined]
+    assert overflowed
+    reason = overflowed[0].mailrouter_attempts[0].error  # type: ignore[attr-defined]
+    assert reason.startswith("rate limit 14/s reached")
+
+
 def test_public_api_example_runs_and_every_export_exists() -> None:
     import mailrouter
     from mailrouter.classify import Classifier
