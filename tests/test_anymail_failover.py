@@ -327,6 +327,7 @@ ESP_MODES = ["ok", "ok", "error_503", "rate_limited_429", "bad_request_400",
     post_send_errors=st.lists(st.sampled_from([None, TypeError, ConnectionRefusedError,
                                                ValueError]), max_size=6),
     quiet=st.sets(st.sampled_from(["mailgun", "postmark", "ses"])),
+    concurrency=st.sampled_from([1, 3]),
 )  # fmt: skip
 def test_esp_fault_schedules_end_every_message_once(
     schedules: list[list[str]],
@@ -334,6 +335,7 @@ def test_esp_fault_schedules_end_every_message_once(
     delivery: str,
     post_send_errors: list[type[Exception] | None],
     quiet: set[str],
+    concurrency: int,
 ) -> None:
     """Anymail's real Mailgun, Postmark and SES backends under random fault
     schedules, ``post_send`` receivers that raise after the ESP accepted, and
@@ -362,7 +364,7 @@ def test_esp_fault_schedules_end_every_message_once(
         for alias in quiet:
             leaves[alias]["OPTIONS"]["fail_silently"] = True
         options = {"routes": [{"mailers": list(leaves)}], "delivery": delivery,
-                   "health": False}  # fmt: skip
+                   "health": False, "concurrency": concurrency}  # fmt: skip
         post_send.connect(audit)
         try:
             with router_settings(leaves, options):

@@ -75,3 +75,28 @@ def test_outage_benchmark_counts() -> None:
     assert cycles["failback_after"] is not None, "traffic went back to the primary"
 
     assert report["healthy"]["redis_commands"] == {"mget": messages}
+
+
+def test_concurrency_benchmark_counts() -> None:
+    report = run_json(
+        "concurrency.py", "--messages", "48", "--memory-messages", "1200", "--latency", "0.01",
+    )  # fmt: skip
+    # The script itself checks that the fake ESP received every message once.
+    assert report["messages"] == 48 and report["concurrency"] == 16
+    assert report["router"]["msgs_per_s"] > 0 and report["direct"]["msgs_per_s"] > 0
+    assert len(report["memory"]["rss_mb_after_each_batch"]) == 2
+    assert len(report["memory"]["python_blocks_after_each_batch"]) == 2
+
+
+def test_ratelimit_benchmark_counts() -> None:
+    seconds = 2.0
+    report = run_json("ratelimit.py", "--processes", "2", "--seconds", str(seconds))
+    assert report["unsent"] == 0 and report["duplicates"] == 0
+    assert report["received_at_esps"] == report["messages"] > 0
+    assert report["primary"] + report["overflow"] == report["messages"]
+    # 100/s offered against 50/s: the rest overflowed. The primary got at most
+    # the budget: one second's burst plus the refill.
+    assert report["overflow"] > 0
+    assert report["primary"] <= report["limit_per_s"] * (seconds + 1) + 1
+    # Budget is reserved per batch, not per message.
+    assert report["redis_script_calls_per_message"] < 1

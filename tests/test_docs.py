@@ -98,6 +98,9 @@ CLAIMS = {
     '"name": "ops"': "test_quickstart_legacy",
     "class InvoiceMailTests": "test_routing_in_your_own_tests",
     "mailrouter.MailRouterError": "test_public_api",
+    '"concurrency": 16': "test_concurrency_example",
+    '"weights": {"mailgun": 95, "postmark": 5}': "test_weighted_migration_example",
+    '"rate_limits": {"ses": "14/s"': "test_rate_limits_example",
     "explanation = get_connection().explain(message)": "test_explain_example",
     '"LOCATION": "redis://redis.internal:6379/3"': "test_health_example",
 }
@@ -476,6 +479,47 @@ def test_explain_example() -> None:
     with applied({"MAILERS": locmem_leaves(table)}):
         code = claim_of("test_explain_example")
         assert check_commented_values(code, run(code)) == 3
+
+
+def test_concurrency_example() -> None:
+    configured = check_example(claim_of("test_concurrency_example"))
+    with applied(configured) as [router]:
+        assert router.config.concurrency == 16
+
+
+def test_weighted_migration_example() -> None:
+    from mailrouter import strategies
+
+    routes = run(claim_of("test_weighted_migration_example"))["routes"]
+    table = {"default": {"BACKEND": ROUTER, "OPTIONS": {"routes": routes}},
+             **{alias: {"BACKEND": LOCMEM} for alias in ("mailgun", "postmark", "smtp")}}
+    with applied({"MAILERS": table}) as [router]:
+        assert [p for p in check_messages() if not p.startswith(EXPECTED_ADVICE)] == []
+        result = explain("--to", "a@example.com")
+        assert result["strategy"] == "weighted (mailgun 95, postmark 5, smtp 0)"
+        assert result["candidates"][-1]["alias"] == "smtp"  # failover only
+        strategies.RANDOM.seed(5)
+        batch = [mail.EmailMessage("s", "b", "app@example.com", [f"u{i}@x.org"])
+                 for i in range(1000)]
+        router.send_messages(batch)
+    share = sum(m.sent_using == "postmark" for m in batch) / len(batch)  # type: ignore[attr-defined]
+    assert 0.03 < share < 0.07
+
+
+def test_rate_limits_example() -> None:
+    options = run(claim_of("test_rate_limits_example"))["router_options"]
+    table = {"default": {"BACKEND": ROUTER, "OPTIONS": options},
+             **{alias: {"BACKEND": LOCMEM} for alias in ("ses", "mailgun")}}
+    caches = {"health": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    with applied({"MAILERS": table, "CACHES": caches}) as [router]:
+        batch = [mail.EmailMessage("s", "b", "app@example.com", [f"u{i}@x.org"])
+                 for i in range(60)]
+        assert router.send_messages(batch) == 60
+    # 14 at once, then the refill: the rest overflowed to Mailgun, recorded.
+    overflowed = [m for m in batch if m.sent_using == "mailgun"]  # type: ignore[attr-defined]
+    assert overflowed
+    reason = overflowed[0].mailrouter_attempts[0].error  # type: ignore[attr-defined]
+    assert reason.startswith("rate limit 14/s reached")
 
 
 def test_classifier_example() -> None:

@@ -14,9 +14,9 @@ from django.core.mail import EmailMessage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailrouter import signals
+from mailrouter import ratelimit, signals
 from mailrouter.errors import DeliveryError
-from mailrouter.outcomes import MessageStatus
+from mailrouter.outcomes import MessageStatus, Outcome
 from mailrouter.testing.settings import router_settings
 
 from . import fakes
@@ -60,6 +60,15 @@ routes = st.lists(
             ),
             "mailers": candidate_lists,
         }
+    ).flatmap(
+        # Weighted and sticky routes only change who is tried first.
+        lambda route: st.sampled_from(["failover", "weighted", "sticky"]).map(
+            lambda strategy: {
+                **route,
+                "strategy": strategy,
+                **({"weights": {m: 1 for m in route["mailers"]}} if strategy == "weighted" else {}),
+            }
+        )
     ),
     max_size=3,
 ).flatmap(
@@ -94,6 +103,8 @@ schedules = st.fixed_dictionaries(
     batch_spec=messages,
     schedule=schedules,
     delivery=st.sampled_from(["at_most_once", "at_least_once"]),
+    concurrency=st.sampled_from([1, 1, 2, 5]),
+    limits=st.one_of(st.just({}), st.dictionaries(st.sampled_from(ALIASES), st.integers(0, 6))),
     quiet=st.sets(st.sampled_from(ALIASES)),
     observer=st.booleans(),
 )
@@ -104,10 +115,13 @@ def test_every_message_ends_exactly_once(
     delivery: str,
     quiet: set[str],
     observer: bool,
+    concurrency: int,
+    limits: dict[str, int],
 ) -> None:
     """Also with leaves that fail silently, an attempt_failed receiver that
     changes the message, and malformed messages in the batch."""
     fakes.reset()
+    ratelimit.reset_storages()
     for alias, actions in schedule.items():
         fakes.SCRIPTS[alias].extend(actions)
     batch = []
@@ -127,10 +141,14 @@ def test_every_message_ends_exactly_once(
             message.extra_headers = None  # type: ignore[assignment]
         batch.append(message)
 
+    # Budgets are per hour: nothing refills during the example (0: no limit).
+    rates = {alias: f"{count}/h" for alias, count in limits.items() if count}
+    options = {"routes": route_table, "delivery": delivery, "concurrency": concurrency,
+               "rate_limits": rates, "max_wait": 0}  # fmt: skip
     if observer:
         signals.attempt_failed.connect(meddle)
     try:
-        with router_settings(mailers(quiet), {"routes": route_table, "delivery": delivery}):
+        with router_settings(mailers(quiet), options):
             router = make_router()
             try:
                 returned = router.send_messages(batch)
@@ -152,8 +170,16 @@ def test_every_message_ends_exactly_once(
         [message] = [m for m in batch if m.extra_headers.get("Message-ID") == mid]
         assert (subject, recipients) == originals[id(message)]
     failures = tuple(f for f in failures if f.message not in malformed)
+    # Whatever observers did, each message is left as the caller wrote it.
+    for message in batch:
+        assert (message.subject, tuple(message.recipients())) == originals[id(message)]
 
     sent = [m for m in batch if m.mailrouter_status is MessageStatus.SENT]
     assert returned == len(sent)
     assert [f.message for f in failures] == [m for m in batch if m not in sent]
     assert_each_ends_exactly_once(batch, delivery)
+    # No mailer got more requests than its budget; a budget skip made no request.
+    for alias, count in limits.items():
+        tried = [a for m in batch for a in m.mailrouter_attempts  # type: ignore[attr-defined]
+                 if a.alias == alias and a.outcome is not Outcome.SKIPPED]  # fmt: skip
+        assert len(tried) <= (count or len(batch) * 4)

@@ -70,11 +70,13 @@ schedules = st.fixed_dictionaries(
     batch_specs=batches,
     schedule=schedules,
     delivery=st.sampled_from(["at_most_once", "at_least_once"]),
+    concurrency=st.sampled_from([1, 1, 3]),
 )
 def test_breakers_never_break_exactly_once_and_fail_back(
     batch_specs: list[tuple[int, float, tuple[str, ...] | None]],
     schedule: dict[str, list[str]],
     delivery: str,
+    concurrency: int,
 ) -> None:
     fakes.reset()
     health_store.reset_stores()
@@ -85,6 +87,7 @@ def test_breakers_never_break_exactly_once_and_fail_back(
         "routes": [{"mailers": list(ALIASES)}],
         "delivery": delivery,
         "health": HEALTH,
+        "concurrency": concurrency,
     }
     sent: list[EmailMessage] = []
     with router_settings(MAILERS, options):

@@ -374,3 +374,18 @@ def test_status_pages_need_health(configure: Callable[..., RouterBackend]) -> No
     with pytest.raises(ConfigurationError, match="needs health tracking"):
         configure(MAILERS, {"routes": [{"mailers": ["a"]}], "health": False,
                             "status_pages": {"a": {"url": "https://s.example.com"}}})
+
+
+def test_pages_apply_to_concurrent_batches(configure: Callable[..., RouterBackend],
+                                          server: StatusPageServer, clock: FakeClock) -> None:
+    # Worker threads share the batch's health view: skips and demotions hold there too.
+    refresh.refresher.forget()
+    router = configure(MAILERS, page_options(server, concurrency=4))
+    server.pages[SUMMARY] = statuspage({"API": "major_outage", "Outbound": "operational"})
+    server.pages[SERVICES] = postmark({"API": "DEGRADED", "SMTP": "UP"})
+    refresh_all(router)
+    messages = [EmailMessage("s", "b", "app@example.com", [f"u{i}@example.com"])
+                for i in range(12)]
+    assert router.send_messages(messages) == 12
+    assert {tuple(tried(m)) for m in messages} == {(("a", "skipped"), ("c", "accepted"))}
+    assert fakes.TRIED["a"] == fakes.TRIED["b"] == 0

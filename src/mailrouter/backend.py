@@ -18,6 +18,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 
 from . import report
 from .compat import BACKENDS_TAKE_ALIAS, drop_ignored_options
+from .concurrent_batch import ConcurrentSender
 from .config import MailerTable, RouterConfig, legacy_settings
 from .delivery import BatchState, DeliveryResult, Dispatcher, ensure_message_id, message_problem
 from .errors import ConfigurationError, DeliveryError, FailedMessage
@@ -27,8 +28,10 @@ from .operations import Explanation, explain_message
 from .outcomes import Attempt, MessageStatus
 from .pool import MailerPool
 from .probe import ProbeResult, probe_mailer
-from .routing import RoutingContext, Selection, may_reach_a_router, select
+from .ratelimit import RateLimiter, storage_for
+from .routing import Candidate, RoutingContext, Selection, may_reach_a_router, select
 from .runtime import RouterRuntime, load_runtime
+from .strategies import StrategyKind, order
 
 logger = logging.getLogger("mailrouter")
 
@@ -83,11 +86,18 @@ class RouterBackend(BaseEmailBackend):
             }
             options = {**raw, **given}
         self._runtime: RouterRuntime = load_runtime(alias, options)
-        self._pool = MailerPool(self._runtime.config, self._runtime.table)
+        config = self._runtime.config
+        self._pool = MailerPool(config, self._runtime.table)
+        limiter = None
+        if config.rate_limits:
+            limiter = RateLimiter(config.rate_limits, storage_for(config.health_settings.cache))
         self._dispatcher = Dispatcher(
-            self._runtime.config, self._pool, self._runtime.redact, self._attempt_failed,
-            health=build_health(self._runtime.config, on_state_changed=self._state_changed),
+            config, self._pool, self._runtime.redact, self._attempt_failed,
+            health=build_health(config, on_state_changed=self._state_changed), limiter=limiter,
         )
+        self._workers = None
+        if config.concurrency > 1:
+            self._workers = ConcurrentSender(self, self._dispatcher, self._runtime)
         self._held_open = False
         self._lock = threading.RLock()
         self._matcher_failures: set[str] = set()
@@ -145,6 +155,8 @@ class RouterBackend(BaseEmailBackend):
         with self._lock:
             self._held_open = False
             self._pool.close_all()
+            if self._workers is not None:
+                self._workers.close()
 
     def send_messages(self, email_messages: Iterable[EmailMessage]) -> int:
         messages = list(email_messages)
@@ -162,24 +174,54 @@ class RouterBackend(BaseEmailBackend):
         sent = 0
         with self._lock:
             batch = BatchState()
+            limiter = self._dispatcher.limiter
             self._matcher_failures = set()
             try:
                 self._dispatcher.health.begin_batch(self._runtime.leaf_aliases)
-                for message in messages:
-                    failure = self._send_one(message, batch)
+                if limiter is not None:
+                    limiter.begin_batch(len(messages))
+                outcomes = None
+                if self._workers is not None and self._workers.can_send(messages):
+                    outcomes = self._workers.send(messages, batch)
+                for index, message in enumerate(messages):
+                    if outcomes is None:
+                        failure = self._send_one(message, batch)
+                    else:
+                        failure = outcomes[index]
                     if failure is None:
                         sent += getattr(message, "sent_using", None) is not None
                     else:
                         failures.append(failure)
             finally:
+                if limiter is not None:
+                    limiter.end_batch()
                 self._dispatcher.health.end_batch()
                 if not self._held_open:
                     self._pool.close_all()
+                    if self._workers is not None:
+                        self._workers.close()
         if failures and not self.fail_silently:
             raise DeliveryError(failures, sent)
         return sent
 
     def _send_one(self, message: EmailMessage, batch: BatchState) -> FailedMessage | None:
+        selection = self._select(message)
+        if selection is None:
+            return None
+        if selection.problem is not None:
+            return self._unroutable(message, selection)
+        candidates = selection.candidates
+        if selection.strategy.kind is not StrategyKind.FAILOVER:
+            candidates = self._ordered(message, selection)
+        if may_reach_a_router(candidates):
+            result = self._deliver(message, candidates, batch)
+        else:
+            result = self._dispatcher.deliver(message, candidates, batch)
+        return self._finish(message, selection, result)
+
+    def _select(self, message: EmailMessage) -> Selection | None:
+        """Reset the message's outcome attributes and route it (None: it has
+        no recipients, so there is nothing to send)."""
         message.sent_using = None  # type: ignore[attr-defined]
         message.mailrouter_attempts = []  # type: ignore[attr-defined]
         message.mailrouter_route = None  # type: ignore[attr-defined]
@@ -187,7 +229,6 @@ class RouterBackend(BaseEmailBackend):
         # may raise (a str in ``to``, ``extra_headers=None``, a broken
         # ``recipients()``): that message fails with the reason, the batch goes on.
         frames = _ROUTING.get()
-        selection: Selection | None = None
         try:
             problem = message_problem(message)
             if problem is None:
@@ -200,23 +241,42 @@ class RouterBackend(BaseEmailBackend):
                 context = self._context if not frames else self._routing_context(frames, message)
                 selection = select(message, self._runtime.config, self._runtime.table, context)
                 message.mailrouter_route = selection.route  # type: ignore[attr-defined]
-                problem = selection.problem
+                return selection
         except Exception as error:
             problem = f"the message cannot be sent: {type(error).__name__}: {error}"
-        if problem is not None or selection is None:
-            reason = self._runtime.redact(problem or "the message cannot be routed")
-            message.mailrouter_status = MessageStatus.FAILED  # type: ignore[attr-defined]
-            report.message_failed(self, message, MessageStatus.FAILED, [], reason)
-            return FailedMessage(message, MessageStatus.FAILED, (), reason)
-        result: DeliveryResult
-        if may_reach_a_router(selection.candidates):
-            token = _ROUTING.set((*frames, (self.alias, id(message))))
+        return Selection(getattr(message, "mailrouter_route", None), problem=problem)
+
+    def _ordered(self, message: EmailMessage, selection: Selection) -> tuple[Candidate, ...]:
+        candidates = selection.candidates
+        if selection.strategy.kind is StrategyKind.FAILOVER:
+            return candidates
+        aliases = [candidate.alias for candidate in candidates]
+        return order(candidates, aliases, selection.strategy, message)[0]
+
+    def _unroutable(self, message: EmailMessage, selection: Selection) -> FailedMessage:
+        """Fail a message no attempt can be made for (no route, a bad message)."""
+        reason = self._runtime.redact(selection.problem or "the message cannot be routed")
+        message.mailrouter_status = MessageStatus.FAILED  # type: ignore[attr-defined]
+        report.message_failed(self, message, MessageStatus.FAILED, [], reason)
+        return FailedMessage(message, MessageStatus.FAILED, (), reason)
+
+    def _deliver(
+        self, message: EmailMessage, candidates: tuple[Candidate, ...], batch: BatchState
+    ) -> DeliveryResult:
+        """The attempts, in this thread. A candidate that may be a router
+        learns that this router is on the message's path."""
+        if may_reach_a_router(candidates):
+            token = _ROUTING.set((*_ROUTING.get(), (self.alias, id(message))))
             try:
-                result = self._dispatcher.deliver(message, selection.candidates, batch)
+                return self._dispatcher.deliver(message, candidates, batch)
             finally:
                 _ROUTING.reset(token)
-        else:
-            result = self._dispatcher.deliver(message, selection.candidates, batch)
+        return self._dispatcher.deliver(message, candidates, batch)
+
+    def _finish(
+        self, message: EmailMessage, selection: Selection, result: DeliveryResult
+    ) -> FailedMessage | None:
+        """Store a delivered message's outcome on it and report it."""
         # Again: a nested router it went through has set its own.
         message.mailrouter_route = selection.route  # type: ignore[attr-defined]
         message.sent_using = result.sent_using  # type: ignore[attr-defined]

@@ -12,6 +12,9 @@ Registered from ``MailRouterConfig.ready``. One function per tag:
   warning; the embedded default gets its own id so a single-process deployment
   can silence just that one. A health cache that cannot be created at all (a
   misspelt ``BACKEND``) is an error, ``mailrouter.E101``, whatever ``DEBUG`` is.
+- ``check_rate_limit_storage`` (caches): rate limits are only fleet-wide when
+  the health cache is Redis; anywhere else each process has the whole budget,
+  so N processes may send N times the limit. A warning with ``DEBUG`` off.
 """
 
 from __future__ import annotations
@@ -34,12 +37,14 @@ from .config import (
 from .errors import ConfigurationError
 from .health.store import cache_kind
 from .leaves import build_leaves, retries_on_its_own
+from .ratelimit import redis_client
 from .runtime import build_redactor
 
 W_LOCAL = "mailrouter.W101"
 W_NONATOMIC = "mailrouter.W102"
 W_EMBEDDED = "mailrouter.W103"
 W_NO_SOCKET_TIMEOUT = "mailrouter.W104"
+W_RATE_PER_PROCESS = "mailrouter.W105"
 
 
 @checks.register("mailrouter", checks.Tags.compatibility)
@@ -230,3 +235,39 @@ def _redis_client_defaults() -> dict[str, float | None]:
         for name in ("socket_connect_timeout", "socket_timeout")
         if name in parameters
     }
+
+
+@checks.register("mailrouter", checks.Tags.caches)
+def check_rate_limit_storage(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    if settings.DEBUG:
+        return []
+    try:
+        table = load_mailer_table()
+    except ConfigurationError:
+        return []  # reported by mailrouter.E001
+    messages: list[checks.CheckMessage] = []
+    for alias, options in router_options(table):
+        try:
+            config = parse_router_options(options, alias=alias, table=table)
+        except (ConfigurationError, TypeError, AttributeError):
+            continue  # reported by mailrouter.E001
+        if not config.rate_limits:
+            continue
+        cache = config.health_settings.cache
+        try:
+            shared = cache is not None and redis_client(caches[cache]) is not None
+        except Exception:
+            shared = False  # an unusable cache is reported by the health checks
+        if not shared:
+            where = "the embedded default" if cache is None else f"CACHES[{cache!r}]"
+            messages.append(
+                checks.Warning(
+                    f"{router_label(alias, table)}: 'rate_limits' are kept in {where}, which "
+                    "is not Redis, so every process has the whole budget of "
+                    f"{', '.join(f'{a} {limit.text}' for a, limit in config.rate_limits.items())}",
+                    hint="Point health['cache'] at a Redis cache (Django's RedisCache or "
+                    f"django-redis); silence {W_RATE_PER_PROCESS} if this site runs one process.",
+                    id=W_RATE_PER_PROCESS,
+                )
+            )
+    return messages

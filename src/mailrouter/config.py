@@ -21,13 +21,15 @@ from .compat import is_overridden, mailers_setting, uses_mailers_setting
 from .errors import ConfigurationError
 from .health.settings import HealthSettings, parse_health
 from .matching import MatcherError, When, compile_when
+from .ratelimit import DEFAULT_MAX_WAIT, RateLimit, parse_rate_limits
 from .status_pages.settings import StatusPage, parse_status_pages, parse_webhook_token
+from .strategies import FAILOVER, STRATEGY_KEYS, Strategy, parse_strategy
 
 ROUTER_OPTION_KEYS = (
     "routes", "delivery", "classifier", "timeout", "timeouts", "health",
-    "status_pages", "status_webhook_token",
+    "status_pages", "status_webhook_token", "concurrency", "rate_limits", "max_wait",
 )
-ROUTE_KEYS = ("name", "when", "mailers")
+ROUTE_KEYS = ("name", "when", "mailers", *STRATEGY_KEYS)
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 #: A backend class with this class attribute set to True is a router
@@ -53,6 +55,8 @@ class Route:
     name: str
     when: When | None
     mailers: tuple[str, ...]
+    #: Who is tried first (see ``mailrouter.strategies``).
+    strategy: Strategy = FAILOVER
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +109,12 @@ class RouterConfig:
     #: The ``status_pages`` option: leaf alias → its status page.
     status_pages: Mapping[str, StatusPage] = field(default_factory=dict)
     status_webhook_token: str | None = None
+    #: Worker threads per ``send_messages()`` batch (1: the batch is sent serially).
+    concurrency: int = 1
+    #: Per mailer alias (see ``mailrouter.ratelimit``).
+    rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
+    #: Seconds a message may wait for rate-limit budget when every candidate is out of it.
+    max_wait: float = DEFAULT_MAX_WAIT
 
 
 def load_mailer_table() -> MailerTable:
@@ -219,6 +229,17 @@ def parse_router_options(
             "cache); remove 'health': False"
         )
     webhook_token = parse_webhook_token(options.get("status_webhook_token"), label, problems)
+    concurrency = _parse_concurrency(options.get("concurrency", 1), label, problems)
+    rate_limits = parse_rate_limits(options.get("rate_limits", {}), label, table, problems)
+    for limited in rate_limits:
+        if limited in table.routers:
+            problems.append(
+                f"{label}: 'rate_limits' names {limited!r}, which is a router; "
+                "limit the mailers it routes to"
+            )
+    max_wait = _parse_seconds(
+        options.get("max_wait", DEFAULT_MAX_WAIT), f"{label}: 'max_wait'", problems, zero=True
+    )
     if not problems:
         problems.extend(find_cycles(alias, routes, table))
     if problems:
@@ -234,6 +255,9 @@ def parse_router_options(
         health_settings=health,
         status_pages=status_pages,
         status_webhook_token=webhook_token,
+        concurrency=concurrency,
+        rate_limits=rate_limits,
+        max_wait=DEFAULT_MAX_WAIT if max_wait is None else max_wait,
     )
 
 
@@ -288,7 +312,8 @@ def _parse_routes(raw: Any, label: str, table: MailerTable, problems: list[str])
                 )
         if len(set(mailers)) != len(mailers):
             problems.append(f"{where}: 'mailers' lists an alias twice: {list(mailers)!r}")
-        routes.append(Route(name, when, mailers))
+        strategy = parse_strategy(entry, mailers, where, problems)
+        routes.append(Route(name, when, mailers, strategy))
         positions.append(index)
     for route, index in zip(routes[:-1], positions, strict=False):
         if route.when is None and index not in invalid_when:
@@ -338,13 +363,31 @@ def _parse_classifier(value: Any, label: str, problems: list[str]) -> Classifier
     return function  # type: ignore[no-any-return]
 
 
-def _parse_seconds(value: Any, where: str, problems: list[str]) -> float | None:
+def _parse_seconds(
+    value: Any, where: str, problems: list[str], *, zero: bool = False
+) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        problems.append(f"{where} must be a positive number of seconds or None, not {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or value < 0
+        or (value == 0 and not zero)
+    ):
+        kind = "a number of seconds ≥ 0" if zero else "a positive number of seconds or None"
+        problems.append(f"{where} must be {kind}, not {value!r}")
         return None
     return float(value)
+
+
+def _parse_concurrency(value: Any, label: str, problems: list[str]) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+        problems.append(
+            f"{label}: 'concurrency' must be an integer from 1 to 256 (worker threads "
+            f"per batch), not {value!r}"
+        )
+        return 1
+    return value
 
 
 def _parse_timeouts(

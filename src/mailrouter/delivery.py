@@ -26,6 +26,7 @@ from .http_stage import HTTPStage, is_anymail_backend
 from .http_stage import watch as watch_http
 from .outcomes import Attempt, MessageStatus, Outcome, status_from_attempts
 from .pool import MailerPool
+from .ratelimit import RATE_LIMITED, RateLimiter
 from .report import describe_error
 from .routing import Candidate
 from .smtp_stage import SMTPStage, describe_refused, watch
@@ -254,8 +255,10 @@ class Dispatcher:
         redact: Callable[[str], str],
         on_attempt_failed: Callable[[EmailMessage, Attempt], None],
         health: HealthView | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.health: HealthView = health or NoHealth()
+        self.limiter = limiter
         self._config = config
         self._pool = pool
         self._redact = redact
@@ -266,6 +269,31 @@ class Dispatcher:
     ) -> DeliveryResult:
         snapshot = MessageSnapshot(message)
         candidates = self.health.order(candidates)
+        if self.limiter is None:
+            return self._deliver_once(message, candidates, batch, snapshot)
+        # Out of rate-limit budget at every candidate: wait for budget (up
+        # to max_wait), never drop the message and never exceed the limit.
+        deadline = time.monotonic() + self._config.max_wait
+        while True:
+            result = self._deliver_once(message, candidates, batch, snapshot)
+            limited = [
+                a.alias for a in result.attempts
+                if a.outcome is Outcome.SKIPPED and (a.error or "").startswith(RATE_LIMITED)
+            ]
+            if not limited or any(a.outcome is not Outcome.SKIPPED for a in result.attempts):
+                return result
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return result
+            time.sleep(min(left, max(0.001, self.limiter.seconds_until_budget(limited))))
+
+    def _deliver_once(
+        self,
+        message: EmailMessage,
+        candidates: tuple[Candidate, ...],
+        batch: BatchState,
+        snapshot: MessageSnapshot,
+    ) -> DeliveryResult:
         result = self._try_in_order(message, candidates, batch, snapshot, use_health=True)
         if result is None:
             # Health said skip every candidate. Health data can be wrong, and
@@ -308,10 +336,18 @@ class Dispatcher:
                 health_skipped = True
                 attempts.append(Attempt(candidate.alias, Outcome.SKIPPED, skip))
                 continue
+            if tracked and self.limiter is not None:
+                # After health: an open breaker must not use up budget.
+                limited = self.limiter.acquire(candidate.alias)
+                if limited is not None:
+                    attempts.append(Attempt(candidate.alias, Outcome.SKIPPED, limited))
+                    continue
             attempt = self._attempt(message, candidate, batch)
             attempts.append(attempt)
             outcome = attempt.outcome
             if outcome is Outcome.SKIPPED:
+                if tracked and self.limiter is not None:
+                    self.limiter.release(candidate.alias)  # nothing was sent
                 continue
             if tracked:
                 self.health.record(candidate.alias, attempt)

@@ -24,6 +24,7 @@ from .health.monitor import explain_skip
 from .health.store import Drain, HealthStore, MailerHealth, store_for
 from .leaves import apply_timeout, build_mailer
 from .runtime import RouterRuntime, load_runtime
+from .strategies import Draw, order
 
 #: ``CandidateExplanation.health`` when the health cache could not be read.
 UNKNOWN = "unknown"
@@ -118,6 +119,10 @@ class Explanation:
     problem: str | None = None
     health_error: str | None = None
     notes: tuple[str, ...] = ()
+    #: The route's strategy (``failover``, ``weighted (...)``, ``sticky (...)``).
+    strategy: str = "failover"
+    #: Who the strategy put first for this message, and why (None: failover).
+    draw: Draw | None = None
 
     @property
     def all_skipped(self) -> bool:
@@ -148,6 +153,9 @@ def explain_message(
     selection = select(message, runtime.config, runtime.table, context)
     if selection.problem is not None:
         return Explanation(name, selection.route, problem=runtime.redact(selection.problem))
+    ordered, draw = order(
+        selection.candidates, [c.alias for c in selection.candidates], selection.strategy, message
+    )
     settings = runtime.config.health_settings
     store = store_for(settings) if settings.enabled else None
     tracked = [c.alias for c in selection.candidates if c.tracked]
@@ -163,7 +171,7 @@ def explain_message(
             if note:
                 notes.append(note)
     candidates = []
-    for candidate in selection.candidates:
+    for candidate in ordered:
         if store is None or not candidate.tracked:
             candidates.append(CandidateExplanation(candidate.alias, UNTRACKED))
             continue
@@ -188,7 +196,10 @@ def explain_message(
         candidates = explain_pages(
             candidates, runtime.config.status_pages, store, now, runtime.redact
         )
-    return Explanation(name, selection.route, tuple(candidates), None, error, tuple(notes))
+    return Explanation(
+        name, selection.route, tuple(candidates), None, error, tuple(notes),
+        selection.strategy.describe(), draw,
+    )
 
 
 # -- status -------------------------------------------------------------------------

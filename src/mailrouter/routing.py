@@ -20,6 +20,7 @@ from django.core.mail import EmailMessage
 
 from .compat import legacy_connection
 from .config import MailerTable, RouterConfig, parse_alias_list
+from .strategies import FAILOVER, Strategy
 
 PINNED = "(pinned)"
 CONNECTION = "(connection)"
@@ -45,6 +46,8 @@ class Selection:
     route: str | None
     candidates: tuple[Candidate, ...] = ()
     problem: str | None = None
+    #: The matched route's strategy (``mailrouter.strategies`` orders the candidates).
+    strategy: Strategy = FAILOVER
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,14 +175,14 @@ def route_message(
     """
     for route in config.routes:
         if route.when is None:
-            return Selection(route.name, context.candidates(route.mailers))
+            return Selection(route.name, context.candidates(route.mailers), None, route.strategy)
         try:
             matched = route.when(message)
         except Exception as error:
             context.matcher_failed(route.name, error)
             continue
         if matched:
-            return Selection(route.name, context.candidates(route.mailers))
+            return Selection(route.name, context.candidates(route.mailers), None, route.strategy)
     names = ", ".join(route.name for route in config.routes)
     return Selection(
         None,

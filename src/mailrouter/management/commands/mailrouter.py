@@ -49,6 +49,7 @@ from ...operations import (
     undrain_mailer,
 )
 from ...probe import probe_mailer
+from ...ratelimit import status_columns
 from ...status_pages.refresh_status import refresh_status
 from ...status_pages.view import status_extender
 
@@ -193,7 +194,8 @@ class Command(BaseCommand):
 
     def _status(self, options: dict[str, Any]) -> None:
         report = mailer_status(
-            self.routers, self._redact, extenders=[status_extender(self._redact)]
+            self.routers, self._redact,
+            extenders=[status_extender(self._redact), status_columns],
         )
         if options["json"]:
             self._emit_json(report.as_dict())
@@ -207,7 +209,7 @@ class Command(BaseCommand):
 
     def _print_table(self, rows: list[dict[str, Any]]) -> None:
         headers = ("MAILER", "BACKEND", "STATE", "FAILURES", "SINCE", "DRAINED", "TIMEOUT",
-                   "LAST ERROR")
+                   "RATE", "LAST ERROR")
         lines = []
         for row in rows:
             state = row["state"]
@@ -234,8 +236,11 @@ class Command(BaseCommand):
             error = row.get("last_error") or "-"
             if row.get("last_error_at"):
                 error = f"{format_time(row['last_error_at'])} {row['last_error_outcome']}: {error}"
+            rate = "-"
+            if "rate_limit" in row:
+                rate = f"{row['rate_used']}/{row['rate_capacity']} used ({row['rate_limit']})"
             lines.append((row["alias"], row["backend"], state, failures,
-                          format_time(row.get("since")), drained, timeout, error[:120]))
+                          format_time(row.get("since")), drained, timeout, rate, error[:120]))
         widths = [max(len(str(v)) for v in column) for column in zip(headers, *lines, strict=False)]
         for line in (headers, *lines):
             self.stdout.write("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True))
@@ -295,6 +300,10 @@ class Command(BaseCommand):
         if explanation.problem is not None:
             self.stdout.write(f"problem: {explanation.problem}")
             return
+        if explanation.strategy != "failover":
+            self.stdout.write(f"strategy: {explanation.strategy}")
+        if explanation.draw is not None:
+            self.stdout.write(f"first: {explanation.draw.first} ({explanation.draw.reason})")
         self.stdout.write("candidates, in order:")
         for position, candidate in enumerate(explanation.candidates, 1):
             verdict = "try" if candidate.skip is None else f"skip: {candidate.skip}"

@@ -144,6 +144,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # HTTP/1.1 so requests' connection pool really reuses connections.
     protocol_version = "HTTP/1.1"
     server_version = "FakeESP/1.0"
+    # Headers and body are written separately: without TCP_NODELAY the body
+    # waits for the client's delayed ACK (~40 ms a request, unlike a real ESP).
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -205,6 +208,9 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         self.error_body = error_body
         #: What SES GetAccount reports as ``SendingEnabled`` (False: paused).
         self.ses_sending_enabled = True
+        #: Seconds each send request takes before it is answered (a real ESP's
+        #: API latency, for throughput benchmarks); requests wait in parallel.
+        self.latency = 0.0
         #: Body of ``odd_2xx`` answers (JSON-encoded; ``None`` is ``null``).
         self.odd_body: Any = None
         #: Per item of a Postmark batch or an SES bulk send served in ``ok``
@@ -519,6 +525,8 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         except PayloadError as exc:
             self._send_json(h, 400, esp.error_body(400, str(exc)))
             return
+        if self.latency > 0:
+            self._stopping.wait(self.latency)
         mode, switched = self._plan.next_transaction()
         if switched is ESPFault.REFUSE:
             # accept_n_then(n, "refuse") just ran out: stop listening now; this

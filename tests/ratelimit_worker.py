@@ -1,0 +1,70 @@
+"""One process of the multi-process rate-limit test.
+
+Usage: ``python -m tests.ratelimit_worker CONFIG_JSON``; CONFIG_JSON holds
+``redis`` (URL), ``rate_limits``, ``messages``, ``batch``, ``concurrency`` and
+``start`` (a path: the worker waits until it exists, so every process starts
+sending at once). Prints one JSON line: messages per ``sent_using`` alias
+and per status.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+
+def main(config: dict[str, Any]) -> None:
+    from django.conf import settings
+
+    locmem = "django.core.mail.backends.locmem.EmailBackend"
+    settings.configure(
+        DEBUG=False,
+        INSTALLED_APPS=["mailrouter"],
+        CACHES={
+            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+            "health": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": config["redis"],
+                "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+            },
+        },
+        EMAIL_BACKEND="mailrouter.backend.RouterBackend",
+        MAILROUTER={
+            "MAILERS": {"primary": {"BACKEND": locmem}, "backup": {"BACKEND": locmem}},
+            "OPTIONS": {
+                "routes": [{"mailers": ["primary", "backup"]}],
+                "health": {"cache": "health"},
+                "rate_limits": config["rate_limits"],
+                "max_wait": 0,
+                "concurrency": config["concurrency"],
+            },
+        },
+    )
+    import django
+
+    django.setup()
+    from django.core.mail import EmailMessage, get_connection
+
+    while not os.path.exists(config["start"]):
+        time.sleep(0.005)
+    counts: Counter[str] = Counter()
+    sent = 0
+    while sent < config["messages"]:
+        size = min(config["batch"], config["messages"] - sent)
+        batch = [
+            EmailMessage(f"m{sent + i}", "body", "app@example.com", [f"u{i}@example.com"])
+            for i in range(size)
+        ]
+        get_connection().send_messages(batch)
+        for message in batch:
+            counts[str(message.sent_using)] += 1  # type: ignore[attr-defined]
+        sent += size
+    print(json.dumps(counts))
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]))
