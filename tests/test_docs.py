@@ -101,6 +101,10 @@ CLAIMS = {
     '"concurrency": 16': "test_concurrency_example",
     '"weights": {"mailgun": 95, "postmark": 5}': "test_weighted_migration_example",
     '"rate_limits": {"ses": "14/s"': "test_rate_limits_example",
+    '"components": ["api", "smtp"]':
+        "tests/test_readme_status_pages.py::test_readme_status_page_options_construct_a_router",
+    'include("mailrouter.urls")':
+        "tests/test_readme_status_pages.py::test_readme_urlconf_routes_the_webhook",
     "explanation = get_connection().explain(message)": "test_explain_example",
     '"LOCATION": "redis://redis.internal:6379/3"': "test_health_example",
 }
