@@ -1,0 +1,133 @@
+"""The outbox worker loop behind ``manage.py mailrouter outbox-worker``.
+
+Each worker thread takes back expired leases, claims a batch of due rows
+and delivers them one by one, committing each row's status before the next.
+Stopping (``stop`` set, e.g. on SIGTERM) finishes the current row and gives
+back the claimed rows not yet started.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.db import connections
+
+from ..report import _send as send_signal
+from . import signals
+from .claiming import claim, reclaim_expired, release
+from .deliver import RowDeliverer
+from .models import OutboxMessage, RowStatus
+from .options import DEFAULT_LEASE, configured_outboxes
+
+DEFAULT_BATCH = 20
+DEFAULT_POLL_INTERVAL = 1.0
+
+
+def new_holder() -> str:
+    """A name for one worker thread, unique across machines and restarts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def worker_lease() -> float:
+    """The lease a worker claims rows for: the longest any outbox asks."""
+    return max((options.lease for options in configured_outboxes()), default=DEFAULT_LEASE)
+
+
+@dataclass
+class WorkerStats:
+    #: Rows by the status this worker left them in ("lost" = claim taken back).
+    rows: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: WorkerStats) -> None:
+        self.rows.update(other.rows)
+
+
+def drain(
+    database: str = "default",
+    *,
+    batch: int = DEFAULT_BATCH,
+    once: bool = False,
+    poll_interval: float = DEFAULT_POLL_INTERVAL,
+    stop: threading.Event | None = None,
+    holder: str | None = None,
+    lease: float | None = None,
+    on_row: Callable[[OutboxMessage, RowStatus | None], None] | None = None,
+) -> WorkerStats:
+    """Deliver due rows until ``stop`` is set (or, with ``once``, until none
+    is due)."""
+    stop = stop or threading.Event()
+    holder = holder or new_holder()
+    lease = lease if lease is not None else worker_lease()
+    stats = WorkerStats()
+    deliverer = RowDeliverer(database, holder)
+    try:
+        while not stop.is_set():
+            for row in reclaim_expired(database).uncertain:
+                send_signal(signals.row_uncertain, OutboxMessage, row=row, status=str(row.status))
+            claimed = claim(database, holder, batch, lease)
+            if not claimed:
+                if once:
+                    break
+                stop.wait(poll_interval)
+                continue
+            for row in claimed:
+                if stop.is_set():
+                    break
+                status = deliverer.deliver(row, lease)
+                stats.rows[str(status) if status is not None else "lost"] += 1
+                if on_row is not None:
+                    on_row(row, status)
+    finally:
+        release(database, holder)
+        deliverer.close()
+    return stats
+
+
+def run_workers(
+    concurrency: int,
+    database: str = "default",
+    *,
+    stop: threading.Event | None = None,
+    **kwargs: object,
+) -> WorkerStats:
+    """``drain`` in ``concurrency`` threads (each with its own database
+    connection and routers); returns their combined stats."""
+    stop = stop or threading.Event()
+    if concurrency <= 1:
+        return drain(database, stop=stop, **kwargs)  # type: ignore[arg-type]
+    results: list[WorkerStats] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        try:
+            result = drain(database, stop=stop, **kwargs)  # type: ignore[arg-type]
+            with lock:
+                results.append(result)
+        except BaseException as error:
+            stop.set()
+            with lock:
+                errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [
+        threading.Thread(target=work, name=f"mailrouter-outbox-{n}", daemon=True)
+        for n in range(concurrency)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    total = WorkerStats()
+    for result in results:
+        total.add(result)
+    return total
