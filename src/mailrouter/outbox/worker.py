@@ -21,12 +21,10 @@ from django.db import connections
 from ..report import _send as send_signal
 from . import signals
 from .claiming import claim, reclaim_expired, release
+from .command import DEFAULT_BATCH, DEFAULT_POLL_INTERVAL
 from .deliver import RowDeliverer
 from .models import OutboxMessage, RowStatus
 from .options import DEFAULT_LEASE, configured_outboxes
-
-DEFAULT_BATCH = 20
-DEFAULT_POLL_INTERVAL = 1.0
 
 
 def new_holder() -> str:

@@ -36,6 +36,7 @@ from ...errors import ConfigurationError
 from ...health.breaker import State
 from ...health.monitor import explain_skip, format_time
 from ...health.store import HealthStore, MailerHealth, store_for
+from ...outbox import command as outbox_command
 from ...probe import probe_mailer
 from ...routing import select
 from ...runtime import RouterRuntime, load_runtime
@@ -91,7 +92,10 @@ class Router:
 
 
 class Command(BaseCommand):
-    help = "Mailer health and routing: status, explain, drain, undrain, probe."
+    help = (
+        "Mailer health and routing: status, explain, drain, undrain, probe; "
+        "the outbox: outbox-worker, outbox."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -127,8 +131,12 @@ class Command(BaseCommand):
         probe.add_argument("--timeout", type=float, default=None,
                            help="seconds (default: the router's timeout for it)")
         probe.add_argument("--json", action="store_true")
+        outbox_command.add_arguments(sub)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["action"] in outbox_command.ACTIONS:
+            outbox_command.handle(self, options)
+            return
         try:
             self.table = load_mailer_table()
             self.routers = self._load_routers()

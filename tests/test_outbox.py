@@ -1,0 +1,306 @@
+"""The outbox on the embedded database (SQLite) with real local SMTP servers:
+enqueue in the caller's transaction, deliver by the router's outcomes."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.core import mail
+from django.core.mail import EmailMessage
+from django.core.management import call_command
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mailrouter import MessageStatus
+from mailrouter.errors import ConfigurationError
+from mailrouter.outbox import OutboxBackend, signals
+from mailrouter.outbox.claiming import STOPPED_MID_SEND, claim, reclaim_expired
+from mailrouter.outbox.deliver import RowDeliverer, decide
+from mailrouter.outbox.models import OutboxMessage, RowStatus
+from mailrouter.outbox.options import RetryPolicy
+from mailrouter.outbox.payload import PayloadError
+from mailrouter.outbox.worker import drain
+from mailrouter.testing import FaultySMTPServer
+
+from .conftest import STYLES, examples
+from .outbox_fixtures import outbox_settings
+from .smtp_fixtures import smtp_mailer
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(params=STYLES)
+def outbox(
+    request: pytest.FixtureRequest, smtp_server: Callable[..., FaultySMTPServer]
+) -> Iterator[Callable[..., tuple[FaultySMTPServer, FaultySMTPServer]]]:
+    """``outbox(**outbox_options)`` → (primary, backup) SMTP servers behind
+    a router behind the outbox, in the parametrized settings style."""
+    contexts: list[Any] = []
+
+    def apply(**options: Any) -> tuple[FaultySMTPServer, FaultySMTPServer]:
+        primary, backup = smtp_server(), smtp_server()
+        context = outbox_settings(
+            {"primary": smtp_mailer(primary), "backup": smtp_mailer(backup)},
+            {"routes": [{"mailers": ["primary", "backup"]}], "health": False},
+            options,
+            style=request.param,
+        )
+        context.__enter__()
+        contexts.append(context)
+        return primary, backup
+
+    yield apply
+    while contexts:
+        contexts.pop().__exit__(None, None, None)
+
+
+def send(subject: str = "Hello", to: str = "user@example.com") -> int:
+    return mail.send_mail(subject, "body", "app@example.com", [to])
+
+
+def only_row() -> OutboxMessage:
+    (row,) = OutboxMessage.objects.all()
+    return row
+
+
+def test_send_mail_stores_one_row_and_contacts_no_mailer(outbox: Any) -> None:
+    primary, backup = outbox()
+    assert send() == 1
+    row = only_row()
+    assert row.status == RowStatus.QUEUED
+    assert row.recipients == "user@example.com"
+    assert primary.connections_opened == backup.connections_opened == 0
+    assert row.payload["headers"] == [["Message-ID", row.message_id]]
+
+
+def test_the_row_commits_or_rolls_back_with_the_callers_data(outbox: Any) -> None:
+    outbox()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        send("rolled back")
+        raise RuntimeError("the view failed")
+    assert not OutboxMessage.objects.exists()
+    with transaction.atomic():
+        send("committed")
+    assert only_row().subject == "committed"
+
+
+def test_a_batch_is_one_insert(outbox: Any) -> None:
+    outbox()
+    messages = [EmailMessage(f"m{n}", "b", to=[f"u{n}@example.com"]) for n in range(5)]
+    messages.append(EmailMessage("nobody", "b"))
+    with CaptureQueriesContext(connection) as queries:
+        stored = mail.get_connection().send_messages(messages)
+    assert stored == 5
+    inserts = [q for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    assert len(inserts) == 1
+    rows = OutboxMessage.objects.order_by("id")
+    assert [m.outbox_id for m in messages[:5]] == [r.pk for r in rows]  # type: ignore[attr-defined]
+
+
+def test_oversized_message_is_refused_at_enqueue_and_nothing_of_the_batch_stored(
+    outbox: Any,
+) -> None:
+    outbox(max_payload_bytes=2000)
+    small = EmailMessage("small", "b", to=["a@example.com"])
+    big = EmailMessage("big", "b", to=["a@example.com"])
+    big.attach("big.bin", b"x" * 5000, "application/octet-stream")
+    with pytest.raises(PayloadError, match=r"max_payload_bytes.*nothing of this batch"):
+        mail.get_connection().send_messages([small, big])
+    assert not OutboxMessage.objects.exists()
+
+
+def test_worker_delivers_with_the_message_id_fixed_at_enqueue(outbox: Any) -> None:
+    primary, _ = outbox()
+    message = EmailMessage("Hi", "body", to=["user@example.com"])
+    message.send()
+    enqueued_id = message.extra_headers["Message-ID"]
+    sent: list[OutboxMessage] = []
+    signals.row_sent.connect(lambda sender, row, **kw: sent.append(row), weak=False)
+    try:
+        out = io.StringIO()
+        call_command("mailrouter", "outbox-worker", "--once", stdout=out)
+    finally:
+        signals.row_sent.receivers.clear()
+    assert "sent 1" in out.getvalue()
+    (received,) = primary.messages
+    assert received.message_id == enqueued_id
+    row = only_row()
+    assert (row.status, row.sent_using, row.delivery_count) == (RowStatus.SENT, "primary", 1)
+    assert [a["outcome"] for a in row.attempts] == ["accepted"]
+    assert [r.pk for r in sent] == [row.pk]
+
+
+def test_not_sent_fails_over_inside_one_delivery(outbox: Any) -> None:
+    primary, backup = outbox()
+    primary.mode = "tempfail_connect"
+    send()
+    drain(once=True)
+    row = only_row()
+    assert (row.status, row.sent_using) == (RowStatus.SENT, "backup")
+    assert [(a["alias"], a["outcome"]) for a in row.attempts] == [
+        ("primary", "not_sent"), ("backup", "accepted")
+    ]
+    assert len(backup.messages) == 1
+
+
+def test_failed_delivery_is_retried_later_then_given_up(outbox: Any) -> None:
+    primary, backup = outbox(retry={"max_attempts": 2, "backoff": 60})
+    primary.mode = backup.mode = "tempfail_rcpt"
+    send()
+    failed: list[OutboxMessage] = []
+    signals.row_failed.connect(lambda sender, row, **kw: failed.append(row), weak=False)
+    try:
+        drain(once=True)
+        row = only_row()
+        assert (row.status, row.delivery_count) == (RowStatus.QUEUED, 1)
+        wait = (row.next_attempt_at - timezone.now()).total_seconds()
+        assert 25 <= wait <= 60
+        drain(once=True)  # not due yet: nothing happens
+        assert only_row().delivery_count == 1
+        OutboxMessage.objects.update(next_attempt_at=timezone.now())
+        drain(once=True)
+    finally:
+        signals.row_failed.receivers.clear()
+    row = only_row()
+    assert (row.status, row.delivery_count) == (RowStatus.FAILED, 2)
+    assert len(row.attempts) == 4
+    assert "450" in row.last_error
+    assert [r.pk for r in failed] == [row.pk]
+    assert not primary.messages and not backup.messages
+
+
+def test_rejected_is_final_and_never_retried(outbox: Any) -> None:
+    primary, backup = outbox()
+    primary.mode = "reject_rcpt"
+    send()
+    drain(once=True)
+    row = only_row()
+    assert row.status == RowStatus.REJECTED
+    assert [a["alias"] for a in row.attempts] == ["primary"]
+    assert backup.connections_opened == 0
+
+
+def test_uncertain_is_final_and_not_resent(outbox: Any) -> None:
+    primary, backup = outbox()
+    primary.mode = "drop_after_body"
+    send()
+    uncertain: list[OutboxMessage] = []
+    signals.row_uncertain.connect(lambda sender, row, **kw: uncertain.append(row), weak=False)
+    try:
+        drain(once=True)
+    finally:
+        signals.row_uncertain.receivers.clear()
+    row = only_row()
+    assert row.status == RowStatus.UNCERTAIN
+    assert backup.connections_opened == 0
+    assert [r.pk for r in uncertain] == [row.pk]
+
+
+def test_expired_leases_requeue_unstarted_rows_and_make_started_ones_uncertain(
+    outbox: Any,
+) -> None:
+    primary, _ = outbox()
+    send("started")
+    send("not started")
+    started, waiting = claim("default", "dead-worker", 10, lease=30)
+    # The dead worker had committed the "sending" mark of its first row only.
+    OutboxMessage.objects.filter(pk=started.pk).update(status=RowStatus.SENDING)
+    assert reclaim_expired("default").requeued == 0  # leases still running
+    later = timezone.now() + datetime.timedelta(seconds=31)
+    reclaimed = reclaim_expired("default", now=later)
+    assert reclaimed.requeued == 1
+    assert [r.pk for r in reclaimed.uncertain] == [started.pk]
+    started.refresh_from_db()
+    waiting.refresh_from_db()
+    assert (started.status, started.claimed_by, started.last_error) == (
+        RowStatus.UNCERTAIN, "dead-worker", STOPPED_MID_SEND
+    )
+    assert (waiting.status, waiting.claimed_by) == (RowStatus.QUEUED, "")
+    drain(once=True)
+    assert [m.parsed()["Subject"] for m in primary.messages] == ["not started"]
+
+
+def test_a_worker_whose_claim_was_taken_back_sends_nothing(outbox: Any) -> None:
+    primary, _ = outbox()
+    send()
+    (row,) = claim("default", "slow-worker", 10, lease=30)
+    OutboxMessage.objects.update(status=RowStatus.QUEUED, claimed_by="")
+    claim("default", "other-worker", 10, lease=30)
+    assert RowDeliverer("default", "slow-worker").deliver(row, lease=30) is None
+    assert primary.connections_opened == 0
+
+
+STATUSES = st.sampled_from([*MessageStatus, None])
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(STATUSES, st.integers(1, 20), st.floats(0, 200000), st.booleans())
+def test_decide_by_outcome(
+    status: MessageStatus | None, deliveries: int, age: float, at_least_once: bool
+) -> None:
+    policy = RetryPolicy(max_attempts=10, backoff=30, max_backoff=3600, max_age=86400)
+    decision = decide(status, deliveries, age, policy, at_least_once=at_least_once)
+    retryable = status is MessageStatus.FAILED or (
+        status is MessageStatus.UNCERTAIN and at_least_once
+    )
+    if status is MessageStatus.SENT:
+        assert decision.status == RowStatus.SENT
+    elif status is MessageStatus.REJECTED:
+        assert decision.status == RowStatus.REJECTED
+    elif not retryable:
+        assert decision.status == RowStatus.UNCERTAIN
+    elif deliveries >= 10 or age >= 86400:
+        assert decision.status == RowStatus.FAILED
+    else:
+        assert decision.status == RowStatus.QUEUED
+        full = min(3600, 30 * 2 ** (deliveries - 1))
+        assert full / 2 <= decision.delay <= full
+
+
+def test_outbox_command_counts_retries_and_purges(outbox: Any) -> None:
+    outbox()
+    for n in range(3):
+        send(f"m{n}")
+    first, second, third = OutboxMessage.objects.order_by("id")
+    OutboxMessage.objects.filter(pk=first.pk).update(
+        status=RowStatus.FAILED, finished_at=timezone.now() - datetime.timedelta(days=40)
+    )
+    OutboxMessage.objects.filter(pk=second.pk).update(
+        status=RowStatus.SENT, finished_at=timezone.now() - datetime.timedelta(days=40)
+    )
+    out = io.StringIO()
+    call_command("mailrouter", "outbox", "--json", stdout=out)
+    summary = json.loads(out.getvalue())
+    assert summary["counts"]["queued"] == 1
+    assert summary["counts"]["failed"] == summary["counts"]["sent"] == 1
+    assert summary["oldest_queued_age"] >= 0
+    call_command("mailrouter", "outbox", "retry", str(second.pk), stdout=io.StringIO())
+    assert OutboxMessage.objects.get(pk=second.pk).status == RowStatus.SENT  # never resent
+    call_command("mailrouter", "outbox", "retry", "--failed", stdout=io.StringIO())
+    assert OutboxMessage.objects.get(pk=first.pk).status == RowStatus.QUEUED
+    out = io.StringIO()
+    call_command("mailrouter", "outbox", "purge", "--older-than", "30d", stdout=out)
+    assert "deleted 1" in out.getvalue()
+    assert set(OutboxMessage.objects.values_list("pk", flat=True)) == {first.pk, third.pk}
+
+
+def test_outbox_mailer_must_be_a_router(smtp_server: Callable[..., FaultySMTPServer]) -> None:
+    server = smtp_server()
+    with outbox_settings({"primary": smtp_mailer(server)}, {"routes": [{"mailers": ["primary"]}]},
+                         style="legacy"), pytest.raises(ConfigurationError, match="retry"):
+        OutboxBackend(retry={"max_attempts": 0})
+    if "mailers" in STYLES:
+        with outbox_settings({"primary": smtp_mailer(server)},
+                             {"routes": [{"mailers": ["primary"]}]}):
+            with pytest.raises(ConfigurationError, match=r"\['mailer'\].*'primary'.*RouterBackend"):
+                OutboxBackend(alias="default", mailer="primary")
+            with pytest.raises(ConfigurationError, match=r"\['mailer'\] is required"):
+                OutboxBackend(alias="default")
