@@ -264,8 +264,12 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         mode: ESPFault | str = ESPFault.OK,
         retry_after: int | None = None,
         error_body: Any = None,
+        latency: float = 0.0,
     ) -> None:
         self.host = host
+        #: Seconds every API call takes after the request was read, before the
+        #: mode applies (a real ESP's processing time; benchmarks use 0.05).
+        self.latency = latency
         #: Real port once started (the requested one before that).
         self.port = port
         self.api_key = api_key
@@ -585,6 +589,8 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
             with self._control:
                 if self._running and self._plan.mode is ESPFault.REFUSE:
                     self._close_listener()
+        if self.latency > 0:
+            self._stopping.wait(self.latency)
         self._apply(h, sock, esp, path, mode, records)
 
     def _apply(

@@ -1,0 +1,37 @@
+"""``python -m tests.outbox_enqueue COUNT``: migrate, then store COUNT messages
+through the configured OutboxBackend (batches of 200, one transaction each); every third
+goes to a ``*.esp.test`` recipient (the fake ESP), the rest to SMTP."""
+
+import sys
+
+import django
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.core import mail  # noqa: E402
+from django.core.mail import EmailMessage  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import transaction  # noqa: E402
+
+
+def main(count: int) -> None:
+    call_command("migrate", verbosity=0)
+    if hasattr(settings, "MAILERS"):
+        connection = mail.mailers["default"]  # type: ignore[attr-defined]
+    else:
+        connection = mail.get_connection()
+    for start in range(0, count, 200):
+        batch = [
+            EmailMessage(
+                f"message {n}", f"body {n}", "app@example.com",
+                [f"user{n}@{'shop.esp.test' if n % 3 == 0 else 'example.com'}"],
+            )
+            for n in range(start, min(count, start + 200))
+        ]
+        with transaction.atomic():
+            assert connection.send_messages(batch) == len(batch)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))
