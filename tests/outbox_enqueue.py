@@ -17,10 +17,8 @@ from django.db import transaction  # noqa: E402
 
 def main(count: int) -> None:
     call_command("migrate", verbosity=0)
-    if hasattr(settings, "MAILERS"):
-        connection = mail.mailers["default"]  # type: ignore[attr-defined]
-    else:
-        connection = mail.get_connection()
+    uses_mailers = hasattr(settings, "MAILERS")
+    connection = mail.mailers["default"] if uses_mailers else mail.get_connection()  # type: ignore[attr-defined]
     for start in range(0, count, 200):
         batch = [
             EmailMessage(
