@@ -6,7 +6,8 @@
 #
 # Needs only python3 (3.11+), pip, and Python 3.12 and 3.13 somewhere (PATH or
 # pyenv) for Django 6.x; a missing 3.13 skips that one extra entry with a notice. Creates .venv-test/<entry> with uv; installs redis-server through
-# apt when it is missing and we are root (the health tests use a real Redis).
+# apt when it is missing and we are root (the health tests use a real Redis), and
+# postgresql likewise (the outbox tests start their own PostgreSQL servers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -46,6 +47,20 @@ ensure_redis() {
   fi
 }
 
+ensure_postgres() {
+  if command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+    return
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing postgresql (apt)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    # The package starts a system cluster; the outbox tests start their own servers.
+    (service postgresql stop || true) >/dev/null 2>&1
+  else
+    echo "warning: PostgreSQL is not installed; the outbox PostgreSQL tests will fail" >&2
+  fi
+}
+
 declare -A DJANGO=([61]="django==6.1.*" [60]="django==6.0.*" [52]="django==5.2.*" [61py313]="django==6.1.*")
 declare -A PYTHON=([61]="3.12" [60]="3.12" [52]="3.11" [61py313]="3.13")
 ENTRIES=(61 60 52 61py313)
@@ -53,6 +68,7 @@ if [ $# -gt 0 ] && [ -n "${DJANGO[$1]:-}" ]; then ENTRIES=("$1"); shift; fi
 
 ensure_uv
 ensure_redis
+ensure_postgres
 
 total_passed=0 total_failed=0 failed_entries=()
 for entry in "${ENTRIES[@]}"; do
