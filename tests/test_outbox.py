@@ -304,3 +304,27 @@ def test_outbox_mailer_must_be_a_router(smtp_server: Callable[..., FaultySMTPSer
                 OutboxBackend(alias="default", mailer="primary")
             with pytest.raises(ConfigurationError, match=r"\['mailer'\] is required"):
                 OutboxBackend(alias="default")
+
+
+def test_admin_lists_searches_and_retries_or_cancels_rows(outbox: Any, client: Any,
+                                                          admin_user: Any) -> None:
+    outbox()
+    send("for ann", to="ann@example.com")
+    send("for bob", to="bob@example.com")
+    ann, bob = OutboxMessage.objects.order_by("id")
+    OutboxMessage.objects.filter(pk=ann.pk).update(status=RowStatus.FAILED,
+                                                   last_error="primary: not_sent 450")
+    client.force_login(admin_user)
+    url = "/admin/mailrouter_outbox/outboxmessage/"
+    page = client.get(url, {"q": "ann@example.com"}).content.decode()
+    assert "for ann" in page and "for bob" not in page
+    page = client.get(url, {"q": bob.message_id}).content.decode()
+    assert "for bob" in page and "for ann" not in page
+    page = client.get(url, {"status__exact": "failed"}).content.decode()
+    assert "for ann" in page and "primary: not_sent 450" in page and "for bob" not in page
+    response = client.post(url, {"action": "retry_now", "_selected_action": [ann.pk, bob.pk]})
+    assert response.status_code == 302
+    assert OutboxMessage.objects.get(pk=ann.pk).status == RowStatus.QUEUED
+    client.post(url, {"action": "cancel", "_selected_action": [bob.pk]})
+    assert OutboxMessage.objects.get(pk=bob.pk).status == RowStatus.CANCELLED
+    assert client.get(f"{url}{ann.pk}/change/").status_code == 200
