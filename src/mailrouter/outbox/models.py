@@ -70,7 +70,7 @@ class OutboxMessage(models.Model):
         verbose_name = "outbox message"
         # Every backend Django 5.2+ supports has JSON; declaring it also keeps
         # the system checks from querying the database to find out.
-        required_db_features = {"supports_json_field"}
+        required_db_features = ["supports_json_field"]
         indexes = [
             models.Index(fields=["status", "next_attempt_at"], name="mailrouter_outbox_due"),
             models.Index(fields=["status", "lease_until"], name="mailrouter_outbox_lease"),
