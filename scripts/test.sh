@@ -62,6 +62,8 @@ ensure_postgres() {
 }
 
 declare -A DJANGO=([61]="django==6.1.*" [60]="django==6.0.*" [52]="django==5.2.*" [61py313]="django==6.1.*")
+# Django 5.2 has no django.tasks: the outbox's task path uses the backport there.
+declare -A EXTRA=([61]="" [60]="" [52]="django-tasks>=0.12" [61py313]="")
 declare -A PYTHON=([61]="3.12" [60]="3.12" [52]="3.11" [61py313]="3.13")
 ENTRIES=(61 60 52 61py313)
 if [ $# -gt 0 ] && [ -n "${DJANGO[$1]:-}" ]; then ENTRIES=("$1"); shift; fi
@@ -79,7 +81,7 @@ for entry in "${ENTRIES[@]}"; do
   fi
   echo "== Django ${DJANGO[$entry]#django==} on Python ${PYTHON[$entry]} ($python)"
   if [ ! -x "$venv/bin/python" ]; then "$UV" venv -q -p "$python" "$venv"; fi
-  VIRTUAL_ENV=$venv "$UV" pip install -q -e ".[dev]" "${DJANGO[$entry]}"
+  VIRTUAL_ENV=$venv "$UV" pip install -q -e ".[dev]" "${DJANGO[$entry]}" ${EXTRA[$entry]:+"${EXTRA[$entry]}"}
   if [ "$entry" = 61 ]; then
     echo "-- ruff";  "$venv/bin/ruff" check src tests demo benchmarks
     echo "-- mypy";  "$venv/bin/mypy" src/mailrouter

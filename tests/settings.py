@@ -1,5 +1,7 @@
 """Django settings for the test suite. Mail settings are set per test."""
 
+import django
+
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
 USE_TZ = True
@@ -37,3 +39,7 @@ TEMPLATES = [
         },
     }
 ]
+# The outbox's wake-up task runs in-process (Django 6.0+ has django.tasks;
+# 5.2 has the django-tasks backport).
+_TASKS_MODULE = "django.tasks" if django.VERSION >= (6, 0) else "django_tasks"
+TASKS = {"default": {"BACKEND": f"{_TASKS_MODULE}.backends.immediate.ImmediateBackend"}}

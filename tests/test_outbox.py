@@ -14,7 +14,7 @@ from django.core import mail
 from django.core.mail import EmailMessage
 from django.core.management import call_command
 from django.db import connection, transaction
-from django.test.utils import CaptureQueriesContext
+from django.test.utils import CaptureQueriesContext, override_settings
 from django.utils import timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,7 +30,7 @@ from mailrouter.outbox.payload import PayloadError
 from mailrouter.outbox.worker import drain
 from mailrouter.testing import FaultySMTPServer
 
-from .conftest import STYLES, examples
+from .conftest import HAS_MAILERS, STYLES, examples
 from .outbox_fixtures import outbox_settings
 from .smtp_fixtures import smtp_mailer
 
@@ -328,3 +328,52 @@ def test_admin_lists_searches_and_retries_or_cancels_rows(outbox: Any, client: A
     client.post(url, {"action": "cancel", "_selected_action": [bob.pk]})
     assert OutboxMessage.objects.get(pk=bob.pk).status == RowStatus.CANCELLED
     assert client.get(f"{url}{ann.pk}/change/").status_code == 200
+
+
+def test_task_backend_wakes_delivery_after_commit(
+    outbox: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    primary, _ = outbox(task_backend="default")
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        send("woken")
+        assert only_row().status == RowStatus.QUEUED  # nothing before the commit
+    assert len(callbacks) == 1
+    assert only_row().status == RowStatus.SENT
+    assert [m.parsed()["Subject"] for m in primary.messages] == ["woken"]
+
+
+def test_a_refused_wake_up_loses_nothing(
+    outbox: Any, django_capture_on_commit_callbacks: Any, caplog: Any
+) -> None:
+    outbox(task_backend="default")
+    with django_capture_on_commit_callbacks(execute=True):
+        send()
+        # The task framework breaks after the row was stored.
+        broken = override_settings(TASKS={"default": {"BACKEND": "no.such.Backend"}})
+        broken.enable()
+    broken.disable()
+    assert "could not enqueue deliver_outbox" in caplog.text
+    assert only_row().status == RowStatus.QUEUED
+    drain(once=True)
+    assert only_row().status == RowStatus.SENT
+
+
+def test_a_row_whose_mailer_cannot_be_built_is_retried_not_uncertain(outbox: Any) -> None:
+    outbox()
+    send()
+    OutboxMessage.objects.update(mailer="gone" if HAS_MAILERS else "")
+    broken = override_settings(MAILROUTER={"OPTIONS": {"routes": "not a list"}})
+    broken.enable()
+    try:
+        drain(once=True)
+    finally:
+        broken.disable()
+    row = only_row()
+    assert (row.status, row.delivery_count) == (RowStatus.QUEUED, 1)
+    assert "cannot build mailer" in row.last_error
+
+
+def test_task_backend_must_exist(outbox: Any) -> None:
+    outbox(task_backend="nope")
+    with pytest.raises(ConfigurationError, match=r"\['task_backend'\]: 'nope'"):
+        send()

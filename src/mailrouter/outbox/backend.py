@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
+from django.db import transaction
 from django.utils import timezone
 
 from ..delivery import ensure_message_id
@@ -73,6 +74,12 @@ class OutboxBackend(BaseEmailBackend):
         OutboxMessage.objects.using(database).bulk_create([row for _, row in rows])
         for message, row in rows:
             message.outbox_id = row.pk  # type: ignore[attr-defined]
+        task_backend = self.options.task_backend
+        if task_backend is not None:
+            from .tasks import wake_workers
+
+            # After the commit: a task run before it would find no rows.
+            transaction.on_commit(lambda: wake_workers(task_backend, database), using=database)
         return len(rows)
 
     def _row(self, index: int, message: EmailMessage, now: Any) -> OutboxMessage:

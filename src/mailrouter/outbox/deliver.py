@@ -152,8 +152,18 @@ class RowDeliverer:
             # Nothing was sent: the stored row cannot be read by this version.
             return self._finish(row, deliveries, RowStatus.FAILED, [], None,
                                 f"unreadable payload: {error}", 0.0)
+        age = (timezone.now() - row.created_at).total_seconds()
         try:
             router = self.router(row.mailer)
+        except Exception as error:
+            # Nothing was sent (e.g. the settings changed): retry like a failure.
+            decision = decide(MessageStatus.FAILED, deliveries, age, retry,
+                              at_least_once=False, rng=self._rng)
+            text = self._redact(f"cannot build mailer {row.mailer!r}: "
+                                f"{type(error).__name__}: {error}")
+            return self._finish(row, deliveries, decision.status, [], None, text,
+                                decision.delay)
+        try:
             router.send_messages([message])
         except DeliveryError:
             pass  # the outcome is on the message
@@ -166,7 +176,6 @@ class RowDeliverer:
             return self._finish(row, deliveries, RowStatus.UNCERTAIN, attempts, None, text, 0.0)
         status = _message_status(message)
         at_least_once = router.config.delivery is Delivery.AT_LEAST_ONCE
-        age = (timezone.now() - row.created_at).total_seconds()
         decision = decide(status, deliveries, age, retry, at_least_once=at_least_once,
                           rng=self._rng)
         attempts = list(getattr(message, "mailrouter_attempts", None) or [])

@@ -59,6 +59,8 @@ class OutboxOptions:
     lease: float = DEFAULT_LEASE
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     database: str = "default"
+    #: A TASKS alias: each commit that stored rows enqueues ``deliver_outbox`` there.
+    task_backend: str | None = None
 
     @property
     def label(self) -> str:
@@ -66,7 +68,7 @@ class OutboxOptions:
 
 
 _RETRY_KEYS = {"max_attempts", "backoff", "max_backoff", "max_age"}
-_KEYS = {"mailer", "retry", "lease", "max_payload_bytes", "database"}
+_KEYS = {"mailer", "retry", "lease", "max_payload_bytes", "database", "task_backend"}
 
 
 def _number(value: Any, where: str, problems: list[str], *, integer: bool = False) -> Any:
@@ -133,6 +135,11 @@ def parse_options(alias: str, raw: Mapping[str, Any]) -> OutboxOptions:
     database = raw.get("database", "default")
     if database not in settings.DATABASES:
         problems.append(f"{label}['database']: {database!r} is not in DATABASES")
+    task_backend = raw.get("task_backend")
+    if task_backend is not None:
+        problem = _task_backend_problem(task_backend)
+        if problem:
+            problems.append(f"{label}['task_backend']: {problem}")
     if problems:
         raise ConfigurationError(problems)
     return OutboxOptions(
@@ -142,7 +149,23 @@ def parse_options(alias: str, raw: Mapping[str, Any]) -> OutboxOptions:
         lease=float(lease),
         max_payload_bytes=int(max_bytes),
         database=database,
+        task_backend=task_backend,
     )
+
+
+def _task_backend_problem(alias: Any) -> str | None:
+    from .tasks import tasks_framework
+
+    if not isinstance(alias, str):
+        return f"must be a TASKS alias (a string), got {alias!r}"
+    framework = tasks_framework()
+    if framework is None:
+        return "Django's tasks framework is missing (Django 6.0+, or pip install django-tasks)"
+    try:
+        framework.task_backends[alias]
+    except Exception as error:
+        return f"{alias!r} is not a usable TASKS backend ({type(error).__name__}: {error})"
+    return None
 
 
 def legacy_raw_options() -> Mapping[str, Any]:
