@@ -46,6 +46,13 @@ _ROUTER = {
 }
 _OUTBOX = {"lease": _config.get("lease", 300), "retry": {"backoff": 1}}
 
+if _config.get("tasks") == "db":
+    # Each commit enqueues deliver_outbox in django-tasks-db's table; a real
+    # ``manage.py db_worker`` runs it.
+    INSTALLED_APPS.append("django_tasks_db")
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+    _OUTBOX["task_backend"] = "default"
+
 if django.VERSION >= (6, 1):
     MAILERS = {
         "default": {"BACKEND": "mailrouter.outbox.OutboxBackend",

@@ -26,6 +26,7 @@ import pytest
 
 from mailrouter.testing import FakeESPServer, FaultySMTPServer
 
+from .health_fixtures import RedisServer, redis_binary
 from .postgres_fixtures import PostgresServer, require_postgres, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,14 +44,15 @@ class Fleet:
     """Worker processes sharing one PostgreSQL outbox and two mail servers."""
 
     def __init__(
-        self, postgres: PostgresServer, name: str, lease: float, esp_latency: float
+        self, postgres: PostgresServer, name: str, lease: float, esp_latency: float,
+        **extra: Any,
     ) -> None:
         postgres.create_database(name)
         self.postgres = postgres
         self.smtp = FaultySMTPServer().start()
         self.esp = FakeESPServer(latency=esp_latency).start()
         config = {"database": name, "pg_port": postgres.port, "smtp_port": self.smtp.port,
-                  "esp_url": self.esp.mailgun_api_url, "lease": lease}
+                  "esp_url": self.esp.mailgun_api_url, "lease": lease, **extra}
         self.env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",
                     "DJANGO_SETTINGS_MODULE": "tests.outbox_process_settings",
                     "MAILROUTER_OUTBOX_TEST": json.dumps(config)}
@@ -66,8 +68,11 @@ class Fleet:
         self._run("-m", "tests.outbox_enqueue", str(count))
 
     def start_worker(self, *args: str) -> subprocess.Popen[bytes]:
+        return self.start("-m", "django", "mailrouter", "outbox-worker", *args)
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
-            [sys.executable, "-m", "django", "mailrouter", "outbox-worker", *args],
+            [sys.executable, *args],
             env=self.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         self.workers.append(process)
@@ -110,15 +115,23 @@ class Fleet:
 def fleet(postgres: PostgresServer, request: pytest.FixtureRequest) -> Iterator[Any]:
     fleets: list[Fleet] = []
 
-    def make(lease: float = 300, esp_latency: float = 0.0) -> Fleet:
+    def make(lease: float = 300, esp_latency: float = 0.0, **extra: Any) -> Fleet:
         name = f"outbox_{request.node.name.lower()[:40]}_{len(fleets)}"
-        made = Fleet(postgres, name, lease, esp_latency)
+        made = Fleet(postgres, name, lease, esp_latency, **extra)
         fleets.append(made)
         return made
 
     yield make
     for made in fleets:
         made.close()
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    server = RedisServer(redis_binary())
+    server.start()
+    yield server
+    server.stop()
 
 
 def pid_of(holder: str) -> int:
@@ -208,3 +221,45 @@ def test_a_worker_killed_mid_send_leaves_its_row_uncertain_never_resent(fleet: A
     (row,) = outbox.rows()
     assert pid_of(row["claimed_by"]) == first.pid
     assert row["delivery_count"] == 1  # the second worker never tried it
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err.decode(errors="replace")[-3000:]
+
+
+def assert_all_sent_once(outbox: Fleet, count: int) -> None:
+    rows = outbox.rows()
+    assert Counter(row["status"] for row in rows) == {"sent": count}
+    received = outbox.received_ids()
+    assert all(n == 1 for n in received.values()), "a Message-ID was received twice"
+    assert set(received) == {row["message_id"] for row in rows}
+
+
+def test_each_commit_wakes_a_real_django_tasks_db_worker(fleet: Any) -> None:
+    outbox: Fleet = fleet(tasks="db")
+    outbox.enqueue(300)  # 2 commits, 2 deliver_outbox tasks
+    worker = outbox.start("-m", "django", "db_worker", "--interval", "0.1",
+                          "--no-startup-delay")
+    wait_until(lambda: outbox.statuses() == {"sent": 300}, 120, "the task worker to deliver")
+    stop(worker)
+    assert_all_sent_once(outbox, 300)
+
+
+def test_a_real_celery_worker_delivers_and_a_duplicate_task_sends_nothing_twice(
+    fleet: Any, redis: RedisServer
+) -> None:
+    outbox: Fleet = fleet(celery_broker=redis.url)
+    outbox.enqueue(300)
+    worker = outbox.start("-m", "celery", "-A", "tests.outbox_celery_app", "worker",
+                          "--pool", "threads", "--concurrency", "2", "--loglevel", "WARNING")
+    from celery import Celery
+
+    app = Celery(broker=redis.url, backend=redis.url)
+    # The same task delivered twice (and run concurrently) sends each row once.
+    results = [app.send_task("mailrouter.outbox.deliver_outbox") for _ in range(2)]
+    delivered = [result.get(timeout=120) for result in results]
+    assert sum(counts.get("sent", 0) for counts in delivered) == 300
+    stop(worker)
+    assert_all_sent_once(outbox, 300)
