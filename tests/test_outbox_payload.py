@@ -39,7 +39,9 @@ JSONISH = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEY, inner, max_size=3),
     max_leaves=8,
 )
-MIMETYPE = st.sampled_from(["application/pdf", "text/plain", "image/png", "text/csv"])
+# Bytes with a text/* type are decoded by attach(); Django 5.2 cannot render
+# them when they are put in ``attachments`` directly, as these tests do.
+BINARY_MIMETYPE = st.sampled_from(["application/pdf", "image/png", "application/zip"])
 
 
 @st.composite
@@ -56,7 +58,7 @@ def attachments(draw: st.DrawFn) -> Any:
         return legacy
     filename = draw(st.sampled_from(["a.pdf", "Grüße.txt", "data.csv"]))
     if kind == "bytes":
-        return (filename, draw(st.binary(max_size=40)), draw(MIMETYPE))
+        return (filename, draw(st.binary(max_size=40)), draw(BINARY_MIMETYPE))
     return (filename, draw(BODY_TEXT), "text/plain")
 
 
