@@ -377,3 +377,22 @@ def test_task_backend_must_exist(outbox: Any) -> None:
     outbox(task_backend="nope")
     with pytest.raises(ConfigurationError, match=r"\['task_backend'\]: 'nope'"):
         send()
+
+
+def test_system_checks_report_bad_outbox_options(outbox: Any) -> None:
+    from django.core import checks
+
+    outbox(retry={"max_attempts": 0}, lease=-1)
+    found = [m for m in checks.run_checks() if m.id == "mailrouter.E110"]
+    assert len(found) == 2
+    assert "['retry']['max_attempts'] must be a positive integer" in found[0].msg
+    assert "['lease'] must be a positive number" in found[1].msg
+
+
+def test_system_checks_check_the_legacy_outboxs_router(smtp_server: Any) -> None:
+    from django.core import checks
+
+    with outbox_settings({"primary": smtp_mailer(smtp_server())},
+                         {"routes": [{"mailers": ["nope"]}]}, style="legacy"):
+        found = [m.msg for m in checks.run_checks() if m.id == "mailrouter.E001"]
+    assert any("'nope'" in msg for msg in found)

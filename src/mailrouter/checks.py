@@ -40,6 +40,12 @@ def _routers(table: MailerTable) -> Iterator[tuple[str | None, Mapping[str, Any]
 
     if isinstance(cls, type) and issubclass(cls, RouterBackend):
         yield None, legacy_settings().get("OPTIONS", {})
+    elif settings.EMAIL_BACKEND == "mailrouter.outbox.OutboxBackend":
+        # The outbox's workers send through MAILROUTER['OPTIONS']'s router
+        # unless MAILROUTER['OUTBOX'] names another.
+        outbox = legacy_settings().get("OUTBOX") or {}
+        if not (isinstance(outbox, Mapping) and outbox.get("mailer")):
+            yield None, legacy_settings().get("OPTIONS", {})
 
 
 @checks.register("mailrouter", checks.Tags.compatibility)

@@ -6,3 +6,6 @@ class OutboxConfig(AppConfig):
     label = "mailrouter_outbox"
     verbose_name = "Mail outbox"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401  (registers the system checks)
