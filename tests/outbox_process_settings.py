@@ -1,7 +1,13 @@
 """Settings for the outbox's worker and enqueue subprocesses (tests and
-benchmarks): PostgreSQL (or SQLite), an OutboxBackend in front of a router
+benchmarks/outbox.py): PostgreSQL, an OutboxBackend in front of a router
 that sends ``*.esp.test`` recipients to a fake Mailgun and the rest to SMTP.
-The test passes ports and options as JSON in ``MAILROUTER_OUTBOX_TEST``."""
+The caller passes ports and options as JSON in ``MAILROUTER_OUTBOX_TEST``:
+
+- ``front``: ``"outbox"`` (default) or ``"router"`` (send directly, no outbox);
+- ``system``: ``"mailrouter"`` (default), or ``"post_office"`` / ``"mailer"``
+  (django-post_office or django-mailer in front of the same fake Mailgun, for
+  the benchmark's comparison; they must be installed);
+- ``tasks``: ``"db"`` to wake django-tasks-db workers on commit."""
 
 import json
 import os
@@ -53,13 +59,34 @@ if _config.get("tasks") == "db":
     TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
     _OUTBOX["task_backend"] = "default"
 
-if django.VERSION >= (6, 1):
+_system = _config.get("system", "mailrouter")
+_direct = _config.get("front") == "router"
+
+if _system == "post_office":
+    INSTALLED_APPS.append("post_office")
+    EMAIL_BACKEND = "post_office.EmailBackend"
+    POST_OFFICE = {"BACKENDS": {"default": "anymail.backends.mailgun.EmailBackend"}}
+elif _system == "mailer":
+    INSTALLED_APPS.append("mailer")
+    EMAIL_BACKEND = "mailer.backend.DbBackend"
+    MAILER_EMAIL_BACKEND = "anymail.backends.mailgun.EmailBackend"
+    # Its file lock is never released by a killed process; rows are locked in the database.
+    MAILER_USE_FILE_LOCK = False
+    MAILER_EMPTY_QUEUE_SLEEP = 0.1
+if _system != "mailrouter":
+    ANYMAIL = {"MAILGUN_API_KEY": "key-outbox-test", "MAILGUN_SENDER_DOMAIN": "mg.example.com",
+               "MAILGUN_API_URL": _config["esp_url"], "REQUESTS_TIMEOUT": 5}
+elif django.VERSION >= (6, 1):
     MAILERS = {
         "default": {"BACKEND": "mailrouter.outbox.OutboxBackend",
                     "OPTIONS": {"mailer": "router", **_OUTBOX}},
         "router": {"BACKEND": "mailrouter.backend.RouterBackend", "OPTIONS": _ROUTER},
         **_LEAVES,
     }
+    if _direct:
+        MAILERS["default"] = MAILERS["router"]
 else:
-    EMAIL_BACKEND = "mailrouter.outbox.OutboxBackend"
+    EMAIL_BACKEND = (
+        "mailrouter.backend.RouterBackend" if _direct else "mailrouter.outbox.OutboxBackend"
+    )
     MAILROUTER = {"MAILERS": _LEAVES, "OPTIONS": _ROUTER, "OUTBOX": _OUTBOX}
