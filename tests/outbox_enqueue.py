@@ -31,7 +31,7 @@ def main(count: int, every: int) -> None:
             for n in range(start, min(count, start + 200))
         ]
         with transaction.atomic():
-            assert connection.send_messages(batch) == len(batch)
+            connection.send_messages(batch)  # (other outboxes do not all return a count)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,8 @@ _direct = _config.get("front") == "router"
 
 if _system == "post_office":
     INSTALLED_APPS.append("post_office")
+    # post_office renders subjects and bodies as templates.
+    TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates"}]
     EMAIL_BACKEND = "post_office.EmailBackend"
     POST_OFFICE = {"BACKENDS": {"default": "anymail.backends.mailgun.EmailBackend"}}
 elif _system == "mailer":

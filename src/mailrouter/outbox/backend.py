@@ -71,7 +71,12 @@ class OutboxBackend(BaseEmailBackend):
         if not rows:
             return 0
         database = self.options.database
-        OutboxMessage.objects.using(database).bulk_create([row for _, row in rows])
+        if len(rows) == 1:
+            # send_mail(): one statement; bulk_create would add BEGIN and COMMIT
+            # round trips in autocommit mode.
+            rows[0][1].save(using=database, force_insert=True)
+        else:
+            OutboxMessage.objects.using(database).bulk_create([row for _, row in rows])
         for message, row in rows:
             message.outbox_id = row.pk  # type: ignore[attr-defined]
         task_backend = self.options.task_backend

@@ -216,6 +216,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # HTTP/1.1 so requests' connection pool really reuses connections.
     protocol_version = "HTTP/1.1"
     server_version = "FakeESP/1.0"
+    # Headers and body are separate writes: with Nagle's algorithm the body
+    # waits for the client's delayed ACK (40 ms on Linux) on every response.
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
