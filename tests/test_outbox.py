@@ -396,3 +396,36 @@ def test_system_checks_check_the_legacy_outboxs_router(smtp_server: Any) -> None
                          {"routes": [{"mailers": ["nope"]}]}, style="legacy"):
         found = [m.msg for m in checks.run_checks() if m.id == "mailrouter.E001"]
     assert any("'nope'" in msg for msg in found)
+
+
+def test_the_poll_loop_survives_a_database_error(outbox: Any, monkeypatch: Any,
+                                                  caplog: Any) -> None:
+    import threading
+
+    from django.db import OperationalError
+
+    from mailrouter.outbox import worker
+
+    outbox()
+    send()
+    stop = threading.Event()
+    calls: list[int] = []
+    real_claim = worker.claim
+
+    def flaky_claim(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        claimed = real_claim(*args, **kwargs)
+        if not claimed:
+            stop.set()
+        return claimed
+
+    monkeypatch.setattr(worker, "claim", flaky_claim)
+    monkeypatch.setattr(worker.connections["default"], "close", lambda: None)
+    drain(stop=stop, poll_interval=0.01)
+    assert "database error (OperationalError" in caplog.text
+    assert only_row().status == RowStatus.SENT
+    with pytest.raises(OperationalError):
+        calls.clear()
+        drain(once=True)

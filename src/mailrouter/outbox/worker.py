@@ -8,23 +8,26 @@ back the claimed rows not yet started.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import socket
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from django.db import connections
+from django.db import DatabaseError, connections
 
 from ..report import _send as send_signal
 from . import signals
 from .claiming import claim, reclaim_expired, release
 from .command import DEFAULT_BATCH, DEFAULT_POLL_INTERVAL
 from .deliver import RowDeliverer
-from .models import OutboxMessage, RowStatus
+from .models import OutboxMessage
 from .options import DEFAULT_LEASE, configured_outboxes
+
+logger = logging.getLogger("mailrouter.outbox")
 
 
 def new_holder() -> str:
@@ -55,10 +58,10 @@ def drain(
     stop: threading.Event | None = None,
     holder: str | None = None,
     lease: float | None = None,
-    on_row: Callable[[OutboxMessage, RowStatus | None], None] | None = None,
 ) -> WorkerStats:
     """Deliver due rows until ``stop`` is set (or, with ``once``, until none
-    is due)."""
+    is due). In the poll loop a database error is logged and retried after
+    ``poll_interval``; with ``once`` it is raised."""
     stop = stop or threading.Event()
     holder = holder or new_holder()
     lease = lease if lease is not None else worker_lease()
@@ -66,25 +69,42 @@ def drain(
     deliverer = RowDeliverer(database, holder)
     try:
         while not stop.is_set():
-            for row in reclaim_expired(database).uncertain:
-                send_signal(signals.row_uncertain, OutboxMessage, row=row, status=str(row.status))
-            claimed = claim(database, holder, batch, lease)
-            if not claimed:
+            try:
+                claimed_any = _poll(database, holder, batch, lease, deliverer, stats, stop)
+            except DatabaseError as error:
+                if once:
+                    raise
+                logger.warning("mailrouter outbox: database error (%s: %s); retrying in %ss",
+                               type(error).__name__, error, poll_interval)
+                connections[database].close()
+                claimed_any = False
+            if not claimed_any:
                 if once:
                     break
                 stop.wait(poll_interval)
-                continue
-            for row in claimed:
-                if stop.is_set():
-                    break
-                status = deliverer.deliver(row, lease)
-                stats.rows[str(status) if status is not None else "lost"] += 1
-                if on_row is not None:
-                    on_row(row, status)
     finally:
-        release(database, holder)
+        # If the database is gone, the claims return to the queue when their lease ends.
+        with contextlib.suppress(DatabaseError):
+            release(database, holder)
         deliverer.close()
     return stats
+
+
+def _poll(
+    database: str, holder: str, batch: int, lease: float, deliverer: RowDeliverer,
+    stats: WorkerStats, stop: threading.Event,
+) -> bool:
+    """Take back expired leases, claim a batch and deliver it; whether any
+    row was claimed."""
+    for row in reclaim_expired(database).uncertain:
+        send_signal(signals.row_uncertain, OutboxMessage, row=row, status=str(row.status))
+    claimed = claim(database, holder, batch, lease)
+    for row in claimed:
+        if stop.is_set():
+            break
+        status = deliverer.deliver(row, lease)
+        stats.rows[str(status) if status is not None else "lost"] += 1
+    return bool(claimed)
 
 
 def run_workers(
