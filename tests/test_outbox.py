@@ -429,3 +429,14 @@ def test_the_poll_loop_survives_a_database_error(outbox: Any, monkeypatch: Any,
     with pytest.raises(OperationalError):
         calls.clear()
         drain(once=True)
+
+
+def test_the_backend_names_the_missing_app() -> None:
+    from django.apps import apps
+
+    import mailrouter.outbox
+
+    with override_settings(INSTALLED_APPS=["mailrouter"]):
+        assert not apps.is_installed("mailrouter.outbox")
+        with pytest.raises(ConfigurationError, match=r"'mailrouter\.outbox' in INSTALLED_APPS"):
+            mailrouter.outbox.OutboxBackend  # noqa: B018

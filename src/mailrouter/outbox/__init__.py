@@ -20,6 +20,15 @@ def __getattr__(name: str) -> Any:
     # This package is also the Django app: importing the backend (and so the
     # models) here would run before the app registry is ready.
     if name == "OutboxBackend":
+        from django.apps import apps
+
+        if apps.ready and not apps.is_installed("mailrouter.outbox"):
+            from ..errors import ConfigurationError
+
+            raise ConfigurationError(
+                ["mailrouter.outbox.OutboxBackend needs 'mailrouter.outbox' in INSTALLED_APPS "
+                 "(its table stores the messages)"]
+            )
         from .backend import OutboxBackend
 
         return OutboxBackend
