@@ -12,6 +12,7 @@ The order of writes is the whole point:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import random
@@ -172,7 +173,8 @@ class RowDeliverer:
             # It may have handed the message over before failing.
             text = self._redact(f"{type(error).__name__}: {error}")
             attempts = list(getattr(message, "mailrouter_attempts", None) or [])
-            self._routers.pop(row.mailer, None)
+            with contextlib.suppress(Exception):  # a fresh router for the next row
+                self._routers.pop(row.mailer).close()
             return self._finish(row, deliveries, RowStatus.UNCERTAIN, attempts, None, text, 0.0)
         status = _message_status(message)
         at_least_once = router.config.delivery is Delivery.AT_LEAST_ONCE
