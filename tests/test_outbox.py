@@ -440,3 +440,20 @@ def test_the_backend_names_the_missing_app() -> None:
         assert not apps.is_installed("mailrouter.outbox")
         with pytest.raises(ConfigurationError, match=r"'mailrouter\.outbox' in INSTALLED_APPS"):
             mailrouter.outbox.OutboxBackend  # noqa: B018
+
+
+def test_a_router_that_raises_leaves_the_row_uncertain(outbox: Any, monkeypatch: Any) -> None:
+    from mailrouter.backend import RouterBackend
+
+    outbox()
+    send()
+
+    def broken(self: RouterBackend, messages: Any) -> int:
+        raise RuntimeError("router bug after the hand-over, password=hunter22")
+
+    monkeypatch.setattr(RouterBackend, "send_messages", broken)
+    drain(once=True)
+    row = only_row()
+    assert row.status == RowStatus.UNCERTAIN
+    assert "RuntimeError: router bug" in row.last_error
+    assert "hunter22" not in row.last_error
