@@ -457,3 +457,8 @@ def test_a_router_that_raises_leaves_the_row_uncertain(outbox: Any, monkeypatch:
     assert row.status == RowStatus.UNCERTAIN
     assert "RuntimeError: router bug" in row.last_error
     assert "hunter22" not in row.last_error
+
+
+def test_the_migrations_match_the_models() -> None:
+    call_command("makemigrations", "mailrouter_outbox", "--check", "--dry-run",
+                 stdout=io.StringIO())
