@@ -462,3 +462,32 @@ def test_a_router_that_raises_leaves_the_row_uncertain(outbox: Any, monkeypatch:
 def test_the_migrations_match_the_models() -> None:
     call_command("makemigrations", "mailrouter_outbox", "--check", "--dry-run",
                  stdout=io.StringIO())
+
+
+def test_pins_and_anymail_attributes_reach_the_mailer(smtp_server: Any) -> None:
+    from anymail.message import AnymailMessage
+
+    from mailrouter.testing import FakeESPServer
+
+    from .esp_fixtures import mailgun
+
+    smtp = smtp_server()
+    with FakeESPServer() as esp, outbox_settings(
+        {"smtp": smtp_mailer(smtp), "mailgun": mailgun(esp)},
+        {"routes": [{"mailers": ["smtp"]}], "health": False},
+    ):
+        message = AnymailMessage("Tagged", "body", to=["ann@example.com"],
+                                 tags=["welcome"], metadata={"user_id": 42},
+                                 track_clicks=True)
+        message.mailers = ["mailgun"]  # type: ignore[attr-defined]
+        message.send()
+        drain(once=True)
+        (received,) = esp.messages
+    row = only_row()
+    assert (row.status, row.sent_using) == (RowStatus.SENT, "mailgun")
+    assert not smtp.messages
+    assert received.message_id == row.message_id
+    assert received.payload["o:tag"] == ["welcome"]
+    assert received.payload["o:tracking-clicks"] == ["yes"]
+    assert any("42" in str(value) for key, value in received.payload.items()
+               if key.startswith("v:") or key == "h:X-Mailgun-Variables")
