@@ -491,3 +491,12 @@ def test_pins_and_anymail_attributes_reach_the_mailer(smtp_server: Any) -> None:
     assert received.payload["o:tracking-clicks"] == ["yes"]
     assert any("42" in str(value) for key, value in received.payload.items()
                if key.startswith("v:") or key == "h:X-Mailgun-Variables")
+
+
+def test_the_router_commands_see_the_legacy_outboxs_router(smtp_server: Any) -> None:
+    with outbox_settings({"primary": smtp_mailer(smtp_server())},
+                         {"routes": [{"mailers": ["primary"]}], "health": False},
+                         style="legacy"):
+        out = io.StringIO()
+        call_command("mailrouter", "status", "--json", stdout=out)
+    assert [row["alias"] for row in json.loads(out.getvalue())["mailers"]] == ["primary"]
