@@ -166,6 +166,9 @@ def test_sigkilled_workers_lose_nothing_and_send_nothing_twice(fleet: Any) -> No
     args = ("--batch", "5", "--poll-interval", "0.1")
     for _ in range(3):
         outbox.start_worker(*args)
+    # The schedule starts once the drain has: kills during start-up prove little.
+    wait_until(lambda: bool(outbox.smtp.messages or outbox.esp.messages), 120,
+               "the first message to arrive")
     kills = 0
     deadline = time.monotonic() + 120
     while kills < 8 and time.monotonic() < deadline:
