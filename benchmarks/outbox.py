@@ -8,8 +8,9 @@ django-post_office and django-mailer, in one run against the same fake servers.
    and django-post_office's / django-mailer's enqueue on the same database.
 2. Drain throughput to the 50 ms ESP with 1, 4 and 8 workers on PostgreSQL,
    measured at the ESP (first to last message received): ``outbox-worker``
-   processes; ``send_queued_mail --processes N`` (post_office); N
-   ``send_mail`` processes (django-mailer, its file lock off).
+   processes, and one ``outbox-worker --concurrency N`` process (threads);
+   ``send_queued_mail --processes N`` (post_office); N ``send_mail``
+   processes (django-mailer, its file lock off).
 3. The same SIGKILL schedule for each system: every worker process is killed
    at fixed moments of a drain and restarted, then the queue is drained
    cleanly. Counted at the ESP: Message-IDs received twice (duplicates) and
@@ -53,7 +54,8 @@ from mailrouter.testing import FakeESPServer, FaultySMTPServer  # noqa: E402
 ESP_DOMAIN = "shop.esp.test"
 OTHERS = {"post_office": "django-post-office", "mailer": "django-mailer"}
 SYSTEM_NAMES = {"mailrouter": "mailrouter outbox", "post_office": "django-post_office",
-                "mailer": "django-mailer"}
+                "mailer": "django-mailer",
+                "mailrouter_threads": "  (1 process, threads)"}
 
 
 class Bench:
@@ -152,6 +154,9 @@ def measure_enqueue(bench: Bench, systems: list[str], rounds: int, calls: int) -
 
 
 def worker_commands(system: str, workers: int) -> list[tuple[str, ...]]:
+    if system == "mailrouter_threads":
+        return [("-m", "django", "mailrouter", "outbox-worker", "--batch", "5",
+                 "--poll-interval", "0.1", "--concurrency", str(workers))]
     if system == "mailrouter":
         return [("-m", "django", "mailrouter", "outbox-worker", "--batch", "5",
                  "--poll-interval", "0.1")] * workers
@@ -168,7 +173,7 @@ def pending(bench: Bench, env: dict[str, str]) -> int:
 
 
 def measure_drain(bench: Bench, system: str, workers: int, rows: int) -> dict[str, Any]:
-    env = bench.env(system=system, lease=2)
+    env = bench.env(system=system.removesuffix("_threads"), lease=2)
     run(env, "-m", "tests.outbox_enqueue", str(rows), "1")
     bench.esp.reset()
     processes = [start(env, *command) for command in worker_commands(system, workers)]
@@ -179,7 +184,7 @@ def measure_drain(bench: Bench, system: str, workers: int, rows: int) -> dict[st
         last = time.monotonic()
     finally:
         for process in processes:
-            kill(process, signal.SIGTERM if system == "mailrouter" else signal.SIGKILL)
+            kill(process, signal.SIGTERM if system.startswith("mailrouter") else signal.SIGKILL)
     received = len(bench.esp.messages)
     return {"workers": workers, "rows": rows, "received": received, "complete": done,
             "msgs_per_s": (received - 1) / max(last - first, 1e-9)}
@@ -295,10 +300,11 @@ def main() -> None:
         bench = Bench(pg, smtp, esp)
         report: dict[str, Any] = {"drain_rows": drain_rows, "kills": kills}
         report["enqueue"] = measure_enqueue(bench, systems, rounds, calls)
+        drained = [systems[0], "mailrouter_threads", *systems[1:]]
         report["drain"] = {
             system: [measure_drain(bench, system, int(n), drain_rows)
                      for n in args.workers.split(",")]
-            for system in systems
+            for system in drained
         }
         report["crash"] = {system: measure_crash(bench, system, drain_rows, kills)
                            for system in systems}
