@@ -80,6 +80,26 @@ def _number(value: Any, where: str, problems: list[str], *, integer: bool = Fals
     return value
 
 
+def _parse_retry(raw: Any, label: str, problems: list[str]) -> RetryPolicy:
+    if not isinstance(raw, Mapping):
+        problems.append(f"{label}['retry'] must be a dict")
+        return RetryPolicy()
+    unknown = sorted(set(raw) - _RETRY_KEYS)
+    if unknown:
+        problems.append(
+            f"{label}['retry']: unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(sorted(_RETRY_KEYS))}"
+        )
+    values = {
+        key: _number(value, f"{label}['retry'][{key!r}]", problems, integer=key == "max_attempts")
+        for key, value in raw.items()
+        if key in _RETRY_KEYS
+    }
+    if any(value is None for value in values.values()):
+        return RetryPolicy()
+    return RetryPolicy(**values)
+
+
 def parse_options(alias: str, raw: Mapping[str, Any]) -> OutboxOptions:
     """Validate an OutboxBackend's OPTIONS; raises ConfigurationError."""
     label = f"MAILERS[{alias!r}]['OPTIONS']" if alias else "MAILROUTER['OUTBOX']"
@@ -108,25 +128,7 @@ def parse_options(alias: str, raw: Mapping[str, Any]) -> OutboxOptions:
     elif uses_mailers_setting():
         problems.append(f"{label}['mailer'] is required: the alias of the router to send through")
     # Without MAILERS, no 'mailer' means the router MAILROUTER['OPTIONS'] configures.
-    retry_raw = raw.get("retry", {})
-    retry = RetryPolicy()
-    if not isinstance(retry_raw, Mapping):
-        problems.append(f"{label}['retry'] must be a dict")
-    else:
-        unknown_retry = sorted(set(retry_raw) - _RETRY_KEYS)
-        if unknown_retry:
-            problems.append(
-                f"{label}['retry']: unknown key(s) {', '.join(map(repr, unknown_retry))}; "
-                f"known: {', '.join(sorted(_RETRY_KEYS))}"
-            )
-        values = {
-            key: _number(value, f"{label}['retry'][{key!r}]", problems,
-                         integer=key == "max_attempts")
-            for key, value in retry_raw.items()
-            if key in _RETRY_KEYS
-        }
-        if not problems:
-            retry = RetryPolicy(**{k: v for k, v in values.items() if v is not None})
+    retry = _parse_retry(raw.get("retry", {}), label, problems)
     lease = _number(raw.get("lease", DEFAULT_LEASE), f"{label}['lease']", problems)
     max_bytes = _number(
         raw.get("max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES),
