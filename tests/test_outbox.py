@@ -500,3 +500,16 @@ def test_the_router_commands_see_the_legacy_outboxs_router(smtp_server: Any) -> 
         out = io.StringIO()
         call_command("mailrouter", "status", "--json", stdout=out)
     assert [row["alias"] for row in json.loads(out.getvalue())["mailers"]] == ["primary"]
+
+
+def test_each_delivery_is_logged(outbox: Any, caplog: Any) -> None:
+    import logging
+
+    primary, backup = outbox()
+    primary.mode = backup.mode = "reject_rcpt"
+    send()
+    with caplog.at_level(logging.INFO, logger="mailrouter.outbox"):
+        drain(once=True)
+    [record] = [r for r in caplog.records if r.name == "mailrouter.outbox"]
+    assert record.levelno == logging.WARNING
+    assert f"row {only_row().pk} rejected (delivery 1): primary: rejected" in record.getMessage()

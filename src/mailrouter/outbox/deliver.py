@@ -226,6 +226,13 @@ class RowDeliverer:
         for name, value in changes.items():
             setattr(row, name, value)
         row.delivery_count = deliveries
+        level = logging.INFO if status in (RowStatus.SENT, RowStatus.QUEUED) else logging.WARNING
+        logger.log(
+            level, "mailrouter outbox: row %s %s (delivery %s%s)%s", row.pk, status.value,
+            deliveries, f", via {sent_using}" if sent_using else "",
+            f": {error}" if error and status is not RowStatus.SENT else "",
+            extra={"mailrouter_outbox_row": row.pk, "mailrouter_outbox_status": status.value},
+        )
         signal = _SIGNALS.get(status)
         if signal is not None:
             send_signal(signal, OutboxMessage, row=row, status=str(status))
