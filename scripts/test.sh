@@ -35,30 +35,33 @@ ensure_uv() {
   UV=$ROOT/.venv-tools/bin/uv
 }
 
-ensure_redis() {
-  if command -v redis-server >/dev/null 2>&1; then return; fi
+ensure_apt() {  # ensure_apt COMMAND PACKAGE: install PACKAGE through apt when COMMAND is missing
+  local command=$1 package=$2
+  if command -v "$command" >/dev/null 2>&1; then return; fi
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "== installing redis-server (apt)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-    # The package starts a system service; the tests start their own servers.
-    (service redis-server stop || true) >/dev/null 2>&1
+    echo "== installing $package (apt)"
+    if [ -z "${APT_UPDATED:-}" ]; then apt-get update -qq; APT_UPDATED=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
   else
-    echo "warning: redis-server is not installed; the Redis tests will fail" >&2
+    echo "warning: $command is not installed; the tests that need it will fail" >&2
   fi
 }
 
+ensure_redis() {
+  if command -v redis-server >/dev/null 2>&1; then return; fi
+  ensure_apt redis-server redis-server
+  # The package starts a system service; the tests start their own servers.
+  (service redis-server stop || true) >/dev/null 2>&1
+}
+
 ensure_postgres() {
+  # Debian keeps initdb off PATH, under /usr/lib/postgresql/<version>/bin.
   if command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
     return
   fi
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "== installing postgresql (apt)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
-    # The package starts a system cluster; the outbox tests start their own servers.
-    (service postgresql stop || true) >/dev/null 2>&1
-  else
-    echo "warning: PostgreSQL is not installed; the outbox PostgreSQL tests will fail" >&2
-  fi
+  ensure_apt initdb postgresql
+  # The package starts a system cluster; the outbox tests start their own servers.
+  (service postgresql stop || true) >/dev/null 2>&1
 }
 
 declare -A DJANGO=([61]="django==6.1.*" [60]="django==6.0.*" [52]="django==5.2.*" [61py313]="django==6.1.*")
@@ -70,6 +73,7 @@ if [ $# -gt 0 ] && [ -n "${DJANGO[$1]:-}" ]; then ENTRIES=("$1"); shift; fi
 
 ensure_uv
 ensure_redis
+ensure_apt openssl openssl  # the TLS tests make a throwaway certificate with it
 ensure_postgres
 
 total_passed=0 total_failed=0 failed_entries=()

@@ -21,6 +21,9 @@ SCRIPTS: dict[str, deque[str]] = defaultdict(deque)
 RECEIVED: dict[str, list[str]] = defaultdict(list)
 OPEN_CALLS: dict[str, int] = defaultdict(int)
 CLOSE_CALLS: dict[str, int] = defaultdict(int)
+# Every message handed to a mailer: (alias, Message-ID, subject, recipients),
+# to check that no observer's change reached a later mailer.
+SEEN: list[tuple[str, str, str, tuple[str, ...]]] = []
 # alias -> attempts that reached the mailer: a failed open(), or a message
 # handed to send_messages() (what "skipped: no I/O" is checked against)
 TRIED: dict[str, int] = defaultdict(int)
@@ -32,6 +35,7 @@ ACTIONS = ("accept", "refuse_connect", "tempfail", "reject", "incompatible", "dr
 def reset() -> None:
     for registry in (SCRIPTS, RECEIVED, OPEN_CALLS, CLOSE_CALLS, TRIED):
         registry.clear()
+    SEEN.clear()
 
 
 def message_id(message: Any) -> str:
@@ -44,6 +48,8 @@ class ScriptedBackend(BaseEmailBackend):
     ``refuse_connect`` fails in ``open()``, like a dead server; the action is
     consumed there. ``drop_after_body`` records the message as received and then
     fails like a connection lost after the body: the mailer may deliver it.
+    With ``fail_silently`` (as Django's own backends do) errors are swallowed
+    and the message is counted as not sent, whatever happened.
     """
 
     def __init__(self, fail_silently: bool = False, *, name: str = "", **kwargs: Any) -> None:
@@ -53,6 +59,7 @@ class ScriptedBackend(BaseEmailBackend):
             kwargs.pop("alias", None)
             super().__init__()
         self.name = name or str(getattr(self, "alias", "") or "scripted")
+        self.fail_silently = fail_silently
         self.connected = False
         self.mutate = False
 
@@ -75,12 +82,22 @@ class ScriptedBackend(BaseEmailBackend):
         self.connected = False
 
     def send_messages(self, email_messages: Any) -> int:
+        try:
+            return self._send_all(email_messages)
+        except Exception:
+            if self.fail_silently:
+                return 0
+            raise
+
+    def _send_all(self, email_messages: Any) -> int:
         sent = 0
         for message in email_messages:
             with _lock:
                 script = SCRIPTS[self.name]
                 action = script.popleft() if script else "accept"
                 TRIED[self.name] += 1
+                seen = (str(message.subject), tuple(message.recipients()))
+                SEEN.append((self.name, message_id(message), *seen))
             # Backends may change the message; the router must undo this on failure.
             message.extra_headers["X-Touched-By"] = self.name
             message.touched = [*getattr(message, "touched", []), self.name]

@@ -34,6 +34,9 @@ def assert_each_ends_exactly_once(batch: Sequence[EmailMessage], delivery: str) 
         # Each mailer at most once per message, in candidate order.
         aliases = [a.alias for a in attempts]
         assert len(aliases) == len(set(aliases))
+        # Once any mailer may have it, the status says so (unless one accepted).
+        if Outcome.UNCERTAIN in kinds and status is not MessageStatus.SENT:
+            assert status is MessageStatus.UNCERTAIN, kinds
         # Nothing after a rejection; nothing after uncertainty unless at-least-once.
         for kind in kinds[:-1]:
             assert kind is not Outcome.REJECTED

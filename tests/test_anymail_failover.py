@@ -340,7 +340,7 @@ def test_a_send_cancelled_by_pre_send_is_not_failed_over(
 
 
 ESP_MODES = ["ok", "ok", "error_503", "rate_limited_429", "bad_request_400",
-             "read_timeout", "garbage_2xx", "drop"]
+             "read_timeout", "garbage_2xx", "drop", "odd_2xx", "bad_gateway_502"]
 
 
 @settings(
@@ -352,13 +352,31 @@ ESP_MODES = ["ok", "ok", "error_503", "rate_limited_429", "bad_request_400",
     schedules=st.lists(st.lists(st.sampled_from(ESP_MODES), max_size=6), min_size=3, max_size=3),
     size=st.integers(1, 6),
     delivery=st.sampled_from(["at_most_once", "at_least_once"]),
-)
+    post_send_errors=st.lists(st.sampled_from([None, TypeError, ConnectionRefusedError,
+                                               ValueError]), max_size=6),
+    quiet=st.sets(st.sampled_from(["mailgun", "postmark", "ses"])),
+)  # fmt: skip
 def test_esp_fault_schedules_end_every_message_once(
-    schedules: list[list[str]], size: int, delivery: str
+    schedules: list[list[str]],
+    size: int,
+    delivery: str,
+    post_send_errors: list[type[Exception] | None],
+    quiet: set[str],
 ) -> None:
     """Anymail's real Mailgun, Postmark and SES backends under random fault
-    schedules: every message ends once, and what each fake ESP received (or
-    may have received) is exactly what the router recorded."""
+    schedules, ``post_send`` receivers that raise after the ESP accepted, and
+    leaves configured with ``fail_silently``: every message ends once, and
+    what each fake ESP received (or may have received) is exactly what the
+    router recorded."""
+    from anymail.signals import post_send
+
+    errors = list(post_send_errors)
+
+    def audit(sender: Any, **kwargs: Any) -> None:
+        error = errors.pop(0) if errors else None
+        if error is not None:
+            raise error("audit failed")
+
     with FakeESPServer(api_key=API_KEY) as mg, FakeESPServer(api_key=API_KEY) as pm, \
             FakeESPServer(api_key=API_KEY) as ses:  # fmt: skip
         servers = {"mailgun": mg, "postmark": pm, "ses": ses}
@@ -369,13 +387,19 @@ def test_esp_fault_schedules_end_every_message_once(
             "postmark": postmark(pm, timeout=0.3),
             "ses": amazon_ses(ses, read_timeout=0.3),
         }
+        for alias in quiet:
+            leaves[alias]["OPTIONS"]["fail_silently"] = True
         options = {"routes": [{"mailers": list(leaves)}], "delivery": delivery,
                    "health": False}  # fmt: skip
-        with router_settings(leaves, options):
-            batch = [msg(f"s{i}") for i in range(size)]
-            router = make_router()
-            router.fail_silently = True
-            router.send_messages(batch)
+        post_send.connect(audit)
+        try:
+            with router_settings(leaves, options):
+                batch = [msg(f"s{i}") for i in range(size)]
+                router = make_router()
+                router.fail_silently = True
+                router.send_messages(batch)
+        finally:
+            post_send.disconnect(audit)
         for message in batch:
             mid = message.extra_headers["Message-ID"]
             attempts = message.mailrouter_attempts  # type: ignore[attr-defined]
@@ -390,7 +414,15 @@ def test_esp_fault_schedules_end_every_message_once(
                     expected_got[attempt.alias] += 1
                 elif attempt.outcome.value == "uncertain":
                     expected_maybe[attempt.alias] += 1
-            assert (got, maybe) == (expected_got, expected_maybe), attempts
-            assert sum(got.values()) == (1 if message.sent_using else 0)
+            for alias in servers:
+                # Each request the ESP saw is one the router recorded as
+                # accepted or uncertain. An uncertain one may also have been
+                # served "ok" (on a loaded machine the answer can come after
+                # the client's read timeout): it is then in ``messages``.
+                assert got[alias] + maybe[alias] == (
+                    expected_got[alias] + expected_maybe[alias]
+                ), attempts
+                assert got[alias] >= expected_got[alias], attempts
+            assert sum(expected_got.values()) == (1 if message.sent_using else 0)
             if delivery == "at_most_once":
                 assert sum(got.values()) + sum(maybe.values()) <= 1

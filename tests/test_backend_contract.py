@@ -545,3 +545,100 @@ def test_delivery_error_survives_pickling(configure: Any) -> None:
     copy = pickle.loads(pickle.dumps(raised.value))
     assert str(copy) == str(raised.value) and copy.sent == 0
     assert copy.failures[0].attempts == raised.value.failures[0].attempts
+
+
+# -- Malformed messages, observers (issue #13) -----------------------------------------
+
+
+class BrokenRecipients(EmailMessage):
+    def recipients(self) -> list[str]:
+        raise RuntimeError("recipients() failed")
+
+
+@pytest.mark.parametrize(
+    ("breakage", "reason"),
+    [
+        (lambda m: setattr(m, "to", None), "message.to must be a list or tuple of addresses"),
+        (lambda m: setattr(m, "to", "u@example.com"), "message.to must be a list or tuple"),
+        (lambda m: setattr(m, "cc", "c@example.com"), "message.cc must be a list or tuple"),
+        (lambda m: setattr(m, "extra_headers", None), "message.extra_headers must be a mapping"),
+        (lambda m: setattr(m, "__class__", BrokenRecipients), "RuntimeError: recipients() failed"),
+    ],
+)
+def test_one_malformed_message_fails_alone_and_the_batch_goes_on(
+    configure: Any, breakage: Any, reason: str
+) -> None:
+    configure({"smtp": {"BACKEND": LOCMEM}}, {"routes": [{"mailers": ["smtp"]}]})
+    router = mail.get_connection()
+    batch = [msg("first"), msg("bad"), msg("last")]
+    breakage(batch[1])
+    with pytest.raises(DeliveryError) as raised:
+        router.send_messages(batch)
+    [failure] = raised.value.failures
+    assert failure.message is batch[1] and failure.status is MessageStatus.FAILED
+    assert failure.reason is not None and reason in failure.reason
+    assert reason in str(raised.value)
+    assert batch[1].mailrouter_status is MessageStatus.FAILED  # type: ignore[attr-defined]
+    assert batch[1].mailrouter_attempts == []  # type: ignore[attr-defined]
+    assert [m.subject for m in mail.outbox] == ["first", "last"]
+    assert raised.value.sent == 2
+
+
+def test_at_least_once_uncertain_then_rejected_stays_uncertain(configure: Any) -> None:
+    router = configure(MAILERS, {**FAILOVER, "delivery": "at_least_once"})
+    script("a", "drop_after_body")
+    script("b", "reject")
+    message = msg()
+    with pytest.raises(DeliveryError) as raised:
+        router.send_messages([message])
+    assert outcomes(message) == [("a", "uncertain"), ("b", "rejected")]
+    # "a" may have delivered it: the status must keep saying so.
+    assert message.mailrouter_status is MessageStatus.UNCERTAIN  # type: ignore[attr-defined]
+    assert raised.value.failures[0].status is MessageStatus.UNCERTAIN
+
+
+def test_attempt_failed_receivers_cannot_change_what_the_next_mailer_sends(
+    configure: Any,
+) -> None:
+    from collections import OrderedDict
+
+    router = configure(MAILERS, FAILOVER)
+    script("a", "tempfail")
+
+    def meddle(sender: Any, message: EmailMessage, **kwargs: Any) -> None:
+        message.to.append("intruder@example.com")
+        message.subject = "changed by an observer"
+
+    signals.attempt_failed.connect(meddle)
+    try:
+        message = msg("original")
+        # The caller's own Message-ID: the router keeps their OrderedDict.
+        message.extra_headers = OrderedDict([("Message-ID", "<m1@example.com>")])
+        router.send_messages([message])
+    finally:
+        signals.attempt_failed.disconnect(meddle)
+    assert outcomes(message) == [("a", "not_sent"), ("b", "accepted")]
+    assert message.to == ["u@example.com"] and message.subject == "original"
+    # The failed leaf's header did not leak through the OrderedDict.
+    assert message.touched == ["b"] and message.extra_headers["X-Touched-By"] == "b"
+    assert type(message.extra_headers) is OrderedDict
+
+
+def test_snapshots_copy_container_subclasses_keeping_their_type() -> None:
+    from collections import OrderedDict, UserList, defaultdict
+
+    from mailrouter.snapshot import MessageSnapshot
+
+    message = msg()
+    message.extra_headers = OrderedDict([("X-A", "1")])
+    message.tags = UserList(["t"])  # type: ignore[attr-defined]
+    message.merge_data = defaultdict(dict, {"u@example.com": {"n": [1]}})  # type: ignore[attr-defined]
+    snapshot = MessageSnapshot(message)
+    message.extra_headers["X-Leak"] = "2"
+    message.tags.append("leak")  # type: ignore[attr-defined]
+    message.merge_data["u@example.com"]["n"].append(2)  # type: ignore[attr-defined]
+    snapshot.restore(message)
+    assert message.extra_headers == {"X-A": "1"} and type(message.extra_headers) is OrderedDict
+    assert list(message.tags) == ["t"] and isinstance(message.tags, UserList)  # type: ignore[attr-defined]
+    assert message.merge_data == {"u@example.com": {"n": [1]}}  # type: ignore[attr-defined]
+    assert type(message.merge_data) is defaultdict  # type: ignore[attr-defined]

@@ -118,6 +118,63 @@ def test_default_classifier(error: BaseException, stage: Stage, expected: Outcom
     assert default_classifier(error, stage) is expected
 
 
+def tls_error() -> requests.exceptions.SSLError:
+    import ssl
+
+    reason = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+    return requests.exceptions.SSLError(MaxRetryError(None, "/v3", reason))  # type: ignore[arg-type]
+
+
+STAGE_CASES: list[tuple[str, BaseException, Stage, Outcome]] = [
+    # The same error, judged by what may have left (issue #13).
+    ("tls error connecting", tls_error(), Stage.CONNECT, Outcome.NOT_SENT),
+    ("tls error reading the response", tls_error(), Stage.BODY_SENT, Outcome.UNCERTAIN),
+    ("tls error, transport not watched", tls_error(), Stage.REQUEST, Outcome.UNCERTAIN),
+    ("connect error, transport not watched", connect_error(), Stage.REQUEST, Outcome.NOT_SENT),
+    ("dropped while writing", requests.ConnectionError(ProtocolError("aborted")),
+     Stage.ENVELOPE, Outcome.NOT_SENT),
+    ("TypeError building the payload", TypeError("x"), Stage.PREPARE, Outcome.INCOMPATIBLE),
+    ("ValueError building the payload", ValueError("x"), Stage.PREPARE, Outcome.REJECTED),
+    ("TypeError parsing a 2xx", TypeError("'NoneType' is not subscriptable"), Stage.BODY_SENT,
+     Outcome.UNCERTAIN),
+    ("TypeError after the answer", TypeError("x"), Stage.ANSWERED, Outcome.UNCERTAIN),
+    ("ValueError after the request", ValueError("x"), Stage.REQUEST, Outcome.UNCERTAIN),
+    ("refused by an audit db after the answer", ConnectionRefusedError(111, "x"),
+     Stage.ANSWERED, Outcome.UNCERTAIN),
+    ("refused by an audit db after the request", ConnectionRefusedError(111, "x"),
+     Stage.BODY_SENT, Outcome.UNCERTAIN),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("error", "stage", "expected"),
+    [c[1:] for c in STAGE_CASES],
+    ids=[c[0] for c in STAGE_CASES],
+)
+def test_default_classifier_by_stage(error: BaseException, stage: Stage, expected: Outcome) -> None:
+    assert default_classifier(error, stage) is expected
+
+
+def test_anymail_errors_by_stage() -> None:
+    from anymail.exceptions import AnymailAPIError, AnymailUnsupportedFeature
+
+    assert default_classifier(AnymailUnsupportedFeature("x"), Stage.PREPARE) is (
+        Outcome.INCOMPATIBLE
+    )
+    # After the request, the ESP's answer decides; without one, uncertain.
+    for status, outcome in [
+        (503, Outcome.NOT_SENT),
+        (429, Outcome.NOT_SENT),
+        (400, Outcome.REJECTED),
+        (502, Outcome.UNCERTAIN),
+        (504, Outcome.UNCERTAIN),
+        (200, Outcome.UNCERTAIN),
+    ]:
+        error = AnymailAPIError("x", status_code=status)
+        assert default_classifier(error, Stage.BODY_SENT) is outcome, status
+    assert default_classifier(AnymailAPIError("no answer"), Stage.BODY_SENT) is Outcome.UNCERTAIN
+
+
 def test_anymail_errors() -> None:
     from anymail.exceptions import (
         AnymailAPIError,

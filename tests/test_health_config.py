@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from django.core import checks
+from django.test import override_settings
 
 from mailrouter.backend import RouterBackend
 from mailrouter.checks import check_mailrouter
@@ -26,6 +27,12 @@ CACHES = {
               "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}},
     "redis_no_timeouts": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
                           "LOCATION": "redis://127.0.0.1:1/0"},
+    "redis_none_timeouts": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                            "LOCATION": "redis://127.0.0.1:1/0",
+                            "OPTIONS": {"socket_connect_timeout": None, "socket_timeout": None}},
+    "redis_bad_timeouts": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                           "LOCATION": "redis://127.0.0.1:1/0",
+                           "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": "1"}},
     "django_redis": {"BACKEND": "django_redis.cache.RedisCache",
                      "LOCATION": "redis://127.0.0.1:1/0",
                      "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5}},
@@ -83,6 +90,7 @@ def test_per_mailer_overrides_inherit_the_router_defaults(
     (None, "mailrouter.W103"), ("locmem", "mailrouter.W101"), ("dummy", "mailrouter.W101"),
     ("db", "mailrouter.W102"), ("file", "mailrouter.W102"), ("redis", None),
     ("redis_no_timeouts", "mailrouter.W104"), ("django_redis", None),
+    ("redis_none_timeouts", "mailrouter.W104"), ("redis_bad_timeouts", "mailrouter.W104"),
 ])
 def test_a_health_cache_that_is_not_shared_and_atomic_gets_a_warning(
     configure: Callable[..., RouterBackend], cache: str | None, check_id: str | None,
@@ -106,3 +114,33 @@ def test_no_health_warning_with_debug_or_with_health_off(
     settings.DEBUG = False
     configure(MAILERS, options(False), CACHES=CACHES)
     assert check_health_cache() == []
+
+
+@pytest.mark.parametrize(("cache", "expected"), [
+    ("redis_none_timeouts", ["socket_connect_timeout is None (no timeout: waits forever)",
+                             "socket_timeout is None"]),
+    ("redis_bad_timeouts", ["socket_timeout is '1' (must be a positive number of seconds)"]),
+])
+def test_w104_checks_the_timeout_values_not_only_the_keys(
+    configure: Callable[..., RouterBackend], cache: str, expected: list[str],
+) -> None:
+    configure(MAILERS, options({"cache": cache}), CACHES=CACHES)
+    [warning] = check_health_cache()
+    assert all(text in warning.msg for text in expected), warning.msg
+
+
+def test_w104_states_the_redis_clients_real_default() -> None:
+    import inspect
+
+    from redis import Redis
+
+    from mailrouter.health.checks import _socket_timeout_problem
+
+    default = inspect.signature(Redis.__init__).parameters["socket_timeout"].default
+    with override_settings(CACHES=CACHES):
+        problem = _socket_timeout_problem("redis_no_timeouts")
+    assert problem is not None
+    if default is None:
+        assert "no timeout" in problem
+    else:  # redis-py 8: 5 s, not "would hang"
+        assert f"the Redis client's default: {default:g} s" in problem

@@ -14,6 +14,7 @@ from django.core.mail import EmailMessage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailrouter import signals
 from mailrouter.errors import DeliveryError
 from mailrouter.outcomes import MessageStatus
 
@@ -23,10 +24,27 @@ from .invariants import assert_each_ends_exactly_once
 
 ALIASES = ("a", "b", "c", "d")
 DOMAINS = ("x.de", "y.fr", "z.com")
-MAILERS = {
-    alias: {"BACKEND": "tests.fakes.ScriptedBackend", "OPTIONS": {"name": alias}}
-    for alias in ALIASES
-}
+
+
+def mailers(quiet: set[str]) -> dict[str, Any]:
+    """The scripted leaves; those in ``quiet`` have ``fail_silently`` in OPTIONS."""
+    return {
+        alias: {
+            "BACKEND": "tests.fakes.ScriptedBackend",
+            "OPTIONS": {"name": alias, **({"fail_silently": True} if alias in quiet else {})},
+        }
+        for alias in ALIASES
+    }
+
+
+def meddle(sender: Any, message: EmailMessage, **kwargs: Any) -> None:
+    """An attempt_failed receiver that changes the message: never sent on."""
+    message.subject = f"{message.subject} (changed by an observer)"
+    message.to = [*message.to, "observer@example.com"]
+
+
+#: Ways a caller's message can be malformed (None: a good message).
+BREAKAGES = (None, "to_none", "to_str", "headers_none")
 
 candidate_lists = st.lists(st.sampled_from(ALIASES), min_size=1, max_size=4, unique=True)
 routes = st.lists(
@@ -54,6 +72,8 @@ messages = st.lists(
     st.tuples(
         st.lists(st.sampled_from(DOMAINS), min_size=1, max_size=3),
         st.one_of(st.none(), candidate_lists),
+        # Mostly good messages, sometimes a malformed one.
+        st.one_of(st.none(), st.none(), st.none(), st.sampled_from(BREAKAGES[1:])),
     ),
     min_size=1,
     max_size=12,
@@ -73,32 +93,64 @@ schedules = st.fixed_dictionaries(
     batch_spec=messages,
     schedule=schedules,
     delivery=st.sampled_from(["at_most_once", "at_least_once"]),
+    quiet=st.sets(st.sampled_from(ALIASES)),
+    observer=st.booleans(),
 )
 def test_every_message_ends_exactly_once(
     route_table: list[dict[str, Any]],
-    batch_spec: list[tuple[list[str], list[str] | None]],
+    batch_spec: list[tuple[list[str], list[str] | None, str | None]],
     schedule: dict[str, list[str]],
     delivery: str,
+    quiet: set[str],
+    observer: bool,
 ) -> None:
+    """Also with leaves that fail silently, an attempt_failed receiver that
+    changes the message, and malformed messages in the batch."""
     fakes.reset()
     for alias, actions in schedule.items():
         fakes.SCRIPTS[alias].extend(actions)
     batch = []
-    for index, (domains, pin) in enumerate(batch_spec):
+    originals = {}
+    for index, (domains, pin, breakage) in enumerate(batch_spec):
         message = EmailMessage(
             f"m{index}", "body", "app@example.com", [f"u{i}@{d}" for i, d in enumerate(domains)]
         )
         if pin is not None:
             message.mailers = pin  # type: ignore[attr-defined]
+        originals[id(message)] = (message.subject, tuple(message.recipients()))
+        if breakage == "to_none":
+            message.to = None  # type: ignore[assignment]
+        elif breakage == "to_str":
+            message.to = "u@x.de"  # type: ignore[assignment]
+        elif breakage == "headers_none":
+            message.extra_headers = None  # type: ignore[assignment]
         batch.append(message)
 
-    with router_settings(MAILERS, {"routes": route_table, "delivery": delivery}):
-        router = make_router()
-        try:
-            returned = router.send_messages(batch)
-            failures: tuple[Any, ...] = ()
-        except DeliveryError as error:
-            returned, failures = error.sent, error.failures
+    if observer:
+        signals.attempt_failed.connect(meddle)
+    try:
+        with router_settings(mailers(quiet), {"routes": route_table, "delivery": delivery}):
+            router = make_router()
+            try:
+                returned = router.send_messages(batch)
+                failures: tuple[Any, ...] = ()
+            except DeliveryError as error:
+                returned, failures = error.sent, error.failures
+    finally:
+        signals.attempt_failed.disconnect(meddle)
+
+    malformed = [m for m, spec in zip(batch, batch_spec, strict=True) if spec[2] is not None]
+    for message in malformed:
+        assert message.mailrouter_status is MessageStatus.FAILED
+        assert message.mailrouter_attempts == []
+        [failure] = [f for f in failures if f.message is message]
+        assert failure.reason and "must be a" in failure.reason
+    batch = [m for m in batch if m not in malformed]
+    # Every mailer got the message as the caller wrote it.
+    for _alias, mid, subject, recipients in fakes.SEEN:
+        [message] = [m for m in batch if m.extra_headers.get("Message-ID") == mid]
+        assert (subject, recipients) == originals[id(message)]
+    failures = tuple(f for f in failures if f.message not in malformed)
 
     sent = [m for m in batch if m.mailrouter_status is MessageStatus.SENT]
     assert returned == len(sent)

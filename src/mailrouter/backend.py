@@ -16,7 +16,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 
 from . import report
 from .config import MailerTable, RouterConfig, legacy_settings
-from .delivery import BatchState, DeliveryResult, Dispatcher
+from .delivery import BatchState, DeliveryResult, Dispatcher, ensure_message_id, message_problem
 from .errors import ConfigurationError, DeliveryError, FailedMessage
 from .health.monitor import build_health
 from .outcomes import Attempt, MessageStatus
@@ -39,6 +39,9 @@ class RouterBackend(BaseEmailBackend):
     and ``mailrouter_route``. If any message ended without a mailer, it then
     raises one ``DeliveryError`` naming all of them, unless ``fail_silently``.
     """
+
+    #: Lets the failover loop recognize a nested router without importing it.
+    _mailrouter_router = True
 
     def __init__(
         self, fail_silently: bool = False, *, alias: str | None = None, **options: Any
@@ -149,15 +152,25 @@ class RouterBackend(BaseEmailBackend):
     def _send_one(self, message: EmailMessage, batch: BatchState) -> FailedMessage | None:
         message.sent_using = None  # type: ignore[attr-defined]
         message.mailrouter_attempts = []  # type: ignore[attr-defined]
-        if not message.recipients():
-            # As Django's own backends do: nothing to send, nothing counted.
-            message.mailrouter_status = None  # type: ignore[attr-defined]
-            message.mailrouter_route = None  # type: ignore[attr-defined]
-            return None
-        selection = select(message, self._runtime.config, self._runtime.table, self)
-        message.mailrouter_route = selection.route  # type: ignore[attr-defined]
-        if selection.problem is not None:
-            reason = self._runtime.redact(selection.problem)
+        message.mailrouter_route = None  # type: ignore[attr-defined]
+        # Every step before the first attempt runs on the caller's object and
+        # may raise (a str in ``to``, ``extra_headers=None``, a broken
+        # ``recipients()``): that message fails with the reason, the batch goes on.
+        try:
+            problem = message_problem(message)
+            if problem is None:
+                if not message.recipients():
+                    # As Django's own backends do: nothing to send, nothing counted.
+                    message.mailrouter_status = None  # type: ignore[attr-defined]
+                    return None
+                ensure_message_id(message)
+                selection = select(message, self._runtime.config, self._runtime.table, self)
+                message.mailrouter_route = selection.route  # type: ignore[attr-defined]
+                problem = selection.problem
+        except Exception as error:
+            problem = f"the message cannot be sent: {type(error).__name__}: {error}"
+        if problem is not None:
+            reason = self._runtime.redact(problem)
             message.mailrouter_status = MessageStatus.FAILED  # type: ignore[attr-defined]
             report.message_failed(self, message, MessageStatus.FAILED, [], reason)
             return FailedMessage(message, MessageStatus.FAILED, (), reason)

@@ -26,19 +26,37 @@ from .outcomes import MessageStatus, Outcome
 class Stage(enum.StrEnum):
     """How far an attempt got before the error."""
 
+    #: Building the message or API request (Anymail: ``pre_send``, payload);
+    #: nothing has left the process.
+    PREPARE = "prepare"
     #: Opening the connection: connect, TLS, greeting, authentication.
     CONNECT = "connect"
-    #: Sending, before the complete message body was transmitted.
+    #: Sending, before the complete message body (or HTTP request) was transmitted.
     ENVELOPE = "envelope"
-    #: The complete body was transmitted; waiting for the final reply.
+    #: The complete body (or HTTP request) was transmitted; waiting for the
+    #: reply, or judging the reply that came.
     BODY_SENT = "body_sent"
+    #: Inside an HTTP request whose connection could not be watched: the
+    #: request may have left.
+    REQUEST = "request"
+    #: The mailer answered and its per-recipient verdict is recorded (Anymail's
+    #: ``anymail_status``); an error now comes from code after the answer,
+    #: such as a ``post_send`` receiver.
+    ANSWERED = "answered"
     #: Sending through a backend that does not tell how far it got.
     UNKNOWN = "unknown"
+
+
+#: Stages at which the message may already be with the mailer: only the
+#: mailer's own answer (an HTTP status, an error code) can prove otherwise.
+MAY_HAVE_LEFT = frozenset({Stage.BODY_SENT, Stage.REQUEST, Stage.ANSWERED})
 
 
 Classifier = Callable[[BaseException, Stage], Outcome]
 
 _REJECTING_HTTP_STATUSES = frozenset({400, 422})
+#: Bad gateway and gateway timeout.
+_GATEWAY_STATUSES = frozenset({502, 504})
 
 #: Postmark answers HTTP 422 for problems with the message and with the account
 #: alike; its ``ErrorCode`` tells them apart (postmarkapp.com/developer/api/overview).
@@ -94,6 +112,10 @@ def classify_http_status(status: int) -> Outcome:
         return Outcome.INCOMPATIBLE
     if status in _REJECTING_HTTP_STATUSES:
         return Outcome.REJECTED
+    if status in _GATEWAY_STATUSES:
+        # A proxy in front of the ESP gave up waiting: the ESP behind it may
+        # have stored the message (no ESP we support documents otherwise).
+        return Outcome.UNCERTAIN
     # 401/403 (credentials), 404 (wrong domain/endpoint), 408, 429, 5xx:
     # this mailer did not take the message, another one may.
     return Outcome.NOT_SENT
@@ -165,6 +187,58 @@ def classify_transport_chain(error: BaseException) -> Outcome | None:
         }:
             verdict = Outcome.UNCERTAIN
     return verdict
+
+
+#: Errors that prove the request never left: it could not even be addressed
+#: or connected. (A TLS error is not one of them: it may come while reading.)
+_NEVER_LEFT = frozenset(
+    {
+        "ConnectTimeout",
+        "ConnectTimeoutError",
+        "NewConnectionError",
+        "NameResolutionError",
+        "InvalidURL",
+        "MissingSchema",
+        "InvalidSchema",
+        "LocationParseError",
+        "EndpointConnectionError",
+    }
+)
+
+
+def _classify_after_sending(error: BaseException, stage: Stage) -> Outcome:
+    """Once the request or body may have left, only the mailer's own answer
+    (an HTTP status, an ESP error code) decides; anything else is uncertain."""
+    answer = _classify_answer(error)
+    if answer is not None:
+        return answer
+    if stage is Stage.REQUEST:
+        for link in error_chain(error):
+            if _names(link) & _NEVER_LEFT or isinstance(
+                link, (ConnectionRefusedError, socket.gaierror)
+            ):
+                return Outcome.NOT_SENT
+    return Outcome.UNCERTAIN
+
+
+def _classify_answer(error: BaseException) -> Outcome | None:
+    """The outcome an ESP's answer carried by ``error`` implies, if any."""
+    anymail_errors = sys.modules.get("anymail.exceptions")
+    if anymail_errors is not None and isinstance(
+        error, (anymail_errors.AnymailRecipientsRefused, anymail_errors.AnymailInvalidAddress)
+    ):
+        return Outcome.REJECTED
+    status = getattr(error, "status_code", None)
+    if not isinstance(status, int):
+        status = getattr(getattr(error, "response", None), "status_code", None)
+    if isinstance(status, int) and not 200 <= status < 300:
+        if status == 422 and getattr(error, "esp_name", None) == "Postmark":
+            return _classify_postmark_422(error) or Outcome.REJECTED
+        return classify_http_status(status)
+    aws = _classify_aws_response(getattr(error, "response", None))
+    if aws is not None and aws is not Outcome.UNCERTAIN:
+        return aws
+    return None
 
 
 def _classify_anymail(error: BaseException) -> Outcome | None:
@@ -324,13 +398,20 @@ def default_classifier(error: BaseException, stage: Stage) -> Outcome:
     nested = _classify_nested_router(error)
     if nested is not None:
         return nested
-    anymail = _classify_anymail(error)
-    if anymail is not None:
-        return anymail
     if stage is Stage.CONNECT:
         return Outcome.NOT_SENT
     if isinstance(error, smtplib.SMTPException):
         return _classify_smtp(error, stage)
+    if stage in MAY_HAVE_LEFT:
+        return _classify_after_sending(error, stage)
+    if stage is Stage.ENVELOPE and (
+        isinstance(error, OSError) or classify_transport_chain(error) is not None
+    ):
+        # Lost while the message was still being written: incomplete, unusable.
+        return Outcome.NOT_SENT
+    anymail = _classify_anymail(error)
+    if anymail is not None:
+        return anymail
     if isinstance(error, ImproperlyConfigured):
         return Outcome.NOT_SENT
     status = getattr(getattr(error, "response", None), "status_code", None)

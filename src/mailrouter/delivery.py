@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from email.utils import make_msgid
 from typing import Any, Protocol
@@ -19,12 +19,15 @@ from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.utils import DNS_NAME
 
-from .classify import Stage, error_chain
+from . import esp_answer
+from .classify import MAY_HAVE_LEFT, Stage, error_chain
 from .config import Delivery, RouterConfig
+from .http_stage import HTTPStage, is_anymail_backend
+from .http_stage import watch as watch_http
 from .outcomes import Attempt, MessageStatus, Outcome, status_from_attempts
 from .pool import MailerPool
 from .routing import Candidate
-from .smtp_stage import describe_refused, watch
+from .smtp_stage import SMTPStage, describe_refused, watch
 from .snapshot import MessageSnapshot
 
 logger = logging.getLogger("mailrouter")
@@ -81,6 +84,26 @@ class DeliveryResult:
     status: MessageStatus
     sent_using: str | None
     attempts: list[Attempt]
+
+
+_ADDRESS_LISTS = ("to", "cc", "bcc", "reply_to")
+
+
+def message_problem(message: EmailMessage) -> str | None:
+    """Why this message cannot be sent as it is, or None.
+
+    Django's constructor checks these, but attributes set later are not: a
+    str in ``to`` would be sent to each of its characters.
+    """
+    for name in _ADDRESS_LISTS:
+        value = getattr(message, name, None)
+        if not isinstance(value, (list, tuple)):
+            kind = type(value).__name__
+            return f"message.{name} must be a list or tuple of addresses, not {kind}"
+    if not isinstance(message.extra_headers, Mapping):
+        kind = type(message.extra_headers).__name__
+        return f"message.extra_headers must be a mapping, not {kind}"
+    return None
 
 
 def ensure_message_id(message: EmailMessage) -> None:
@@ -152,16 +175,29 @@ def leaf_connection(backend: Any) -> Any:
         return None
 
 
-def _unsent_outcome(message: EmailMessage, sent: Any) -> tuple[Outcome, str]:
+def _unsent_outcome(message: EmailMessage, sent: Any, stage: Stage) -> tuple[Outcome, str]:
     """The outcome when a backend returned without raising but did not count
-    the message as sent."""
+    the message as sent. ``stage`` is how far the watched attempt got (a
+    backend that swallows its own errors still passed through its stages)."""
     if not isinstance(sent, int):
         # Not the count Django's contract asks for: the backend may well have
         # sent it, so never risk a duplicate.
         return Outcome.UNCERTAIN, f"the backend returned {sent!r} instead of a count"
+    if stage in MAY_HAVE_LEFT:
+        verdict = esp_answer.from_status(message) if stage is Stage.ANSWERED else None
+        if verdict is not None and verdict.outcome is not Outcome.ACCEPTED:
+            return verdict.outcome, verdict.note or "the backend reported it as not sent"
+        return (
+            Outcome.UNCERTAIN,
+            f"the backend reported it as not sent after reaching stage {stage.value}",
+        )
     status = getattr(message, "anymail_status", None)
+    # Anymail's own fresh status, untouched: a pre_send receiver cancelled the
+    # send before any request (a backend that could not open its session never
+    # gets that far, and has no status).
     cancelled = (
-        status is not None
+        stage in (Stage.PREPARE, Stage.UNKNOWN)
+        and status is not None
         and getattr(status, "status", None) is None
         and getattr(status, "esp_response", None) is None
     )
@@ -174,6 +210,24 @@ def _unsent_outcome(message: EmailMessage, sent: Any) -> tuple[Outcome, str]:
             "the backend declined to send it (cancelled, or no recipients left)",
         )
     return Outcome.NOT_SENT, "the backend reported the message as not sent"
+
+
+#: Anymail message attributes a plain (non-ESP) mailer cannot express: a batch
+#: send would go out as one message with every recipient in To:, a template
+#: as an empty body.
+_ESP_ONLY_ATTRIBUTES = ("merge_data", "merge_metadata", "merge_headers", "template_id")
+
+
+def _esp_only_feature(message: EmailMessage, backend: Any) -> str | None:
+    """The ESP-only feature ``message`` uses that ``backend`` cannot keep."""
+    if is_anymail_backend(backend) or getattr(backend, "_mailrouter_router", False):
+        return None
+    for name in _ESP_ONLY_ATTRIBUTES:
+        value = getattr(message, name, None)
+        # AnymailMessage defaults these to its UNSET marker class, not None.
+        if value is not None and not (isinstance(value, type) and value.__name__ == "UNSET"):
+            return name
+    return None
 
 
 def _is_timeout(error: BaseException) -> bool:
@@ -203,7 +257,6 @@ class Dispatcher:
     def deliver(
         self, message: EmailMessage, candidates: tuple[Candidate, ...], batch: BatchState
     ) -> DeliveryResult:
-        ensure_message_id(message)
         snapshot = MessageSnapshot(message)
         result = self._try_in_order(message, candidates, batch, snapshot, use_health=True)
         if result is None:
@@ -256,8 +309,11 @@ class Dispatcher:
                 self.health.record(candidate.alias, attempt)
             if outcome is Outcome.ACCEPTED:
                 return DeliveryResult(MessageStatus.SENT, candidate.alias, attempts)
-            snapshot.restore(message)
+            # Receivers see the message as the failed attempt left it; then
+            # everything (theirs included) is undone: observers never change
+            # what the next mailer sends.
             self._on_attempt_failed(message, attempt)
+            snapshot.restore(message)
             if outcome is Outcome.REJECTED:
                 break
             if outcome is Outcome.UNCERTAIN and not at_least_once:
@@ -276,41 +332,92 @@ class Dispatcher:
             return Attempt(alias, Outcome.SKIPPED, f"not tried: {reason} earlier in this batch")
         started = time.perf_counter()
         stage = Stage.CONNECT
-        marker = None
+        marker: SMTPStage | HTTPStage | None = None
         backend = candidate.connection
         try:
             if backend is None:
                 backend = self._pool.backend(alias)
+            feature = _esp_only_feature(message, backend)
+            if feature is not None:
+                return Attempt(
+                    alias,
+                    Outcome.INCOMPATIBLE,
+                    f"message.{feature} needs an ESP mailer (Anymail): this mailer would "
+                    "send it as one plain message",
+                )
             self._pool.ensure_open(key, backend)
-            marker = watch(leaf_connection(backend))
-            stage = Stage.UNKNOWN if marker is None else Stage.ENVELOPE
+            marker = watch(leaf_connection(backend)) or watch_http(backend)
+            stage = Stage.UNKNOWN if marker is None else marker.stage
             sent = backend.send_messages([message])
         except Exception as error:
             if marker is not None:
                 stage = marker.stage
-            duration = time.perf_counter() - started
-            outcome = self._classify(error, stage)
-            if outcome in (Outcome.NOT_SENT, Outcome.UNCERTAIN) and backend is not None:
+            attempt = self._judge(alias, message, error, stage, marker, started)
+            if attempt.outcome in (Outcome.NOT_SENT, Outcome.UNCERTAIN) and backend is not None:
                 self._pool.discard(key, backend)
                 if stage is Stage.CONNECT or _is_timeout(error):
                     batch.down[key] = "timed out" if _is_timeout(error) else "connection failed"
-            # One line: ESP errors embed pretty-printed JSON bodies.
-            text = self._redact(" ".join(str(error).split()))[:MAX_ERROR_TEXT]
-            return Attempt(alias, outcome, text, type(error).__name__, duration)
+            return attempt
         duration = time.perf_counter() - started
-        if sent:
-            note = None
-            if marker is not None and marker.refused:
-                note = self._redact(describe_refused(marker.refused))[:MAX_ERROR_TEXT]
-                logger.warning(
-                    "mailrouter: %s %s",
-                    alias,
-                    note,
-                    extra={"mailrouter_alias": alias, "mailrouter_outcome": "accepted"},
-                )
-            return Attempt(alias, Outcome.ACCEPTED, note, None, duration)
-        outcome, text = _unsent_outcome(message, sent)
-        return Attempt(alias, outcome, text, None, duration)
+        if not sent:
+            if marker is not None:
+                stage = marker.stage
+            outcome, text = _unsent_outcome(message, sent, stage)
+            return Attempt(alias, outcome, self._redact(text)[:MAX_ERROR_TEXT], None, duration)
+        note: str | None = None
+        if isinstance(marker, SMTPStage) and marker.refused:
+            note = describe_refused(marker.refused)
+        elif isinstance(marker, HTTPStage):
+            verdict = esp_answer.from_status(message)
+            if verdict is not None and verdict.outcome is not Outcome.ACCEPTED:
+                # "Sent", says the backend, but the ESP took no recipient.
+                text = self._redact(verdict.note or "")[:MAX_ERROR_TEXT]
+                return Attempt(alias, verdict.outcome, text, None, duration)
+            note = verdict.note if verdict is not None else None
+        if note is not None:
+            note = self._redact(note)[:MAX_ERROR_TEXT]
+        return self._accepted(alias, note, duration)
+
+    def _judge(
+        self,
+        alias: str,
+        message: EmailMessage,
+        error: Exception,
+        stage: Stage,
+        marker: SMTPStage | HTTPStage | None,
+        started: float,
+    ) -> Attempt:
+        """The attempt that raised ``error`` at ``stage``: an ESP's own answer
+        first (per recipient), else the classifier."""
+        duration = time.perf_counter() - started
+        # One line: ESP errors embed pretty-printed JSON bodies.
+        text = self._redact(" ".join(str(error).split()))[:MAX_ERROR_TEXT]
+        verdict = None
+        if isinstance(marker, HTTPStage):
+            if stage is Stage.ANSWERED:
+                verdict = esp_answer.from_status(message)
+            elif stage is Stage.BODY_SENT:
+                verdict = esp_answer.from_error(error)
+        if verdict is None:
+            outcome = self._classify(error, stage)
+            return Attempt(alias, outcome, text, type(error).__name__, duration)
+        if verdict.outcome is Outcome.ACCEPTED:
+            # The ESP took it; the error came later (a post_send receiver, a
+            # partly refused batch). Never sent again.
+            late = f"{verdict.note or 'accepted'}; then {type(error).__name__}: {text}"
+            return self._accepted(alias, self._redact(late)[:MAX_ERROR_TEXT], duration)
+        text = self._redact(verdict.note or text)[:MAX_ERROR_TEXT]
+        return Attempt(alias, verdict.outcome, text, type(error).__name__, duration)
+
+    def _accepted(self, alias: str, note: str | None, duration: float) -> Attempt:
+        if note is not None:
+            logger.warning(
+                "mailrouter: %s %s",
+                alias,
+                note,
+                extra={"mailrouter_alias": alias, "mailrouter_outcome": "accepted"},
+            )
+        return Attempt(alias, Outcome.ACCEPTED, note, None, duration)
 
     def _classify(self, error: BaseException, stage: Stage) -> Outcome:
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -58,15 +58,21 @@ class FailedMessage:
 
     def describe(self) -> str:
         message = self.message
-        headers = message.extra_headers or {}
-        message_id = next(
-            (str(v) for k, v in headers.items() if str(k).lower() == "message-id"), "?"
-        )
-        recipients = message.recipients()
+        # A message that failed for being malformed must still be described.
+        headers = getattr(message, "extra_headers", None)
+        message_id = "?"
+        if isinstance(headers, Mapping):
+            message_id = next(
+                (str(v) for k, v in headers.items() if str(k).lower() == "message-id"), "?"
+            )
+        try:
+            count = len(message.recipients())
+            recipients = f"{count} recipient{'s' if count != 1 else ''}"
+        except Exception:
+            recipients = "recipients unknown"
         text = (
-            f"{message_id} {str(message.subject)[:60]!r} "
-            f"({len(recipients)} recipient{'s' if len(recipients) != 1 else ''}): "
-            f"{self.status.value}"
+            f"{message_id} {str(getattr(message, 'subject', ''))[:60]!r} "
+            f"({recipients}): {self.status.value}"
         )
         if self.reason:
             text += f" ({self.reason})"

@@ -53,7 +53,8 @@ class MessageStatus(enum.StrEnum):
     REJECTED = "rejected"
     #: Every candidate was tried (or skipped) and none took the message.
     FAILED = "failed"
-    #: A mailer may have the message; it was not resent elsewhere.
+    #: A mailer may have the message and none is known to have accepted it
+    #: (at-least-once delivery may have tried others after it, in vain).
     UNCERTAIN = "uncertain"
 
 
@@ -90,8 +91,10 @@ def status_from_attempts(attempts: list[Attempt]) -> MessageStatus:
     last = attempts[-1].outcome
     if last is Outcome.ACCEPTED:
         return MessageStatus.SENT
-    if last is Outcome.REJECTED:
-        return MessageStatus.REJECTED
+    # Checked before the last outcome: under at-least-once delivery a later
+    # mailer's rejection does not undo an earlier mailer's "may have it".
     if any(attempt.outcome is Outcome.UNCERTAIN for attempt in attempts):
         return MessageStatus.UNCERTAIN
+    if last is Outcome.REJECTED:
+        return MessageStatus.REJECTED
     return MessageStatus.FAILED

@@ -83,6 +83,16 @@ def leaf_problems(
     return build_leaves(config, table, redact)[1]
 
 
+def _raise_errors(backend: BaseEmailBackend) -> None:
+    """Switch off a leaf's own ``fail_silently``. Django 6.1 keeps the base
+    class's value in ``_fail_silently`` (reading ``fail_silently`` from it is
+    deprecated); backends with their own attribute keep it in ``fail_silently``."""
+    state = getattr(backend, "__dict__", {})
+    for name in ("fail_silently", "_fail_silently"):
+        if state.get(name):
+            setattr(backend, name, False)
+
+
 def apply_timeout(backend: Any, alias: str, config: RouterConfig) -> None:
     """Bound a leaf's network operations: ``timeouts[alias]`` overrides the
     leaf's own setting; the router-wide ``timeout`` fills in where the leaf
@@ -140,6 +150,11 @@ class MailerPool:
         backend = self._backends.get(alias)
         if backend is None:
             backend = build_mailer(alias, self._table)
+            # A leaf that swallows its errors (``fail_silently`` in its
+            # OPTIONS) hides at which stage it failed, and the router must know
+            # that to fail over without sending twice. Whether the caller sees
+            # errors is the router's own ``fail_silently``.
+            _raise_errors(backend)
             apply_timeout(backend, alias, self._config)
             self._backends[alias] = backend
         return backend

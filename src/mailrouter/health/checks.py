@@ -82,13 +82,13 @@ def check_health_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
                     id=W_LOCAL,
                 )
             )
-        elif "redis" in backend.lower() and not _has_socket_timeouts(health.cache):
+        elif "redis" in backend.lower() and (problem := _socket_timeout_problem(health.cache)):
             messages.append(
                 checks.Warning(
-                    f"{label}: health['cache'] {health.cache!r} ({backend}) sets no socket "
-                    "timeouts: a Redis that hangs instead of refusing connections would "
-                    "hang every send (the router falls back to per-process state only "
-                    "when the cache raises)",
+                    f"{label}: health['cache'] {health.cache!r} ({backend}): {problem}; "
+                    "a Redis that hangs instead of refusing connections delays every send "
+                    "and `manage.py mailrouter status` by that long (the router falls "
+                    "back to per-process state only when the cache raises)",
                     hint="Add OPTIONS {'socket_connect_timeout': 0.5, 'socket_timeout': 0.5} "
                     "(django-redis: SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT).",
                     id=W_NO_SOCKET_TIMEOUT,
@@ -106,9 +106,53 @@ def check_health_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
     return messages
 
 
-def _has_socket_timeouts(cache_alias: str) -> bool:
+#: Seconds above which a health read is too slow to sit in front of a send.
+SLOW_SOCKET_TIMEOUT = 2.0
+
+
+def _socket_timeout_problem(cache_alias: str) -> str | None:
+    """What is wrong with a Redis cache's socket timeouts, or None.
+
+    A missing key leaves the installed redis-py's own default in force, read
+    from its signature and stated as it is (5 s in redis-py 8; older versions
+    had none). ``None`` means "wait
+    forever" to redis-py.
+    """
     options = settings.CACHES[cache_alias].get("OPTIONS")
-    if not isinstance(options, dict):
-        return False
-    names = {str(name).lower() for name in options}
-    return {"socket_timeout", "socket_connect_timeout"} <= names
+    given: dict[str, Any] = {}
+    if isinstance(options, dict):
+        given = {str(k).lower(): v for k, v in options.items()}
+    defaults = _redis_client_defaults()
+    problems = []
+    for name in ("socket_connect_timeout", "socket_timeout"):
+        if name in given:
+            value = given[name]
+            if value is None:
+                problems.append(f"{name} is None (no timeout: waits forever)")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                problems.append(f"{name} is {value!r} (must be a positive number of seconds)")
+            elif value > SLOW_SOCKET_TIMEOUT:
+                problems.append(f"{name} is {value!r} s")
+            continue
+        default = defaults.get(name)
+        if default is None:
+            problems.append(f"{name} is not set (the Redis client's default: no timeout)")
+        elif isinstance(default, (int, float)) and default > SLOW_SOCKET_TIMEOUT:
+            problems.append(f"{name} is not set (the Redis client's default: {default:g} s)")
+    return "; ".join(problems) or None
+
+
+def _redis_client_defaults() -> dict[str, float | None]:
+    """The installed redis-py's default socket timeouts (empty if absent)."""
+    try:
+        import inspect
+
+        from redis import Redis
+    except ImportError:
+        return {}
+    parameters = inspect.signature(Redis.__init__).parameters
+    return {
+        name: parameters[name].default
+        for name in ("socket_connect_timeout", "socket_timeout")
+        if name in parameters
+    }

@@ -40,11 +40,13 @@ import contextlib
 import http.server
 import itertools
 import json
+import os
 import re
 import select
 import selectors
 import socket
 import socketserver
+import ssl
 import threading
 import time
 import uuid
@@ -97,12 +99,33 @@ class ESPFault(StrEnum):
     #: Nothing listening (connection refused); switching away re-binds the same
     #: port.  Idle keep-alive connections are closed too.  Not schedulable.
     REFUSE = "refuse"
+    #: 502 / 504 from a gateway in front of the ESP, which may have stored the
+    #: message first.  Recorded in ``maybe_delivered``.
+    BAD_GATEWAY_502 = "bad_gateway_502"
+    GATEWAY_TIMEOUT_504 = "gateway_timeout_504"
+    #: 200 with :attr:`FakeESPServer.odd_body` as JSON (default ``null``): a
+    #: success status with a body no client expects.  Recorded in ``maybe_delivered``.
+    ODD_2XX = "odd_2xx"
+    #: Read the request, then break the TLS stream (raw bytes on the socket)
+    #: instead of answering: the client's TLS layer fails while reading the
+    #: response.  Only with ``tls=``; recorded in ``maybe_delivered``.
+    TLS_BREAK = "tls_break"
 
 
 # Faults after which the ESP may well have accepted the message, from the
 # client's point of view: the request was fully transmitted but no usable
 # answer came back.
-_MAYBE_DELIVERED = frozenset({ESPFault.READ_TIMEOUT, ESPFault.GARBAGE_2XX, ESPFault.DROP})
+_MAYBE_DELIVERED = frozenset(
+    {
+        ESPFault.READ_TIMEOUT,
+        ESPFault.GARBAGE_2XX,
+        ESPFault.DROP,
+        ESPFault.BAD_GATEWAY_502,
+        ESPFault.GATEWAY_TIMEOUT_504,
+        ESPFault.ODD_2XX,
+        ESPFault.TLS_BREAK,
+    }
+)
 
 _MAILGUN_PATH = re.compile(r"^/v3/([^/]+)/messages/?$")
 _POSTMARK_PATHS = {
@@ -114,6 +137,7 @@ _POSTMARK_PATHS = {
 }
 
 _SES_PATH = "/v2/email/outbound-emails"
+_SES_BULK_PATH = "/v2/email/outbound-bulk-emails"
 _SES_ACCOUNT_PATH = "/v2/email/account"
 #: The AWS error code SES answers with, per HTTP status this server sends.
 _SES_ERROR_TYPES = {
@@ -267,6 +291,7 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         mode: ESPFault | str = ESPFault.OK,
         retry_after: int | None = None,
         error_body: Any = None,
+        tls: tuple[str, str] | None = None,
         latency: float = 0.0,
     ) -> None:
         self.host = host
@@ -283,6 +308,20 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         self.error_body = error_body
         #: What SES GetAccount reports as ``SendingEnabled`` (False: paused).
         self.ses_sending_enabled = True
+        #: Body of ``odd_2xx`` answers (JSON-encoded; ``None`` is ``null``).
+        self.odd_body: Any = None
+        #: Per item of a Postmark batch or an SES bulk send served in ``ok``
+        #: mode: ``None`` (accepted) or the item's failure -- Postmark: a result
+        #: object such as ``{"ErrorCode": 405, "Message": "..."}``; SES: a
+        #: ``BulkEmailEntryResult`` status such as ``"ACCOUNT_THROTTLED"``.  Failed
+        #: items are not recorded in ``messages``.  Missing entries: accepted.
+        self.item_errors: list[Any] = []
+        #: (certificate file, key file): serve HTTPS instead of HTTP.
+        self.tls = tls
+        self._tls_context: ssl.SSLContext | None = None
+        if tls is not None:
+            self._tls_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._tls_context.load_cert_chain(*tls)
         super().__init__(FaultPlan(ESPFault, mode, ESPFault.OK, frozenset({ESPFault.REFUSE})))
         self._maybe: list[ReceivedESPMessage] = []
         self._requests_seen = 0
@@ -295,6 +334,8 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         self._wake: socket.socket | None = None
         self._running = False
         self._ids = itertools.count(1)
+        # Handler thread id -> its TLS socket (for ``tls_break``).
+        self._tls_sockets: dict[int, ssl.SSLSocket] = {}
 
     # ------------------------------------------------------------------
     # Lifecycle
@@ -355,7 +396,7 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
     @property
     def base_url(self) -> str:
         """``http://host:port`` (no trailing slash)."""
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def mailgun_api_url(self) -> str:
@@ -482,7 +523,13 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         try:
             if self._stopping.is_set():
                 return
-            httpd.finish_request(sock, client_address)
+            served: socket.socket = sock
+            if self._tls_context is not None:
+                tls_socket = self._tls_context.wrap_socket(sock, server_side=True)
+                with self._lock:
+                    self._tls_sockets[threading.get_ident()] = tls_socket
+                served = tls_socket
+            httpd.finish_request(served, client_address)
         except OSError:
             pass  # client went away
         except Exception as exc:  # record server bugs for tests
@@ -490,6 +537,7 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         finally:
             with self._lock:
                 self._conns.pop(sock, None)
+                self._tls_sockets.pop(threading.get_ident(), None)
                 self._busy.discard(sock)
             httpd.shutdown_request(sock)
 
@@ -556,7 +604,7 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
             esp = "mailgun"
         elif path in _POSTMARK_PATHS:
             esp = "postmark"
-        elif path == _SES_PATH:
+        elif path in (_SES_PATH, _SES_BULK_PATH):
             esp = "ses"
         elif path == _SES_ACCOUNT_PATH and h.command == "GET":
             self._ses_account(h)
@@ -579,7 +627,11 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
             if mailgun is not None:
                 records = self._parse_mailgun(h, path, mailgun.group(1), body, auth_present)
             elif esp == "ses":
-                records = self._parse_ses(path, body, auth_present)
+                records = (
+                    self._parse_ses_bulk(path, body, auth_present)
+                    if path == _SES_BULK_PATH
+                    else self._parse_ses(path, body, auth_present)
+                )
             else:
                 records = self._parse_postmark(path, body, auth_present)
         except _PayloadError as exc:
@@ -609,8 +661,19 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
             with self._lock:
                 self._maybe.extend(records)
         if mode is ESPFault.OK:
-            self._record_messages(records)
-            self._send_json(h, 200, self._success_body(esp, path, records))
+            errors = [*self.item_errors[: len(records)]]
+            errors += [None] * (len(records) - len(errors))
+            self._record_messages([r for r, e in zip(records, errors, strict=True) if e is None])
+            self._send_json(h, 200, self._success_body(esp, path, records, errors))
+        elif mode is ESPFault.ODD_2XX:
+            self._send_json(h, 200, self.odd_body)
+        elif mode is ESPFault.TLS_BREAK:
+            with self._lock:
+                tls_socket = self._tls_sockets.get(threading.get_ident())
+            if tls_socket is not None:
+                # Bytes that are no TLS record, under the TLS layer.
+                os.write(tls_socket.fileno(), b"HTTP/1.1 200 OK\r\n\r\nnot TLS" * 4)
+            h.close_connection = True
         elif mode is ESPFault.GARBAGE_2XX:
             self._send(
                 h,
@@ -634,6 +697,8 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
                 ESPFault.UNAUTHORIZED_401: 401,
                 ESPFault.FORBIDDEN_403: 403,
                 ESPFault.UNPROCESSABLE_422: 422,
+                ESPFault.BAD_GATEWAY_502: 502,
+                ESPFault.GATEWAY_TIMEOUT_504: 504,
             }[mode]
             headers = {}
             if status == 429 and self.retry_after is not None:
@@ -813,6 +878,42 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
             },
         )
 
+    def _parse_ses_bulk(
+        self, path: str, body: bytes, auth_present: bool
+    ) -> list[ReceivedESPMessage]:
+        """SES v2 SendBulkEmail: one record per ``BulkEmailEntries`` item."""
+        try:
+            data = json.loads(body)
+            entries = data["BulkEmailEntries"]
+            if not isinstance(entries, list) or not entries:
+                raise TypeError("no entries")
+        except (ValueError, TypeError, KeyError) as exc:
+            raise _PayloadError("BulkEmailEntries must be a non-empty list") from exc
+        records = []
+        for entry in entries:
+            destination = entry.get("Destination") or {}
+            headers = {
+                str(h.get("Name", "")).lower(): str(h.get("Value", ""))
+                for h in entry.get("ReplacementHeaders") or []
+            }
+            records.append(
+                ReceivedESPMessage(
+                    esp="ses",
+                    path=path,
+                    to=_addr_specs([str(a) for a in destination.get("ToAddresses") or []]),
+                    cc=_addr_specs([str(a) for a in destination.get("CcAddresses") or []]),
+                    bcc=_addr_specs([str(a) for a in destination.get("BccAddresses") or []]),
+                    from_email=str(data.get("FromEmailAddress") or ""),
+                    subject="",
+                    message_id=headers.get("message-id", "").strip() or None,
+                    esp_message_id=self._new_esp_id("ses", ""),
+                    auth_header_present=auth_present,
+                    raw_body=body,
+                    payload=entry,
+                )
+            )
+        return records
+
     def _parse_ses(self, path: str, body: bytes, auth_present: bool) -> list[ReceivedESPMessage]:
         try:
             data = json.loads(body)
@@ -854,9 +955,20 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
     # ---- responses -------------------------------------------------------
 
     @staticmethod
-    def _success_body(esp: str, path: str, records: list[ReceivedESPMessage]) -> Any:
+    def _success_body(
+        esp: str, path: str, records: list[ReceivedESPMessage], errors: list[Any]
+    ) -> Any:
         if esp == "mailgun":
             return {"id": records[0].esp_message_id, "message": "Queued. Thank you."}
+        if esp == "ses" and path == _SES_BULK_PATH:
+            return {
+                "BulkEmailEntryResults": [
+                    {"Status": "SUCCESS", "MessageId": r.esp_message_id}
+                    if e is None
+                    else {"Status": str(e), "Error": f"Simulated {e}"}
+                    for r, e in zip(records, errors, strict=True)
+                ]
+            }
         if esp == "ses":
             return {"MessageId": records[0].esp_message_id}
         submitted = datetime.now(UTC).isoformat()
@@ -868,7 +980,9 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
                 "ErrorCode": 0,
                 "Message": "OK",
             }
-            for r in records
+            if e is None
+            else e
+            for r, e in zip(records, errors, strict=True)
         ]
         return results[0] if _POSTMARK_PATHS[path] == "single" else results
 
