@@ -513,3 +513,21 @@ def test_each_delivery_is_logged(outbox: Any, caplog: Any) -> None:
     [record] = [r for r in caplog.records if r.name == "mailrouter.outbox"]
     assert record.levelno == logging.WARNING
     assert f"row {only_row().pk} rejected (delivery 1): primary: rejected" in record.getMessage()
+
+
+def test_the_routers_breakers_apply_to_outbox_deliveries(
+    smtp_server: Callable[..., FaultySMTPServer],
+) -> None:
+    primary, backup = smtp_server(mode="tempfail_connect"), smtp_server()
+    health = {"failure_threshold": 2, "failure_rate": None, "cooldown": 600}
+    with outbox_settings({"primary": smtp_mailer(primary), "backup": smtp_mailer(backup)},
+                         {"routes": [{"mailers": ["primary", "backup"]}], "health": health}):
+        for n in range(5):
+            send(f"m{n}")
+        drain(once=True)
+    rows = list(OutboxMessage.objects.order_by("id"))
+    assert {row.sent_using for row in rows} == {"backup"}
+    first_outcomes = [row.attempts[0]["outcome"] for row in rows]
+    # Two failures open the primary's breaker; the later rows skip it.
+    assert first_outcomes == ["not_sent", "not_sent", "skipped", "skipped", "skipped"]
+    assert len(backup.messages) == 5
