@@ -32,6 +32,9 @@ def examples(count: int) -> int:
     return max(1, round(count * EXAMPLES_SCALE))
 
 
+# A user's project, run in subprocesses by test_user_project.py.
+collect_ignore = ["user_project"]
+
 ROUTER = "mailrouter.backend.RouterBackend"
 HAS_MAILERS = django.VERSION >= (6, 1)
 STYLES = ["mailers", "legacy"] if HAS_MAILERS else ["legacy"]

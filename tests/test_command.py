@@ -20,6 +20,7 @@ from mailrouter.health.store import LastError, store_for
 from mailrouter.testing import FaultySMTPServer
 
 from . import fakes
+from .conftest import router_settings
 from .health_fixtures import FakeClock, RedisServer, redis_caches
 
 # Fixtures: clock, redis, a fresh health state per test (tests/health_plugin.py).
@@ -269,3 +270,87 @@ def test_a_router_probes_its_mailers_for_code_too(
     assert failed.error is not None and SECRET not in failed.error
     with pytest.raises(KeyError, match="'nope' is not a mailer alias"):
         router.probe("nope")
+
+
+# -- issue #7: usage errors are usage errors; a cache outage hides nothing else ----------------
+
+
+def test_drain_and_undrain_refuse_a_router_alias(
+    configure: Callable[..., RouterBackend], clock: FakeClock, redis: RedisServer,
+) -> None:
+    nested = {**mailers(), "eu": {"BACKEND": "mailrouter.backend.RouterBackend",
+                                  "OPTIONS": {"routes": [{"mailers": ["a"]}]}}}
+    router = configure(nested, options({"cache": "health"}), CACHES=redis_caches(redis))
+    names = [router.alias or "MAILROUTER", "eu"] if router.alias else ["eu"]
+    for name in names:
+        for verb in ("drain", "undrain"):
+            code, text = run(verb, name)
+            assert code == 2, (verb, name, text)
+            assert "is a router" in text or "unknown mailer alias" in text
+    assert run("status")[0] == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "soon"])
+def test_probe_with_a_bad_timeout_is_a_usage_error(
+    configure: Callable[..., RouterBackend], clock: FakeClock, value: str,
+) -> None:
+    configure(mailers(), options())
+    code, text = run("probe", "smtp", f"--timeout={value}", "--json")
+    assert code == 2 and "--timeout" in text
+    assert json.loads(text.split("\nCommandError")[0])["error"].startswith("--timeout")
+
+
+def test_explain_without_the_health_cache_shows_the_route_and_unknown_health(
+    configure: Callable[..., RouterBackend], clock: FakeClock, redis: RedisServer,
+) -> None:
+    configure(mailers(), options({"cache": "health"}), CACHES=redis_caches(redis))
+    redis.stop()
+    code, text = run("explain", "--to", "ann@shop.de")
+    assert code == 3
+    assert "route:  eu" in text and "1. smtp  [unknown]  try" in text and "2. b  [unknown]" in text
+    assert "health unknown: health cache" in text
+    code, text = run("explain", "--to", "ann@shop.de", "--json")
+    data = json.loads(text.split("\nCommandError")[0])
+    assert code == 3 and data["route"] == "eu" and data["health_error"]
+    assert [c["health"] for c in data["candidates"]] == ["unknown", "unknown"]
+
+
+def test_status_json_stays_json_when_the_cache_is_down_or_settings_are_bad(
+    configure: Callable[..., RouterBackend], clock: FakeClock, redis: RedisServer,
+) -> None:
+    configure(mailers(), options({"cache": "health"}), CACHES=redis_caches(redis))
+    redis.stop()
+    code, text = run("status", "--json")
+    data = json.loads(text.split("\nCommandError")[0])
+    assert code == 3 and "unreachable" in data["error"]
+    assert {row["alias"]: row["state"] for row in data["mailers"]} == {
+        "smtp": "unknown", "b": "unknown", "a": "unknown"
+    }
+    with router_settings(mailers(), {"routes": [{"mailers": ["nope"]}]}):
+        code, text = run("status", "--json")
+    assert code == 2 and "'nope'" in json.loads(text.split("\nCommandError")[0])["error"]
+
+
+def test_status_shows_each_leafs_timeout_and_where_it_comes_from(
+    configure: Callable[..., RouterBackend], clock: FakeClock,
+) -> None:
+    table = {
+        **mailers(),
+        "bare_smtp": {"BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+                      "OPTIONS": {"host": "127.0.0.1", "port": 1}},
+        "mailgun": {"BACKEND": "anymail.backends.mailgun.EmailBackend",
+                    "OPTIONS": {"api_key": SECRET, "api_url": "http://127.0.0.1:1/v3/"}},
+    }
+    configure(table, {"routes": [{"mailers": ["smtp", "bare_smtp", "mailgun", "b"]}],
+                      "timeout": 10, "timeouts": {"b": 7}})
+    rows = {r["alias"]: r for r in json.loads(run("status", "--json")[1])["mailers"]}
+    assert (rows["smtp"]["timeout"], rows["smtp"]["timeout_source"]) == (
+        2, "mailer's own"
+    )
+    assert (rows["bare_smtp"]["timeout"], rows["bare_smtp"]["timeout_source"]) == (
+        10, "router timeout"
+    )
+    # Anymail's own 30 s default is a value: the router's timeout does not shorten it.
+    assert rows["mailgun"]["timeout"] == 30
+    assert (rows["b"]["timeout"], rows["b"]["timeout_source"]) == (7, "router timeouts")
+    assert "10s (router timeout)" in run("status")[1]

@@ -118,3 +118,26 @@ def test_testing_example() -> None:
     namespace: dict[str, Any] = {}
     exec(block("def test_orders_fail_over_to_the_backup_relay"), namespace)
     namespace["test_orders_fail_over_to_the_backup_relay"]()
+
+
+def test_routing_in_your_own_tests_example() -> None:
+    """The keep_routing example runs as written against the MAILERS/MAILROUTER quickstart."""
+    import unittest
+
+    from django.core import mail
+
+    namespace: dict[str, Any] = {}
+    exec(block("class InvoiceMailTests"), namespace)
+    leaves = {alias: {"BACKEND": "django.core.mail.backends.smtp.EmailBackend"}
+              for alias in ("eu_smtp", "eu_backup", "smtp")}
+    options = {"routes": [
+        {"name": "eu", "when": {"to_domain": ["*.de"]}, "mailers": ["eu_smtp", "eu_backup"]},
+        {"mailers": ["smtp"]},
+    ]}
+    with router_settings(leaves, options):
+        mail.outbox = []
+        suite = unittest.defaultTestLoader.loadTestsFromTestCase(namespace["InvoiceMailTests"])
+        result = unittest.TextTestRunner(stream=StringIO()).run(suite)
+    assert result.testsRun == 2 and result.wasSuccessful(), result.failures + result.errors
+    fixture_code = block("def _keep_routing")
+    compile(fixture_code, "README", "exec")

@@ -109,7 +109,9 @@ def test_no_matching_route_is_a_clear_error_not_a_drop(configure: Any) -> None:
     assert raised.value.failures[0].message is unrouted
 
 
-def test_failing_callable_matcher_fails_only_that_message(configure: Any) -> None:
+def test_a_raising_callable_matcher_is_no_match_logged_once_per_batch(
+    configure: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     router = configure(
         LEAVES,
         {
@@ -119,12 +121,22 @@ def test_failing_callable_matcher_fails_only_that_message(configure: Any) -> Non
                     "when": {"callable": "tests.test_routing.explode"},
                     "mailers": ["vip"],
                 },
+                {"name": "eu", "when": {"to_domain": "*.de"}, "mailers": "eu"},
                 {"mailers": ["fallback"]},
             ]
         },
     )
-    with pytest.raises(DeliveryError, match="matcher raised RuntimeError"):
-        router.send_messages([msg()])
+    batch = [msg(), msg(["a@x.de"]), msg()]
+    with caplog.at_level("ERROR", logger="mailrouter"):
+        assert router.send_messages(batch) == 3
+    assert [m.sent_using for m in batch] == ["fallback", "eu", "fallback"]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        "route 'cb': its matcher raised RuntimeError: boom; the route is treated as not matching"
+    ]
+    caplog.clear()
+    router.send_messages([msg()])
+    assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1  # once per batch
 
 
 def explode(message: EmailMessage) -> bool:
@@ -157,6 +169,7 @@ def test_route_selection_is_pure_and_fast_path_has_no_io(configure: Any) -> None
 
     router = configure(LEAVES, {"routes": ROUTES})
     message = msg(["a@x.fr"])
-    selection = select(message, router.config, router.mailer_table, router)
+    context = router._runtime.routing_context((router.alias,))
+    selection = select(message, router.config, router.mailer_table, context)
     assert selection.route == "eu" and [c.alias for c in selection.candidates] == ["eu"]
     assert mail.outbox == []

@@ -7,8 +7,10 @@ on the message → signals and logs (``report``).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
+from contextvars import ContextVar
 from typing import Any
 
 from django.core.mail import EmailMessage
@@ -19,11 +21,22 @@ from .config import MailerTable, RouterConfig, legacy_settings
 from .delivery import BatchState, DeliveryResult, Dispatcher, ensure_message_id, message_problem
 from .errors import ConfigurationError, DeliveryError, FailedMessage
 from .health.monitor import build_health
+from .operations import Explanation, explain_message
 from .outcomes import Attempt, MessageStatus
 from .pool import BACKENDS_TAKE_ALIAS, MailerPool
 from .probe import ProbeResult, probe_mailer
-from .routing import select
+from .routing import RoutingContext, Selection, may_reach_a_router, select
 from .runtime import RouterRuntime, load_runtime
+
+logger = logging.getLogger("mailrouter")
+
+#: The routers now routing a message in this thread: (router alias, id of the
+#: message) frames, outermost first. A router that a router hands a message to
+#: finds itself nested, routes by its own routes (the pin or connection was
+#: honoured above it), and refuses to send back into a router on the path.
+_ROUTING: ContextVar[tuple[tuple[str | None, int], ...]] = ContextVar(
+    "mailrouter_routing", default=()
+)
 
 
 class RouterBackend(BaseEmailBackend):
@@ -77,6 +90,10 @@ class RouterBackend(BaseEmailBackend):
         )
         self._held_open = False
         self._lock = threading.RLock()
+        self._matcher_failures: set[str] = set()
+        self._context = self._runtime.routing_context(
+            (alias,), is_this_router=self._is_this_router, matcher_failed=self._matcher_failed
+        )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> RouterBackend:
         # A router is a resource, not a value: messages that carry it as their
@@ -100,6 +117,15 @@ class RouterBackend(BaseEmailBackend):
         return probe_mailer(
             alias, self._runtime.table, self._runtime.config, self._runtime.redact,
             timeout=timeout,
+        )
+
+    def explain(self, message: EmailMessage) -> Explanation:
+        """Which route and candidates ``message`` would get now, and why each
+        candidate would be tried or skipped. Sends nothing, opens nothing,
+        takes no probe lease; with the health cache unreachable the route is
+        still shown and each candidate's health is ``unknown``."""
+        return explain_message(
+            message, self._runtime, self.alias, is_this_router=self._is_this_router
         )
 
     def open(self) -> bool:
@@ -133,8 +159,9 @@ class RouterBackend(BaseEmailBackend):
         sent = 0
         with self._lock:
             batch = BatchState()
+            self._matcher_failures = set()
             try:
-                self._dispatcher.health.begin_batch(self._runtime.aliases)
+                self._dispatcher.health.begin_batch(self._runtime.leaf_aliases)
                 for message in messages:
                     failure = self._send_one(message, batch)
                     if failure is None:
@@ -156,25 +183,39 @@ class RouterBackend(BaseEmailBackend):
         # Every step before the first attempt runs on the caller's object and
         # may raise (a str in ``to``, ``extra_headers=None``, a broken
         # ``recipients()``): that message fails with the reason, the batch goes on.
+        frames = _ROUTING.get()
+        selection: Selection | None = None
         try:
             problem = message_problem(message)
             if problem is None:
                 if not message.recipients():
                     # As Django's own backends do: nothing to send, nothing counted.
-                    message.mailrouter_status = None  # type: ignore[attr-defined]
+                    message.mailrouter_status = MessageStatus.NO_RECIPIENTS  # type: ignore[attr-defined]
                     return None
+                # Before routing: every failure, even "no route", names the message by it.
                 ensure_message_id(message)
-                selection = select(message, self._runtime.config, self._runtime.table, self)
+                context = self._context if not frames else self._routing_context(frames, message)
+                selection = select(message, self._runtime.config, self._runtime.table, context)
                 message.mailrouter_route = selection.route  # type: ignore[attr-defined]
                 problem = selection.problem
         except Exception as error:
             problem = f"the message cannot be sent: {type(error).__name__}: {error}"
-        if problem is not None:
-            reason = self._runtime.redact(problem)
+        if problem is not None or selection is None:
+            reason = self._runtime.redact(problem or "the message cannot be routed")
             message.mailrouter_status = MessageStatus.FAILED  # type: ignore[attr-defined]
             report.message_failed(self, message, MessageStatus.FAILED, [], reason)
             return FailedMessage(message, MessageStatus.FAILED, (), reason)
-        result: DeliveryResult = self._dispatcher.deliver(message, selection.candidates, batch)
+        result: DeliveryResult
+        if may_reach_a_router(selection.candidates):
+            token = _ROUTING.set((*frames, (self.alias, id(message))))
+            try:
+                result = self._dispatcher.deliver(message, selection.candidates, batch)
+            finally:
+                _ROUTING.reset(token)
+        else:
+            result = self._dispatcher.deliver(message, selection.candidates, batch)
+        # Again: a nested router it went through has set its own.
+        message.mailrouter_route = selection.route  # type: ignore[attr-defined]
         message.sent_using = result.sent_using  # type: ignore[attr-defined]
         message.mailrouter_attempts = result.attempts  # type: ignore[attr-defined]
         message.mailrouter_status = result.status  # type: ignore[attr-defined]
@@ -184,6 +225,35 @@ class RouterBackend(BaseEmailBackend):
             return None
         report.message_failed(self, message, result.status, result.attempts, None)
         return FailedMessage(message, result.status, tuple(result.attempts))
+
+    def _routing_context(
+        self, frames: tuple[tuple[str | None, int], ...], message: EmailMessage
+    ) -> RoutingContext:
+        outer = tuple(name for name, message_id in frames if message_id == id(message))
+        if not outer:
+            return self._context  # e.g. a signal receiver sending its own mail
+        return self._runtime.routing_context(
+            (*outer, self.alias),
+            is_this_router=self._is_this_router,
+            matcher_failed=self._matcher_failed,
+        )
+
+    def _is_this_router(self, connection: Any) -> bool:
+        if connection is self:
+            return True
+        return type(connection) is type(self) and getattr(connection, "alias", None) == self.alias
+
+    def _matcher_failed(self, route: str, error: Exception) -> None:
+        """A ``callable`` matcher raised: its route does not match. Logged once
+        per route per batch, so a broken rule cannot flood the log."""
+        if route in self._matcher_failures:
+            return
+        self._matcher_failures.add(route)
+        logger.error(
+            "route %r: its matcher raised %s: %s; the route is treated as not matching",
+            route, type(error).__name__, self._runtime.redact(str(error)),
+            extra={"mailrouter_route": route},
+        )
 
     def _attempt_failed(self, message: EmailMessage, attempt: Attempt) -> None:
         report.attempt_failed(self, message, attempt)

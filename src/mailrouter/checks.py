@@ -25,7 +25,7 @@ from .redaction import is_overridden
 from .runtime import build_redactor
 
 
-def _routers(table: MailerTable) -> Iterator[tuple[str | None, Mapping[str, Any]]]:
+def router_options(table: MailerTable) -> Iterator[tuple[str | None, Mapping[str, Any]]]:
     """Every router configuration in settings, as (alias, OPTIONS)."""
     for alias, spec in table.entries.items():
         if is_router_spec(spec):
@@ -63,7 +63,7 @@ def check_mailrouter(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
                     id="mailrouter.E002",
                 )
             )
-    for router_alias, options in _routers(table):
+    for router_alias, options in router_options(table):
         label = router_label(router_alias, table)
         if not isinstance(options, Mapping):
             messages.append(checks.Error(f"{label}: OPTIONS must be a dict", id="mailrouter.E001"))

@@ -108,10 +108,22 @@ def load_mailer_table() -> MailerTable:
     return MailerTable(entries, source)
 
 
+LEGACY_KEYS = ("MAILERS", "OPTIONS")
+
+
 def legacy_settings() -> Mapping[str, Any]:
     value = getattr(settings, "MAILROUTER", None) or {}
     if not isinstance(value, Mapping):
         raise ConfigurationError(["MAILROUTER must be a dict with 'MAILERS' and 'OPTIONS'"])
+    unknown = [key for key in value if key not in LEGACY_KEYS]
+    if unknown:
+        # A misspelt "MAILERS" would otherwise surface as every alias missing.
+        raise ConfigurationError(
+            [
+                f"MAILROUTER has unknown key {key!r} (expected: {', '.join(LEGACY_KEYS)})"
+                for key in unknown
+            ]
+        )
     return value
 
 
@@ -184,6 +196,8 @@ def _parse_routes(raw: Any, label: str, table: MailerTable, problems: list[str])
         return []
     routes: list[Route] = []
     seen_names: set[str] = set()
+    invalid_when: set[int] = set()
+    positions: list[int] = []
     for index, entry in enumerate(raw):
         where = f"{label}: routes[{index}]"
         if not isinstance(entry, Mapping):
@@ -208,6 +222,8 @@ def _parse_routes(raw: Any, label: str, table: MailerTable, problems: list[str])
                 when = compile_when(entry["when"])
             except MatcherError as error:
                 problems.append(f"{where}: {error}")
+                # Reported once, as what it is: not also as a catch-all route.
+                invalid_when.add(index)
         mailers = parse_alias_list(entry.get("mailers"))
         if mailers is None:
             problems.append(
@@ -223,8 +239,9 @@ def _parse_routes(raw: Any, label: str, table: MailerTable, problems: list[str])
         if len(set(mailers)) != len(mailers):
             problems.append(f"{where}: 'mailers' lists an alias twice: {list(mailers)!r}")
         routes.append(Route(name, when, mailers))
-    for route in routes[:-1]:
-        if route.when is None:
+        positions.append(index)
+    for route, index in zip(routes[:-1], positions, strict=False):
+        if route.when is None and index not in invalid_when:
             problems.append(
                 f"{label}: route {route.name!r} has no 'when' and matches everything, "
                 "so the routes after it can never match; put the catch-all route last"

@@ -26,6 +26,7 @@ from .http_stage import HTTPStage, is_anymail_backend
 from .http_stage import watch as watch_http
 from .outcomes import Attempt, MessageStatus, Outcome, status_from_attempts
 from .pool import MailerPool
+from .report import describe_error
 from .routing import Candidate
 from .smtp_stage import SMTPStage, describe_refused, watch
 from .snapshot import MessageSnapshot
@@ -265,7 +266,7 @@ class Dispatcher:
             if not batch.health_overridden:
                 batch.health_overridden = True
                 logger.warning(
-                    "mailrouter: every candidate (%s) is out of rotation (circuit open or "
+                    "every candidate (%s) is out of rotation (circuit open or "
                     "drained); trying them in order anyway",
                     ", ".join(c.alias for c in candidates),
                     extra={"mailrouter_alias": None, "mailrouter_outcome": "skipped"},
@@ -294,7 +295,7 @@ class Dispatcher:
         attempts: list[Attempt] = []
         health_skipped = False
         for candidate in candidates:
-            tracked = candidate.connection is None
+            tracked = candidate.tracked
             skip = self.health.skip_reason(candidate.alias) if use_health and tracked else None
             if skip is not None:
                 health_skipped = True
@@ -391,7 +392,7 @@ class Dispatcher:
         first (per recipient), else the classifier."""
         duration = time.perf_counter() - started
         # One line: ESP errors embed pretty-printed JSON bodies.
-        text = self._redact(" ".join(str(error).split()))[:MAX_ERROR_TEXT]
+        text = self._redact(describe_error(error))[:MAX_ERROR_TEXT]
         verdict = None
         if isinstance(marker, HTTPStage):
             if stage is Stage.ANSWERED:
@@ -412,7 +413,7 @@ class Dispatcher:
     def _accepted(self, alias: str, note: str | None, duration: float) -> Attempt:
         if note is not None:
             logger.warning(
-                "mailrouter: %s %s",
+                "%s %s",
                 alias,
                 note,
                 extra={"mailrouter_alias": alias, "mailrouter_outcome": "accepted"},
@@ -426,7 +427,7 @@ class Dispatcher:
             # A broken custom classifier must not cause a duplicate: assume the
             # mailer may have the message.
             logger.error(
-                "mailrouter: classifier failed (%s); treating the attempt as uncertain",
+                "classifier failed (%s); treating the attempt as uncertain",
                 type(classifier_error).__name__,
             )
             return Outcome.UNCERTAIN

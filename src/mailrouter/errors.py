@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.core.exceptions import ImproperlyConfigured
 
 from .outcomes import Attempt, MessageStatus
+from .report import message_id_of
 
 if TYPE_CHECKING:
     from django.core.mail import EmailMessage
@@ -59,12 +60,7 @@ class FailedMessage:
     def describe(self) -> str:
         message = self.message
         # A message that failed for being malformed must still be described.
-        headers = getattr(message, "extra_headers", None)
-        message_id = "?"
-        if isinstance(headers, Mapping):
-            message_id = next(
-                (str(v) for k, v in headers.items() if str(k).lower() == "message-id"), "?"
-            )
+        message_id = message_id_of(message)
         try:
             count = len(message.recipients())
             recipients = f"{count} recipient{'s' if count != 1 else ''}"

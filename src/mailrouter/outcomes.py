@@ -56,6 +56,9 @@ class MessageStatus(enum.StrEnum):
     #: A mailer may have the message and none is known to have accepted it
     #: (at-least-once delivery may have tried others after it, in vain).
     UNCERTAIN = "uncertain"
+    #: The message had no recipient: nothing to send, not counted, no error
+    #: (as with Django's own backends).
+    NO_RECIPIENTS = "no_recipients"
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,7 +188,7 @@ class MailerPool:
                 backend.close()
             except Exception as error:
                 logger.warning(
-                    "mailrouter: closing mailer %s failed: %s",
+                    "closing mailer %s failed: %s",
                     key if isinstance(key, str) else type(backend).__name__,
                     type(error).__name__,
                     extra={"mailrouter_alias": key if isinstance(key, str) else None},

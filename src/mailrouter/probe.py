@@ -19,6 +19,7 @@ from .classify import Stage
 from .config import MailerTable, RouterConfig
 from .outcomes import Outcome
 from .pool import apply_timeout, build_mailer
+from .report import describe_error
 
 
 class ProbeFailed(Exception):
@@ -73,7 +74,7 @@ def probe_mailer(
             seconds=time.perf_counter() - started,
             outcome=outcome,
             error_type=type(error).__name__,
-            error=redact(str(error)),
+            error=redact(describe_error(error)),
         )
     return ProbeResult(alias, ok=True, seconds=time.perf_counter() - started, detail=detail)
 

@@ -3,15 +3,42 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from django.core.mail import EmailMessage
 from django.dispatch import Signal
 
 from . import signals
+from .classify import error_chain
 from .outcomes import Attempt, MessageStatus
 
 logger = logging.getLogger("mailrouter")
+_OBJECT_REPR = re.compile(r"^<[^<>]* at 0x[0-9a-f]+>:\s*")
+
+
+def describe_error(error: BaseException) -> str:
+    """One line saying what went wrong, each cause once.
+
+    Anymail's errors append their cause's full text (which for requests
+    already nests urllib3's cause) and a pretty-printed response body; this
+    keeps Anymail's own text, the root cause and the response, on one line.
+    """
+    if not callable(getattr(error, "describe_cause", None)):
+        return " ".join(str(error).split())
+    parts = [" ".join(str(arg) for arg in error.args).strip().rstrip(":")]
+    root = list(error_chain(error))[-1]
+    cause = error.__cause__
+    if cause is not None and cause is not root:
+        parts.append(type(cause).__name__)  # e.g. requests' SSLError, by its kind only
+    if root is not error:
+        parts.append(f"{type(root).__name__}: {_OBJECT_REPR.sub('', str(root))}")
+    describe_response = getattr(error, "describe_response", None)
+    response = describe_response() if callable(describe_response) else None
+    if response:
+        parts.append(str(response))
+    return " ".join(": ".join(part for part in parts if part).split())
 
 
 def _send(signal: Signal, sender: type, **kwargs: Any) -> None:
@@ -22,7 +49,7 @@ def _send(signal: Signal, sender: type, **kwargs: Any) -> None:
     for receiver, result in signal.send_robust(sender, **kwargs):
         if isinstance(result, Exception):
             logger.error(
-                "mailrouter: signal receiver %r raised %s",
+                "signal receiver %r raised %s",
                 receiver,
                 type(result).__name__,
                 exc_info=result,
@@ -31,7 +58,7 @@ def _send(signal: Signal, sender: type, **kwargs: Any) -> None:
 
 def attempt_failed(router: Any, message: EmailMessage, attempt: Attempt) -> None:
     logger.warning(
-        "mailrouter: attempt via %s: %s%s",
+        "attempt via %s: %s%s",
         attempt.alias,
         attempt.outcome.value,
         f" ({attempt.error_type}: {attempt.error})" if attempt.error_type else "",
@@ -52,7 +79,7 @@ def attempt_failed(router: Any, message: EmailMessage, attempt: Attempt) -> None
 def message_sent(router: Any, message: EmailMessage, alias: str, attempts: list[Attempt]) -> None:
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug(
-            "mailrouter: message sent via %s after %d attempt(s)",
+            "message sent via %s after %d attempt(s)",
             alias,
             len(attempts),
             extra={"mailrouter_alias": alias, "mailrouter_outcome": "accepted"},
@@ -67,6 +94,14 @@ def message_sent(router: Any, message: EmailMessage, alias: str, attempts: list[
     )
 
 
+def message_id_of(message: EmailMessage) -> str:
+    """The message's Message-ID header, or ``?`` (also for a malformed message)."""
+    headers = getattr(message, "extra_headers", None)
+    if not isinstance(headers, Mapping):
+        return "?"
+    return next((str(v) for k, v in headers.items() if str(k).lower() == "message-id"), "?")
+
+
 def message_failed(
     router: Any,
     message: EmailMessage,
@@ -76,7 +111,8 @@ def message_failed(
 ) -> None:
     last = attempts[-1] if attempts else None
     logger.error(
-        "mailrouter: message %s after %d attempt(s)%s",
+        "message %s %s after %d attempt(s)%s",
+        message_id_of(message),
         status.value,
         len(attempts),
         f": {reason}" if reason else "",

@@ -2,12 +2,17 @@
 
 Precedence: a legacy per-message ``connection`` (other than the router
 itself) wins, then a per-message pin ``message.mailers``, then the first route
-whose ``when`` matches.
+whose ``when`` matches. A router nested below another routes by its routes
+only: the outer router already honoured the pin or connection.
+
+Selection gets what it needs as values and callbacks (``RoutingContext``),
+never the router itself.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -21,10 +26,15 @@ CONNECTION = "(connection)"
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A mailer to try: an alias, or the legacy connection object itself."""
+    """A mailer to try: an alias, or the legacy connection object itself.
+
+    ``tracked``: whether its attempts count for health. Routers and legacy
+    connection objects are not mailers with a health of their own.
+    """
 
     alias: str
     connection: Any = None
+    tracked: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +46,54 @@ class Selection:
     problem: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RoutingContext:
+    """What route selection needs to know besides the message and config.
+
+    ``routers``: the aliases in the mailer table that are routers.
+    ``path``: the routers this message is already being routed by, outermost
+    first, ending with the router selecting now (``None`` stands for the
+    legacy ``MAILROUTER`` router).
+    ``is_this_router``: whether a legacy ``connection`` object is the router
+    selecting now.
+    ``nested_config``: the configuration of a candidate that is a router
+    (an alias or a router object), or None for a leaf.
+    ``matcher_failed``: told when a route's matcher raises (the route then
+    does not match).
+    """
+
+    routers: frozenset[str]
+    path: tuple[str | None, ...]
+    is_this_router: Callable[[Any], bool]
+    nested_config: Callable[[Candidate], RouterConfig | None]
+    matcher_failed: Callable[[str, Exception], None]
+    #: A route's candidates by its aliases, built once per context.
+    built: dict[tuple[str, ...], tuple[Candidate, ...]] = field(
+        default_factory=dict, compare=False
+    )
+
+    def candidates(self, aliases: tuple[str, ...]) -> tuple[Candidate, ...]:
+        built = self.built.get(aliases)
+        if built is None:
+            built = self.built[aliases] = route_candidates(aliases, self.routers)
+        return built
+
+    @property
+    def nested(self) -> bool:
+        """Called by another router, which already honoured pin and connection."""
+        return len(self.path) > 1
+
+
+def path_label(name: str | None) -> str:
+    return "MAILROUTER" if name is None else name
+
+
 @lru_cache(maxsize=256)
-def route_candidates(aliases: tuple[str, ...]) -> tuple[Candidate, ...]:
+def route_candidates(
+    aliases: tuple[str, ...], routers: frozenset[str] = frozenset()
+) -> tuple[Candidate, ...]:
     """A route's candidates, built once: they are immutable, so shared."""
-    return tuple(Candidate(alias) for alias in aliases)
+    return tuple(Candidate(alias, tracked=alias not in routers) for alias in aliases)
 
 
 def legacy_connection(message: EmailMessage) -> Any:
@@ -58,40 +112,81 @@ def connection_label(connection: Any) -> str:
     return f"connection:{cls.__module__}.{cls.__qualname__}"
 
 
-def select(
-    message: EmailMessage, config: RouterConfig, table: MailerTable, router: Any
+def select(message: EmailMessage, config: RouterConfig, table: MailerTable,
+           context: RoutingContext) -> Selection:
+    """The candidates for ``message``, in order, or the problem that leaves it none.
+
+    A pin or legacy connection is honoured by the first router that sees the
+    message; routers nested below it route by their own routes. A candidate
+    that leads back into a router already on ``context.path`` fails the
+    message at once (checked through nested routers before anything is sent).
+    """
+    selection = _select(message, config, table, context)
+    if selection.problem is None and may_reach_a_router(selection.candidates):
+        loop = find_loop(message, selection.candidates, table, context)
+        if loop is not None:
+            return Selection(selection.route, problem=loop)
+    return selection
+
+
+def _select(
+    message: EmailMessage, config: RouterConfig, table: MailerTable, context: RoutingContext
 ) -> Selection:
-    connection = legacy_connection(message)
-    if connection is not None and not _is_same_router(connection, router):
-        return Selection(CONNECTION, (Candidate(connection_label(connection), connection),))
-
-    pinned = getattr(message, "mailers", None)
-    if pinned is not None:
-        aliases = parse_alias_list(pinned)
-        if aliases is None:
+    if not context.nested:
+        connection = legacy_connection(message)
+        if connection is not None and not context.is_this_router(connection):
             return Selection(
-                PINNED,
-                problem="message.mailers must be an alias or a non-empty list of aliases, "
-                f"not {pinned!r}",
+                CONNECTION,
+                (Candidate(connection_label(connection), connection, tracked=False),),
             )
-        unknown = [alias for alias in aliases if alias not in table]
-        if unknown:
-            return Selection(
-                PINNED,
-                problem=f"message.mailers names {unknown[0]!r}, which is not in {table.source}",
-            )
-        return Selection(PINNED, tuple(Candidate(alias) for alias in dict.fromkeys(aliases)))
+        pinned = getattr(message, "mailers", None)
+        if pinned is not None:
+            return _pinned(pinned, table, context)
+    return route_message(message, config, context)
 
+
+def _pinned(pinned: Any, table: MailerTable, context: RoutingContext) -> Selection:
+    aliases = parse_alias_list(pinned)
+    if aliases is None:
+        return Selection(
+            PINNED,
+            problem="message.mailers must be an alias or a non-empty list of aliases, "
+            f"not {pinned!r}",
+        )
+    unknown = [alias for alias in aliases if alias not in table]
+    if unknown:
+        return Selection(
+            PINNED,
+            problem=f"message.mailers names {unknown[0]!r}, which is not in {table.source}",
+        )
+    return Selection(
+        PINNED,
+        tuple(
+            Candidate(alias, tracked=alias not in context.routers)
+            for alias in dict.fromkeys(aliases)
+        ),
+    )
+
+
+def route_message(
+    message: EmailMessage, config: RouterConfig, context: RoutingContext
+) -> Selection:
+    """The first route whose ``when`` matches (pins and connections aside).
+
+    A matcher that raises counts as "no match" for its route (reported
+    through ``context.matcher_failed``): one broken rule must not fail the
+    messages meant for the routes after it.
+    """
     for route in config.routes:
+        if route.when is None:
+            return Selection(route.name, context.candidates(route.mailers))
         try:
-            matched = route.when is None or route.when(message)
-        except Exception as error:  # a user's callable matcher failing must not lose the message
-            return Selection(
-                route.name,
-                problem=f"route {route.name!r}: matcher raised {type(error).__name__}: {error}",
-            )
+            matched = route.when(message)
+        except Exception as error:
+            context.matcher_failed(route.name, error)
+            continue
         if matched:
-            return Selection(route.name, route_candidates(route.mailers))
+            return Selection(route.name, context.candidates(route.mailers))
     names = ", ".join(route.name for route in config.routes)
     return Selection(
         None,
@@ -100,9 +195,40 @@ def select(
     )
 
 
-def _is_same_router(connection: Any, router: Any) -> bool:
-    if connection is router:
-        return True
-    return type(connection) is type(router) and getattr(connection, "alias", None) == getattr(
-        router, "alias", None
-    )
+def may_reach_a_router(candidates: tuple[Candidate, ...]) -> bool:
+    """Whether a candidate may be a router: a nested router, or a legacy
+    connection object (which is not health-tracked either)."""
+    for candidate in candidates:  # noqa: SIM110 (a plain loop: runs per message)
+        if not candidate.tracked:
+            return True
+    return False
+
+
+def find_loop(
+    message: EmailMessage,
+    candidates: tuple[Candidate, ...],
+    table: MailerTable,
+    context: RoutingContext,
+) -> str | None:
+    """Why sending ``message`` to ``candidates`` would re-enter a router already
+    routing it (following nested routers' own routes), or None.
+
+    Pure and cheap: only candidates that are routers are looked into.
+    """
+    for candidate in candidates:
+        config = context.nested_config(candidate) if not candidate.tracked else None
+        if config is None:
+            continue
+        name = config.alias
+        if name in context.path:
+            chain = " → ".join(path_label(step) for step in (*context.path, name))
+            return (
+                f"{path_label(name)!r} is a router already routing this message "
+                f"({chain}); pin or route it to mailers, or to another router"
+            )
+        inner = replace(context, path=(*context.path, name))
+        selection = route_message(message, config, inner)
+        loop = find_loop(message, selection.candidates, table, inner)
+        if loop is not None:
+            return loop
+    return None

@@ -14,10 +14,17 @@ from typing import Any
 
 from django.core.signals import setting_changed
 
-from .config import MailerTable, RouterConfig, load_mailer_table, parse_router_options
+from .config import (
+    MailerTable,
+    RouterConfig,
+    is_router_spec,
+    load_mailer_table,
+    parse_router_options,
+)
 from .errors import ConfigurationError
 from .pool import leaf_problems
 from .redaction import Redactor, secrets_in, settings_secrets
+from .routing import Candidate, RoutingContext
 
 
 @dataclass(frozen=True)
@@ -25,11 +32,47 @@ class RouterRuntime:
     config: RouterConfig
     table: MailerTable
     redact: Callable[[str], str]
+    #: Aliases in the mailer table that are routers themselves.
+    routers: frozenset[str] = frozenset()
 
     @property
     def aliases(self) -> tuple[str, ...]:
         """Every mailer alias any route of this router can use."""
         return tuple(dict.fromkeys(a for route in self.config.routes for a in route.mailers))
+
+    @property
+    def leaf_aliases(self) -> tuple[str, ...]:
+        """The aliases of ``aliases`` that are mailers, not nested routers."""
+        return tuple(alias for alias in self.aliases if alias not in self.routers)
+
+    def routing_context(
+        self,
+        path: tuple[str | None, ...],
+        *,
+        is_this_router: Callable[[Any], bool] = lambda connection: False,
+        matcher_failed: Callable[[str, Exception], None] = lambda route, error: None,
+    ) -> RoutingContext:
+        """The ``RoutingContext`` for selecting with this router's config."""
+        return RoutingContext(
+            routers=self.routers,
+            path=path,
+            is_this_router=is_this_router,
+            nested_config=self.nested_config,
+            matcher_failed=matcher_failed,
+        )
+
+    def nested_config(self, candidate: Candidate) -> RouterConfig | None:
+        """The configuration of a candidate that is a router, else None."""
+        connection = candidate.connection
+        if connection is not None:
+            config = getattr(connection, "config", None)
+            return config if isinstance(config, RouterConfig) else None
+        if candidate.alias not in self.routers:
+            return None
+        try:
+            return load_runtime(candidate.alias, self.table[candidate.alias].options).config
+        except (ConfigurationError, TypeError, AttributeError):
+            return None  # reported when it is built; nothing to look into
 
 
 _cache: dict[tuple[str | None, str], RouterRuntime] = {}
@@ -49,7 +92,10 @@ def load_runtime(alias: str | None, options: Mapping[str, Any]) -> RouterRuntime
         problems = leaf_problems(config, table, redact)
         if problems:
             raise ConfigurationError(problems)
-        runtime = RouterRuntime(config, table, redact)
+        routers = frozenset(
+            name for name, spec in table.entries.items() if is_router_spec(spec)
+        )
+        runtime = RouterRuntime(config, table, redact, routers)
         with _cache_lock:
             _cache[key] = runtime
     return runtime

@@ -5,7 +5,9 @@ increments atomically. Local memory and the dummy cache are per process (or
 nothing); file and database caches are shared but count with get-then-set, so
 concurrent failures are lost. With ``DEBUG`` off (production) such a cache gets
 a warning; the embedded default gets its own id so a single-process
-deployment can silence just that one.
+deployment can silence just that one. A health cache that cannot be created
+at all (a misspelt ``BACKEND``) is an error, ``mailrouter.E101``, whatever
+``DEBUG`` is.
 """
 
 from __future__ import annotations
@@ -28,16 +30,14 @@ W_NO_SOCKET_TIMEOUT = "mailrouter.W104"
 
 @checks.register("mailrouter", checks.Tags.caches)
 def check_health_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    if settings.DEBUG:
-        return []
-    from ..checks import _routers
+    from ..checks import router_options
 
     try:
         table = load_mailer_table()
     except ConfigurationError:
         return []  # reported by mailrouter.E001
     messages: list[checks.CheckMessage] = []
-    for alias, options in _routers(table):
+    for alias, options in router_options(table):
         try:
             config = parse_router_options(options, alias=alias, table=table)
         except (ConfigurationError, TypeError, AttributeError):
@@ -46,6 +46,22 @@ def check_health_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
         if not health.enabled:
             continue
         label = router_label(alias, table)
+        if health.cache is not None:
+            try:
+                kind = cache_kind(caches[health.cache])
+            except Exception as error:
+                # An error in any setting (a misspelt BACKEND), DEBUG or not.
+                messages.append(
+                    checks.Error(
+                        f"{label}: health['cache'] {health.cache!r} cannot be created: "
+                        f"{type(error).__name__}: {error}",
+                        hint=f"Check CACHES[{health.cache!r}]['BACKEND'].",
+                        id="mailrouter.E101",
+                    )
+                )
+                continue
+        if settings.DEBUG:
+            continue
         hint = (
             "Point health['cache'] at a CACHES alias using "
             "django.core.cache.backends.redis.RedisCache (or memcached)."
@@ -58,17 +74,6 @@ def check_health_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.Ch
                     "outage on its own",
                     hint=hint + f" Silence {W_EMBEDDED} if this site runs one process.",
                     id=W_EMBEDDED,
-                )
-            )
-            continue
-        try:
-            kind = cache_kind(caches[health.cache])
-        except Exception as error:
-            messages.append(
-                checks.Error(
-                    f"{label}: health['cache'] {health.cache!r} cannot be created: "
-                    f"{type(error).__name__}: {error}",
-                    id="mailrouter.E101",
                 )
             )
             continue

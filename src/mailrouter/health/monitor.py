@@ -241,7 +241,7 @@ class HealthMonitor:
         level = logging.WARNING if new is State.OPEN else logging.INFO
         logger.log(
             level,
-            "mailrouter: mailer %s circuit %s → %s: %s",
+            "mailer %s circuit %s → %s: %s",
             alias, old.value, new.value, reason,
             extra={"mailrouter_alias": alias, "mailrouter_state": new.value},
         )

@@ -277,7 +277,7 @@ class HealthStore:
                 return
             self._warned_at = now
         logger.warning(
-            "mailrouter: health cache %s is unreachable (%s); using per-process "
+            "health cache %s is unreachable (%s); using per-process "
             "breaker state until it answers again",
             self.label,
             type(error).__name__,
@@ -290,7 +290,7 @@ class HealthStore:
                 return
             self._failed_at = None
         logger.info(
-            "mailrouter: health cache %s answers again; using shared breaker state",
+            "health cache %s answers again; using shared breaker state",
             self.label,
             extra={"mailrouter_cache": self.cache_alias},
         )

@@ -8,17 +8,41 @@
 Both bind ``127.0.0.1`` on a free port by default, run in background daemon
 threads, are context managers, and leave no thread behind after ``stop()``.
 Standard library only: importing this package adds no runtime dependency.
+
+For routing in your own test suite (see ``mailrouter.testing.routing``, loaded
+on first use): :class:`keep_routing`, :class:`RoutingTestRunner`
+(``TEST_RUNNER = "mailrouter.testing.RoutingTestRunner"``), :func:`mailer_fails`
+and :class:`LocmemMailer`.
 """
+
+from typing import Any
 
 from .esp import ESPFault, FakeESPServer, ReceivedESPMessage, ReceivedRequest
 from .smtp import FaultySMTPServer, ReceivedMessage, SMTPFault
+
+_ROUTING_NAMES = ("LocmemMailer", "RoutingTestRunner", "keep_routing", "mailer_fails")
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: the servers are used by the demo and benchmarks without Django's
+    # test machinery; these need it.
+    if name in _ROUTING_NAMES:
+        from . import routing
+
+        return getattr(routing, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ESPFault",
     "FakeESPServer",
     "FaultySMTPServer",
+    "LocmemMailer",
     "ReceivedESPMessage",
     "ReceivedMessage",
     "ReceivedRequest",
+    "RoutingTestRunner",
     "SMTPFault",
+    "keep_routing",
+    "mailer_fails",
 ]

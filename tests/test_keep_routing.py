@@ -1,0 +1,75 @@
+"""keep_routing and mailer_fails in-process (the user-project subprocess tests
+in test_user_project.py run them under both test runners)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import pytest
+from django.core import mail
+from django.core.mail import EmailMessage
+
+from mailrouter import DeliveryError, MessageStatus, Outcome
+from mailrouter.testing import keep_routing, mailer_fails
+
+from .conftest import ROUTER, router_settings
+
+SMTP = "django.core.mail.backends.smtp.EmailBackend"
+LEAVES = {alias: {"BACKEND": SMTP, "OPTIONS": {"host": "127.0.0.1", "port": 9, "timeout": 1}}
+          for alias in ("first", "second")}
+OPTIONS = {"routes": [{"mailers": ["first", "second"]}], "health": False}
+
+
+def send() -> EmailMessage:
+    message = EmailMessage("Hello", "Body", "app@example.com", ["ann@example.com"])
+    with contextlib.suppress(DeliveryError):
+        message.send()
+    return message
+
+
+@pytest.mark.parametrize(
+    ("outcome", "tried", "status"),
+    [
+        ("not_sent", [("first", "not_sent"), ("second", "accepted")], MessageStatus.SENT),
+        ("incompatible", [("first", "incompatible"), ("second", "accepted")], MessageStatus.SENT),
+        ("rejected", [("first", "rejected")], MessageStatus.REJECTED),
+        ("uncertain", [("first", "uncertain")], MessageStatus.UNCERTAIN),
+    ],
+)
+def test_mailer_fails_goes_through_the_real_classifier(
+    outcome: str, tried: list[tuple[str, str]], status: MessageStatus
+) -> None:
+    with router_settings(LEAVES, OPTIONS), keep_routing(), mailer_fails("first", outcome):
+        message = send()
+    assert [(a.alias, a.outcome.value) for a in message.mailrouter_attempts] == tried  # type: ignore[attr-defined]
+    assert message.mailrouter_status is status  # type: ignore[attr-defined]
+    sent = [m for m in mail.outbox if m.extra_headers["Message-ID"] == message.extra_headers[
+        "Message-ID"]]
+    assert len(sent) == (status is MessageStatus.SENT)
+    if sent:
+        assert sent[0].sent_using == "second"  # type: ignore[attr-defined]
+        assert sent[0].mailrouter_attempts == message.mailrouter_attempts  # type: ignore[attr-defined]
+
+
+def test_mailer_fails_refuses_non_failures_and_nests() -> None:
+    with pytest.raises(ValueError, match="not a failure"), mailer_fails("first", "accepted"):
+        pass
+    with router_settings(LEAVES, OPTIONS), keep_routing():
+        with mailer_fails("first", "rejected"):
+            with mailer_fails("first", Outcome.NOT_SENT):
+                assert send().sent_using == "second"  # type: ignore[attr-defined]
+            assert send().mailrouter_status is MessageStatus.REJECTED  # type: ignore[attr-defined]
+        assert send().sent_using == "first"  # type: ignore[attr-defined]
+
+
+def test_keep_routing_keeps_nested_routers_and_their_routes() -> None:
+    nested: dict[str, Any] = {
+        **LEAVES,
+        "inner": {"BACKEND": ROUTER, "OPTIONS": {"routes": [{"mailers": ["second"]}]}},
+    }
+    options = {"routes": [{"name": "via-inner", "mailers": ["inner"]}], "health": False}
+    with router_settings(nested, options), keep_routing():
+        message = send()
+    assert message.mailrouter_route == "via-inner"  # type: ignore[attr-defined]
+    assert mail.outbox[-1].sent_using == "second"  # type: ignore[attr-defined]

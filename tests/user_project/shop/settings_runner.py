@@ -1,0 +1,3 @@
+from .settings import *  # noqa: F403
+
+TEST_RUNNER = "mailrouter.testing.RoutingTestRunner"
