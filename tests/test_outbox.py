@@ -253,7 +253,7 @@ def test_decide_by_outcome(
     )
     if status is MessageStatus.SENT:
         assert decision.status == RowStatus.SENT
-    elif status is MessageStatus.REJECTED:
+    elif status in (MessageStatus.REJECTED, MessageStatus.NO_RECIPIENTS):
         assert decision.status == RowStatus.REJECTED
     elif not retryable:
         assert decision.status == RowStatus.UNCERTAIN

@@ -108,7 +108,8 @@ def load_mailer_table() -> MailerTable:
     return MailerTable(entries, source)
 
 
-LEGACY_KEYS = ("MAILERS", "OPTIONS")
+#: "OUTBOX" holds the options of an EMAIL_BACKEND outbox (mailrouter.outbox).
+LEGACY_KEYS = ("MAILERS", "OPTIONS", "OUTBOX")
 
 
 def legacy_settings() -> Mapping[str, Any]:

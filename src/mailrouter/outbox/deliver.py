@@ -61,11 +61,14 @@ def decide(
     the router's ``status`` (None: the router reported nothing usable)."""
     if status is MessageStatus.SENT:
         return Decision(RowStatus.SENT)
-    if status is MessageStatus.REJECTED:
+    if status in (MessageStatus.REJECTED, MessageStatus.NO_RECIPIENTS):
+        # Nothing any mailer would take (no recipient left is nothing to send).
         return Decision(RowStatus.REJECTED)
-    if status is MessageStatus.UNCERTAIN and not at_least_once:
-        return Decision(RowStatus.UNCERTAIN)
-    if status is None:
+    retryable = status is MessageStatus.FAILED or (
+        status is MessageStatus.UNCERTAIN and at_least_once
+    )
+    if not retryable:
+        # Uncertain, or a status this version does not know: never resend.
         return Decision(RowStatus.UNCERTAIN)
     if retry.gives_up(deliveries, age):
         return Decision(RowStatus.FAILED)
