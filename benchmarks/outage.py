@@ -40,171 +40,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mailrouter.testing.redis import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SMTP = "django.core.mail.backends.smtp.EmailBackend"
 
 
-# -- worker process -------------------------------------------------------------------
-
-
-def worker(config: dict[str, Any]) -> None:
-    """Send ``count`` messages one by one; print one JSON line of figures."""
-    import logging
-
-    from django.conf import settings
-
-    locmem = "django.core.cache.backends.locmem.LocMemCache"
-    cache_settings: dict[str, Any] = {"default": {"BACKEND": locmem}}
-    health = config["health"]
-    if config["mode"] == "shared":
-        cache_settings["health"] = {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": config["redis"],
-            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
-        }
-        health = {**health, "cache": "health"}
-    elif config["mode"] == "none":
-        health = False
-    settings.configure(
-        DEBUG=False,
-        INSTALLED_APPS=["mailrouter"],
-        CACHES=cache_settings,
-        LOGGING_CONFIG=None,
-        EMAIL_BACKEND="mailrouter.backend.RouterBackend",
-        DEFAULT_FROM_EMAIL="app@example.com",
-        MAILROUTER={
-            "MAILERS": {
-                name: {
-                    "BACKEND": SMTP,
-                    "OPTIONS": {"host": "127.0.0.1", "port": port, "timeout": config["timeout"]},
-                }
-                for name, port in (("primary", config["primary"]), ("backup", config["backup"]))
-            },
-            "OPTIONS": {"routes": [{"mailers": ["primary", "backup"]}], "health": health},
-        },
-    )
-    import django
-
-    django.setup()
-    logging.getLogger("mailrouter").setLevel(logging.CRITICAL)
-    # Warm up outside the measurement: imports (redis-py takes ~0.7 s), the
-    # cache connection, the router's parsed configuration.
-    from django.core.cache import caches
-    from django.core.mail import EmailMessage, get_connection
-
-    if config["mode"] == "shared":
-        caches["health"].get("warm-up")
-    get_connection()
-    go = Path(config["go"])
-    Path(f"{go}.ready.{os.getpid()}").touch()
-    while not go.exists():
-        time.sleep(0.002)
-    started = time.time()
-    # A fixed number of messages, or (cooldown cycles) as many as fit in "duration".
-    until = started + config["duration"] if config.get("duration") else None
-    # (began, ended) of each failed attempt on the primary; "began" is when its
-    # send_messages() call started: the primary is the first candidate.
-    paid_at: list[tuple[float, float]] = []
-    primary_at: list[float] = []  # when the primary accepted a message
-    sent_at: list[tuple[float, str | None]] = []  # (when, sent_using) of every message
-    sent = count = 0
-    while (count < config["count"]) if until is None else (time.time() < until):
-        message = EmailMessage(f"m{count}", "body", None, ["user@example.com"])
-        began = time.time()
-        get_connection(fail_silently=True).send_messages([message])
-        now = time.time()
-        count += 1
-        using = getattr(message, "sent_using", None)
-        sent += int(using is not None)
-        if using == "primary":
-            primary_at.append(now)
-        sent_at.append((now, using))
-        attempts: list[Any] = getattr(message, "mailrouter_attempts", [])
-        paid_at.extend(
-            (began, now)
-            for a in attempts
-            if a.alias == "primary" and a.outcome.value in ("not_sent", "uncertain")
-        )
-        if until is not None:
-            time.sleep(config.get("pause", 0))
-    figures = {
-        "started": started,
-        "ended": time.time(),
-        "paid": len(paid_at),
-        "sent": sent,
-        "count": count,
-    }
-    if until is not None:
-        figures |= {"paid_at": paid_at, "primary_at": primary_at, "sent_at": sent_at}
-    print(json.dumps(figures), flush=True)
-
-
-# -- coordinator -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Redis:
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server not found (apt-get install redis-server)")
-        self.port = free_port()
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        import redis
-
-        self.client = redis.Redis(port=self.port)
-        for _ in range(500):
-            try:
-                self.client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.01)
-        raise RuntimeError("redis-server did not start")
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def commands(self) -> dict[str, int]:
-        stats = self.client.info("commandstats")
-        return {
-            k.removeprefix("cmdstat_"): v["calls"]
-            for k, v in stats.items()
-            if k not in ("cmdstat_info", "cmdstat_config|resetstat", "cmdstat_flushall")
-        }
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait()
+# -- coordinator (the workers are tests/health_worker.py) ------------------------------
 
 
 @dataclass
@@ -257,7 +108,7 @@ def run_fleet(
     mode: str,
     args: argparse.Namespace,
     ports: tuple[int, int],
-    redis: Redis | None,
+    redis: RedisServer | None,
     cycles: Cycles | None = None,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
@@ -273,31 +124,21 @@ def run_fleet(
         }
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
         env.pop("DJANGO_SETTINGS_MODULE", None)
+        config = {
+            "health": False if mode == "none" else health,
+            "redis": redis.url if redis is not None and mode == "shared" else None,
+            "primary_port": ports[0],
+            "backup_port": ports[1],
+            "timeout": args.timeout,
+            # A fixed number of messages, or (cooldown cycles) as many as fit in "duration".
+            "count": None if cycles else per_worker,
+            "duration": cycles.healthy + cycles.outage + cycles.recovery if cycles else None,
+            "interval": cycles.pause if cycles else 0,
+            "go": str(go),
+        }
         processes = [
             subprocess.Popen(
-                [
-                    sys.executable,
-                    __file__,
-                    "--worker",
-                    json.dumps(
-                        {
-                            "mode": mode,
-                            "health": health,
-                            "redis": redis.url if redis else None,
-                            "primary": ports[0],
-                            "backup": ports[1],
-                            "timeout": args.timeout,
-                            "count": per_worker,
-                            "duration": (
-                                cycles.healthy + cycles.outage + cycles.recovery
-                                if cycles
-                                else None
-                            ),
-                            "pause": cycles.pause if cycles else 0,
-                            "go": str(go),
-                        }
-                    ),
-                ],
+                [sys.executable, "-m", "tests.health_worker", json.dumps(config)],
                 stdout=subprocess.PIPE,
                 env=env,
                 cwd=ROOT,
@@ -311,8 +152,8 @@ def run_fleet(
                 raise RuntimeError("workers did not start")
             time.sleep(0.01)
         if redis is not None:
-            redis.client.flushall()
-            redis.client.config_resetstat()
+            redis.client().flushall()
+            redis.client().config_resetstat()
         go.touch()
         failed_at = recovered_at = None
         if cycles is not None:
@@ -348,7 +189,6 @@ def run_fleet(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--messages", type=int, default=400)
     parser.add_argument("--processes", type=int, default=8)
     parser.add_argument("--threshold", type=int, default=3)
@@ -363,16 +203,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if args.worker:
-        worker(json.loads(args.worker))
-        return
     if args.quick:
         args.messages, args.processes, args.cycle_outage = 120, 4, 2.0
     sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
     from mailrouter.testing import FaultySMTPServer
+    from mailrouter.testing.redis import RedisServer
 
     try:
-        redis: Redis | None = Redis()
+        redis: RedisServer | None = RedisServer().start()
+        redis.client()
     except (RuntimeError, ImportError) as error:
         print(f"shared mode skipped: {error}", file=sys.stderr)
         redis = None

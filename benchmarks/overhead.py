@@ -142,10 +142,12 @@ def configure_django(style: str) -> str:
     import django
     from django.conf import settings
 
-    if style == "auto":
-        style = "mailers" if django.VERSION >= (6, 1) else "legacy"
-    if style == "mailers" and django.VERSION < (6, 1):
-        raise SystemExit("--style mailers needs Django 6.1 or later")
+    from mailrouter.testing.settings import resolve_style
+
+    try:
+        style = resolve_style(style)
+    except ValueError as error:
+        raise SystemExit(f"--style {style}: {error}") from None
     settings.configure(
         DEBUG=False,
         SECRET_KEY="benchmark-only",
@@ -174,25 +176,15 @@ def leaf_table(leaf_backend: str, leaf_options: Mapping[str, Any]) -> dict[str, 
 
 @contextmanager
 def mail_settings(style: str, leaves: dict[str, Any]) -> Iterator[None]:
-    """Configure the router as a user would, in the chosen settings style."""
-    from django.conf import settings
-    from django.test.utils import override_settings
+    """Configure the router as a user would, in the chosen settings style; with
+    MAILERS, a second router with health tracking off is one more mailer."""
+    from mailrouter.testing.settings import router_settings
 
+    mailers = dict(leaves)
     if style == "mailers":
-        table = {
-            "default": {"BACKEND": ROUTER, "OPTIONS": router_options()},
-            "no_health": {"BACKEND": ROUTER, "OPTIONS": router_options(health=False)},
-            **leaves,
-        }
-        with override_settings(MAILERS=table):
-            yield
-    else:
-        with override_settings(
-            EMAIL_BACKEND=ROUTER, MAILROUTER={"MAILERS": leaves, "OPTIONS": router_options()}
-        ):
-            if hasattr(settings, "MAILERS"):
-                del settings.MAILERS
-            yield
+        mailers["no_health"] = {"BACKEND": ROUTER, "OPTIONS": router_options(health=False)}
+    with router_settings(mailers, router_options(), style=style):
+        yield
 
 
 def backend_factories(style: str, leaves: dict[str, Any]) -> dict[str, Callable[[], Any]]:

@@ -46,6 +46,7 @@ try:
 
     from mailrouter.errors import DeliveryError
     from mailrouter.testing import FakeESPServer, FaultySMTPServer
+    from mailrouter.testing.settings import default_mailer, mail_settings, resolve_style
 except ImportError as error:  # pragma: no cover - depends on the environment
     sys.exit(
         f"demo: {error}. Run `bash scripts/demo.sh`, or install the package first: "
@@ -119,7 +120,6 @@ def start_servers() -> Servers:
 # 2. Django configuration
 # ---------------------------------------------------------------------------
 
-ROUTER = "mailrouter.backend.RouterBackend"
 
 
 def leaf_mailers(servers: Servers) -> dict[str, dict[str, object]]:
@@ -213,30 +213,16 @@ def configure_django(servers: Servers, *, verbose: bool) -> str:
             },
         },
     }
+    # Django 6.1+: MAILERS, where the router is the "default" mailer and its
+    # OPTIONS route to the other mailers by alias. Django 5.2 / 6.0: the same
+    # two dicts in one MAILROUTER setting, and EMAIL_BACKEND = the router.
+    style = resolve_style("auto")
     mailers = leaf_mailers(servers)
-    if django.VERSION >= (6, 1):
-        # Django 6.1+: the router is the "default" mailer; its OPTIONS route
-        # to the other mailers by alias.
-        style = "MAILERS (Django 6.1+)"
-        default = {"BACKEND": ROUTER, "OPTIONS": ROUTER_OPTIONS}
-        settings.configure(MAILERS={"default": default, **mailers}, **common)
-    else:
-        # Django 5.2 / 6.0: the same two dicts, in one MAILROUTER setting.
-        style = "EMAIL_BACKEND + MAILROUTER (Django < 6.1)"
-        settings.configure(
-            EMAIL_BACKEND=ROUTER,
-            MAILROUTER={"MAILERS": mailers, "OPTIONS": ROUTER_OPTIONS},
-            **common,
-        )
+    settings.configure(**mail_settings(mailers, ROUTER_OPTIONS, style=style), **common)
     django.setup()
-    return style
-
-
-def default_mailer() -> mail.backends.base.BaseEmailBackend:
-    """The router, obtained the way each Django version recommends."""
-    if django.VERSION >= (6, 1):
-        return mail.mailers.default
-    return mail.get_connection()
+    if style == "mailers":
+        return "MAILERS (Django 6.1+)"
+    return "EMAIL_BACKEND + MAILROUTER (Django < 6.1)"
 
 
 # ---------------------------------------------------------------------------

@@ -1,23 +1,30 @@
-"""Shared fixtures: configure the router in either settings style, per test."""
+"""Fixtures of every test module in this directory.
+
+- ``configure`` / ``style``: configure the router in either settings style;
+- ``smtp_server``: real local SMTP servers, stopped after the test;
+- ``clock``: the controllable clock ``CLOCK`` (tests/health_fixtures.py), reset to ``START``;
+- a fresh per-process health state and call counters for every test (autouse);
+- ``redis_server`` (session) / ``redis`` (per test, emptied and running).
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from typing import Any
 
-import django
 import pytest
-from django.conf import settings
 from django.core import mail
-from django.test.utils import override_settings
 from hypothesis import settings as hypothesis_settings
 
 from mailrouter.backend import RouterBackend
+from mailrouter.health import store as health_store
 from mailrouter.testing import FaultySMTPServer
+from mailrouter.testing.redis import RedisServer
+from mailrouter.testing.settings import STYLES, default_mailer, router_settings
 
 from . import fakes
+from .health_fixtures import CLOCK, START, CountingCache, FakeClock, redis_binary
 
 # CI runs a fixed set of examples (a red CI must be reproducible); local runs
 # explore new ones each time. MAILROUTER_EXAMPLES_SCALE=10 explores ten times more.
@@ -35,43 +42,10 @@ def examples(count: int) -> int:
 # A user's project, run in subprocesses by test_user_project.py.
 collect_ignore = ["user_project"]
 
-ROUTER = "mailrouter.backend.RouterBackend"
-HAS_MAILERS = django.VERSION >= (6, 1)
-STYLES = ["mailers", "legacy"] if HAS_MAILERS else ["legacy"]
-
-
-@contextmanager
-def router_settings(
-    mailers: Mapping[str, Any], options: Mapping[str, Any], *, style: str = "auto", **extra: Any
-) -> Iterator[None]:
-    """Configure the router as a user would.
-
-    ``mailers`` style (Django 6.1+): MAILERS with "default" = the router.
-    ``legacy`` style: EMAIL_BACKEND + MAILROUTER, and no MAILERS at all.
-    """
-    if style == "auto":
-        style = "mailers" if HAS_MAILERS else "legacy"
-    if style == "mailers":
-        table = {"default": {"BACKEND": ROUTER, "OPTIONS": dict(options)}, **mailers}
-        with override_settings(MAILERS=table, **extra):
-            yield
-    else:
-        with override_settings(
-            EMAIL_BACKEND=ROUTER,
-            MAILROUTER={"MAILERS": dict(mailers), "OPTIONS": dict(options)},
-            **extra,
-        ):
-            if hasattr(settings, "MAILERS"):
-                del settings.MAILERS
-            yield
-
 
 def make_router() -> RouterBackend:
     """The router exactly as Django's own send path creates it."""
-    if HAS_MAILERS and hasattr(settings, "MAILERS"):
-        backend = mail.mailers["default"]  # type: ignore[attr-defined]
-    else:
-        backend = mail.get_connection()
+    backend = default_mailer()
     assert isinstance(backend, RouterBackend)
     return backend
 
@@ -125,3 +99,37 @@ def smtp_server() -> Iterator[Callable[..., FaultySMTPServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def clock() -> Iterator[FakeClock]:
+    CLOCK.now = START
+    yield CLOCK
+    CLOCK.now = START
+
+
+@pytest.fixture(autouse=True)
+def _fresh_health_state() -> Iterator[None]:
+    health_store.reset_stores()
+    CountingCache.CALLS.clear()
+    yield
+    health_store.reset_stores()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer(redis_binary())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis(redis_server: RedisServer) -> Iterator[RedisServer]:
+    """The session's Redis, emptied, and running again after the test."""
+    if redis_server.process is None:
+        redis_server.start()
+    redis_server.flush()
+    yield redis_server
+    if redis_server.process is None:
+        redis_server.start()

@@ -12,8 +12,9 @@ import threading
 from collections import defaultdict, deque
 from typing import Any
 
-import django
 from django.core.mail.backends.base import BaseEmailBackend
+
+from mailrouter.compat import BACKENDS_TAKE_ALIAS
 
 # alias -> queue of actions for upcoming sends (default: "accept")
 SCRIPTS: dict[str, deque[str]] = defaultdict(deque)
@@ -53,7 +54,7 @@ class ScriptedBackend(BaseEmailBackend):
     """
 
     def __init__(self, fail_silently: bool = False, *, name: str = "", **kwargs: Any) -> None:
-        if django.VERSION >= (6, 1):
+        if BACKENDS_TAKE_ALIAS:
             super().__init__(**kwargs)
         else:
             kwargs.pop("alias", None)

@@ -1,9 +1,10 @@
-"""Helpers for the health tests; their fixtures are in tests/health_plugin.py.
+"""Helpers for the health tests; their fixtures are in tests/conftest.py.
 
 - ``CLOCK``: a controllable wall clock; routers use it through the health
   option ``"clock": "tests.health_fixtures.CLOCK"``.
 - ``CountingCache``: a local-memory cache that counts calls (≈ round trips).
-- ``RedisServer``: a real ``redis-server`` process on a free port. If the
+- ``redis_binary()``: the ``redis-server`` for ``RedisServer``
+  (``mailrouter.testing.redis``), a real process on a free port. If the
   binary is missing the tests FAIL (with how to fix it) unless
   ``MAILROUTER_ALLOW_NO_REDIS=1`` is set, in which case they are skipped with
   that reason shown.
@@ -13,15 +14,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import threading
-import time
 from collections import Counter
 from typing import Any
 
 import pytest
 from django.core.cache.backends.locmem import LocMemCache
+
+from mailrouter.testing.redis import RedisServer
 
 START = 1_700_000_000.0
 
@@ -81,53 +81,6 @@ class CountingCache(LocMemCache):
     @classmethod
     def writes(cls) -> int:
         return sum(n for name, n in cls.CALLS.items() if name not in ("get", "get_many", "has_key"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RedisServer:
-    """A throw-away redis-server on 127.0.0.1 (no persistence)."""
-
-    def __init__(self, binary: str) -> None:
-        self.binary = binary
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(64).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-            self.process = None
-
-    def flush(self) -> None:
-        import redis
-
-        redis.Redis.from_url(self.url).flushall()
 
 
 def redis_binary() -> str:

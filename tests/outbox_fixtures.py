@@ -10,7 +10,8 @@ from typing import Any
 from django.conf import settings
 from django.test.utils import override_settings
 
-from .conftest import HAS_MAILERS, ROUTER
+from mailrouter.compat import HAS_MAILERS
+from mailrouter.testing.settings import ROUTER
 
 OUTBOX = "mailrouter.outbox.OutboxBackend"
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from .health_fixtures import free_port
+from mailrouter.testing.redis import free_port
 
 
 def postgres_bin_dir() -> Path | None:

@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 from mailrouter.errors import DeliveryError
 from mailrouter.outcomes import MessageStatus
 from mailrouter.testing import FakeESPServer
+from mailrouter.testing.settings import router_settings
 
-from .conftest import examples, make_router, router_settings
+from .conftest import examples, make_router
 from .esp_fixtures import API_KEY, amazon_ses, mailgun, postmark
+from .messages import kinds, msg
 
 
 @pytest.fixture
@@ -31,17 +33,6 @@ def esp() -> Iterator[Callable[..., FakeESPServer]]:
     yield start
     for server in started:
         server.stop()
-
-
-def msg(subject: str = "Hello", **attributes: Any) -> EmailMessage:
-    message = EmailMessage(subject, "Body", "app@example.com", ["user@example.com"])
-    for key, value in attributes.items():
-        setattr(message, key, value)
-    return message
-
-
-def kinds(message: EmailMessage) -> list[tuple[str, str]]:
-    return [(a.alias, a.outcome.value) for a in message.mailrouter_attempts]  # type: ignore[attr-defined]
 
 
 @pytest.fixture

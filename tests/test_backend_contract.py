@@ -10,27 +10,23 @@ from django.core import mail
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 
 from mailrouter import signals
+from mailrouter.compat import HAS_MAILERS
 from mailrouter.errors import DeliveryError
 from mailrouter.outcomes import MessageStatus, Outcome
+from mailrouter.pool import MailerPool
 
 from . import fakes
-from .conftest import HAS_MAILERS, LOCMEM
+from .conftest import LOCMEM
+from .messages import kinds, msg
+from .processes import child_env
 
 SCRIPTED = "tests.fakes.ScriptedBackend"
 MAILERS = {alias: {"BACKEND": SCRIPTED, "OPTIONS": {"name": alias}} for alias in ("a", "b", "c")}
 FAILOVER = {"routes": [{"name": "main", "mailers": ["a", "b", "c"]}]}
 
 
-def msg(subject: str = "Hi", to: str = "u@example.com") -> EmailMessage:
-    return EmailMessage(subject, "Body", "app@example.com", [to])
-
-
 def script(alias: str, *actions: str) -> None:
     fakes.SCRIPTS[alias].extend(actions)
-
-
-def outcomes(message: EmailMessage) -> list[tuple[str, str]]:
-    return [(a.alias, a.outcome.value) for a in message.mailrouter_attempts]  # type: ignore[attr-defined]
 
 
 # -- Django's backend contract ------------------------------------------------------
@@ -84,7 +80,7 @@ def test_django_file_and_console_backends_as_leaves(configure: Any, tmp_path: An
     eu, other = msg("Hallo", "u@mail.example.de"), msg("Hello", "u@example.com")
     assert router.send_messages([eu, other]) == 2
     assert (eu.sent_using, other.sent_using) == ("files", "console")  # type: ignore[attr-defined]
-    assert outcomes(other) == [("a", "not_sent"), ("console", "accepted")]
+    assert kinds(other) == [("a", "not_sent"), ("console", "accepted")]
     [written] = tmp_path.iterdir()
     assert "Subject: Hallo" in written.read_text()
     assert "Subject: Hello" in stream.getvalue()
@@ -103,6 +99,13 @@ def test_close_without_open_is_harmless(configure: Any) -> None:
     router = configure(MAILERS, FAILOVER)
     router.close()
     router.close()
+    assert (fakes.OPEN_CALLS["a"], fakes.CLOSE_CALLS["a"]) == (0, 0)
+    # Closing again after a held-open send closes each connection once.
+    with router:
+        router.send_messages([msg()])
+    router.close()
+    assert (fakes.OPEN_CALLS["a"], fakes.CLOSE_CALLS["a"]) == (1, 1)
+    assert router.send_messages([msg()]) == 1  # still usable
 
 
 def test_context_manager_keeps_connections_open_across_calls(configure: Any) -> None:
@@ -134,10 +137,15 @@ def test_batch_opens_each_mailer_once_and_closes_what_it_opened(configure: Any) 
 
 def test_connection_the_caller_opened_is_left_open(configure: Any) -> None:
     router = configure(MAILERS, FAILOVER)
-    leaf = router._pool.backend("a")
+    pool = MailerPool(router.config, router.mailer_table)
+    leaf = pool.backend("a")
     leaf.open()
-    router.send_messages([msg()])
-    assert leaf.connected
+    pool.ensure_open("a", leaf)  # the leaf says it was open already
+    pool.close_all()
+    assert leaf.connected and fakes.CLOSE_CALLS["a"] == 0
+    pool.ensure_open("b", pool.backend("b"))
+    pool.close_all()
+    assert fakes.CLOSE_CALLS["b"] == 1
 
 
 def test_alias_is_set(configure: Any, style: str) -> None:
@@ -160,7 +168,7 @@ def test_not_sent_fails_over_and_records_attempts(configure: Any) -> None:
     script("a", "tempfail")
     message = msg()
     assert router.send_messages([message]) == 1
-    assert outcomes(message) == [("a", "not_sent"), ("b", "accepted")]
+    assert kinds(message) == [("a", "not_sent"), ("b", "accepted")]
     assert message.sent_using == "b" and message.mailrouter_status is MessageStatus.SENT
     assert message.mailrouter_attempts[0].error_type == "SMTPDataError"
     assert "451" in message.mailrouter_attempts[0].error
@@ -172,7 +180,7 @@ def test_rejected_is_not_failed_over(configure: Any) -> None:
     message = msg()
     with pytest.raises(DeliveryError) as raised:
         router.send_messages([message])
-    assert outcomes(message) == [("a", "rejected")]
+    assert kinds(message) == [("a", "rejected")]
     assert raised.value.failures[0].status is MessageStatus.REJECTED
     assert fakes.RECEIVED["b"] == []
 
@@ -182,7 +190,7 @@ def test_incompatible_tries_next(configure: Any) -> None:
     script("a", "incompatible")
     message = msg()
     assert router.send_messages([message]) == 1
-    assert outcomes(message) == [("a", "incompatible"), ("b", "accepted")]
+    assert kinds(message) == [("a", "incompatible"), ("b", "accepted")]
 
 
 def test_uncertain_is_not_resent_by_default(configure: Any) -> None:
@@ -191,7 +199,7 @@ def test_uncertain_is_not_resent_by_default(configure: Any) -> None:
     message = msg()
     with pytest.raises(DeliveryError, match="uncertain"):
         router.send_messages([message])
-    assert outcomes(message) == [("a", "uncertain")]
+    assert kinds(message) == [("a", "uncertain")]
     assert message.mailrouter_status is MessageStatus.UNCERTAIN and fakes.RECEIVED["b"] == []
 
 
@@ -200,7 +208,7 @@ def test_at_least_once_resends_uncertain(configure: Any) -> None:
     script("a", "drop_after_body")
     message = msg()
     assert router.send_messages([message]) == 1
-    assert outcomes(message) == [("a", "uncertain"), ("b", "accepted")]
+    assert kinds(message) == [("a", "uncertain"), ("b", "accepted")]
     assert fakes.RECEIVED["a"] == fakes.RECEIVED["b"]  # same Message-ID twice: detectable
 
 
@@ -209,8 +217,8 @@ def test_dead_mailer_costs_one_failure_per_batch(configure: Any) -> None:
     script("a", "refuse_connect")
     batch = [msg() for _ in range(5)]
     assert router.send_messages(batch) == 5
-    assert outcomes(batch[0]) == [("a", "not_sent"), ("b", "accepted")]
-    assert all(outcomes(m) == [("a", "skipped"), ("b", "accepted")] for m in batch[1:])
+    assert kinds(batch[0]) == [("a", "not_sent"), ("b", "accepted")]
+    assert all(kinds(m) == [("a", "skipped"), ("b", "accepted")] for m in batch[1:])
     assert fakes.OPEN_CALLS["a"] == 1
 
 
@@ -229,7 +237,7 @@ def test_one_failure_never_stops_the_batch_and_error_names_all(configure: Any) -
 def test_fail_silently_returns_count() -> None:
     # fail_silently is a legacy get_connection() argument; Django 6.1 passes it
     # to the MAILERS "default" router too.
-    from .conftest import router_settings
+    from mailrouter.testing.settings import router_settings
 
     with router_settings(MAILERS, {"routes": [{"mailers": ["a"]}]}):
         router = mail.get_connection(fail_silently=True)
@@ -268,7 +276,7 @@ def test_the_same_message_sent_again_keeps_its_id(configure: Any) -> None:
     router.fail_silently = True
     router.send_messages([message])
     router.send_messages([message])
-    assert [outcomes(message)] == [[("a", "accepted")]]
+    assert [kinds(message)] == [[("a", "accepted")]]
     assert fakes.RECEIVED["a"] == [message.extra_headers["Message-ID"]] * 2
 
 
@@ -290,7 +298,6 @@ print(message.extra_headers["Message-ID"])
 @pytest.mark.parametrize(("change", "same_id"), [("same", True), ("changed", False)])
 def test_a_message_retried_in_another_process_keeps_its_id(change: str, same_id: bool) -> None:
     """A task queue retries a pickled message in another worker process."""
-    import os
     import pickle
     import subprocess
     import sys
@@ -299,11 +306,10 @@ def test_a_message_retried_in_another_process_keeps_its_id(change: str, same_id:
 
     message = msg()
     ensure_message_id(message)
-    env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
     completed = subprocess.run(
         [sys.executable, "-c", SEND_AGAIN_ELSEWHERE, change],
-        input=pickle.dumps(message), capture_output=True, env=env, timeout=60, check=True,
+        input=pickle.dumps(message), capture_output=True, timeout=60, check=True,
+        env=child_env(PYTHONHASHSEED="12345"),
     )
     elsewhere = completed.stdout.decode().strip()
     assert (elsewhere == message.extra_headers["Message-ID"]) is same_id
@@ -484,13 +490,13 @@ def test_nested_router_fails_over_inside_and_reports_outside(configure: Any) -> 
     script("a", "tempfail")
     failed_over = msg()
     assert router.send_messages([failed_over]) == 1
-    assert outcomes(failed_over) == [("eu", "accepted")]
+    assert kinds(failed_over) == [("eu", "accepted")]
     assert fakes.RECEIVED["b"] == [failed_over.extra_headers["Message-ID"]]
     script("a", "reject")
     rejected = msg()
     with pytest.raises(DeliveryError, match="a: rejected"):
         router.send_messages([rejected])
-    assert outcomes(rejected) == [("eu", "rejected")]  # not retried at "c"
+    assert kinds(rejected) == [("eu", "rejected")]  # not retried at "c"
     assert fakes.RECEIVED["c"] == []
 
 
@@ -511,7 +517,7 @@ def test_a_backend_returning_no_count_is_uncertain_not_resent(configure: Any) ->
     message = msg()
     with pytest.raises(DeliveryError, match="instead of a count"):
         router.send_messages([message])
-    assert outcomes(message) == [("x", "uncertain")]
+    assert kinds(message) == [("x", "uncertain")]
     assert fakes.RECEIVED["b"] == []
 
 
@@ -525,7 +531,7 @@ def test_a_leaf_that_returns_zero_is_failed_over(
     monkeypatch.setattr(dummy.EmailBackend, "send_messages", lambda self, messages: 0)
     message = msg()
     assert router.send_messages([message]) == 1
-    assert outcomes(message) == [("quiet", "not_sent"), ("b", "accepted")]
+    assert kinds(message) == [("quiet", "not_sent"), ("b", "accepted")]
 
 
 def test_a_bad_item_is_refused_before_anything_is_sent(configure: Any) -> None:
@@ -591,7 +597,7 @@ def test_at_least_once_uncertain_then_rejected_stays_uncertain(configure: Any) -
     message = msg()
     with pytest.raises(DeliveryError) as raised:
         router.send_messages([message])
-    assert outcomes(message) == [("a", "uncertain"), ("b", "rejected")]
+    assert kinds(message) == [("a", "uncertain"), ("b", "rejected")]
     # "a" may have delivered it: the status must keep saying so.
     assert message.mailrouter_status is MessageStatus.UNCERTAIN  # type: ignore[attr-defined]
     assert raised.value.failures[0].status is MessageStatus.UNCERTAIN
@@ -617,8 +623,8 @@ def test_attempt_failed_receivers_cannot_change_what_the_next_mailer_sends(
         router.send_messages([message])
     finally:
         signals.attempt_failed.disconnect(meddle)
-    assert outcomes(message) == [("a", "not_sent"), ("b", "accepted")]
-    assert message.to == ["u@example.com"] and message.subject == "original"
+    assert kinds(message) == [("a", "not_sent"), ("b", "accepted")]
+    assert message.to == ["user@example.com"] and message.subject == "original"
     # The failed leaf's header did not leak through the OrderedDict.
     assert message.touched == ["b"] and message.extra_headers["X-Touched-By"] == "b"
     assert type(message.extra_headers) is OrderedDict

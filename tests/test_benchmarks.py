@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from .processes import ROOT, child_env
 
 
 def run_json(script: str, *args: str) -> dict[str, Any]:
@@ -24,6 +23,7 @@ def run_json(script: str, *args: str) -> dict[str, Any]:
         text=True,
         timeout=300,
         cwd=ROOT,
+        env=child_env(),
         check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]

@@ -14,6 +14,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 from mailrouter import Outcome, Stage, default_classifier
 
 from . import fakes
+from .processes import child_env
 
 
 def wrapped(outer: type[Exception], inner: BaseException) -> Exception:
@@ -275,7 +276,7 @@ def test_first_failure_imports_nothing_new() -> None:
         dead_port = probe.getsockname()[1]
     completed = subprocess.run(
         [sys.executable, "-c", FIRST_FAILURE, str(dead_port)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True, text=True, timeout=60, check=False, env=child_env(),
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "[]"

@@ -18,13 +18,11 @@ from django.core.management import CommandError, call_command
 from mailrouter.backend import RouterBackend
 from mailrouter.health.store import LastError, store_for
 from mailrouter.testing import FaultySMTPServer
+from mailrouter.testing.redis import RedisServer
+from mailrouter.testing.settings import router_settings
 
 from . import fakes
-from .conftest import router_settings
-from .health_fixtures import FakeClock, RedisServer, redis_caches
-
-# Fixtures: clock, redis, a fresh health state per test (tests/health_plugin.py).
-pytest_plugins = ["tests.health_plugin"]
+from .health_fixtures import FakeClock, redis_caches
 
 SECRET = "hunter2-very-secret"
 HEALTH = {"failure_threshold": 2, "failure_rate": None, "cooldown": 60,

@@ -9,9 +9,11 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 from mailrouter.checks import check_mailrouter
+from mailrouter.compat import HAS_MAILERS
 from mailrouter.errors import ConfigurationError
+from mailrouter.testing.settings import ROUTER, router_settings
 
-from .conftest import HAS_MAILERS, LOCMEM, ROUTER, make_router, router_settings
+from .conftest import LOCMEM, make_router
 
 LEAVES = {"a": {"BACKEND": LOCMEM}, "b": {"BACKEND": LOCMEM}}
 GOOD_ROUTES = [

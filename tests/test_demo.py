@@ -6,23 +6,17 @@ itself (settings.configure), which cannot happen inside the test process.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from .processes import ROOT, child_env
 
 
 def test_demo_runs_and_behaves_as_designed() -> None:
-    env = dict(os.environ)
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), *filter(None, [env.get("PYTHONPATH")])])
-    env["PYTHONIOENCODING"] = "utf-8"
     result = subprocess.run(
         [sys.executable, str(ROOT / "demo" / "run.py")],
         cwd=ROOT,
-        env=env,
+        env=child_env(PYTHONIOENCODING="utf-8"),
         capture_output=True,
         text=True,
         encoding="utf-8",

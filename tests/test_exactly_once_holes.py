@@ -19,9 +19,11 @@ from hypothesis import strategies as st
 from mailrouter.errors import DeliveryError
 from mailrouter.outcomes import MessageStatus
 from mailrouter.testing import FakeESPServer
+from mailrouter.testing.settings import router_settings
 
-from .conftest import examples, make_router, router_settings
+from .conftest import examples, make_router
 from .esp_fixtures import API_KEY, amazon_ses, mailgun, postmark
+from .messages import kinds, msg
 from .smtp_fixtures import smtp_mailer
 
 
@@ -37,14 +39,6 @@ def esp() -> Iterator[Callable[..., FakeESPServer]]:
     yield start
     for server in started:
         server.stop()
-
-
-def msg(subject: str = "Hello", to: tuple[str, ...] = ("user@example.com",)) -> EmailMessage:
-    return EmailMessage(subject, "Body", "app@example.com", list(to))
-
-
-def kinds(message: EmailMessage) -> list[tuple[str, str]]:
-    return [(a.alias, a.outcome.value) for a in message.mailrouter_attempts]  # type: ignore[attr-defined]
 
 
 def send(router: Any, *messages: EmailMessage) -> DeliveryError | None:

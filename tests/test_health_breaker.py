@@ -16,9 +16,6 @@ from mailrouter.health.breaker import (
     unpack,
 )
 
-# Fixtures: clock, redis, a fresh health state per test (tests/health_plugin.py).
-pytest_plugins = ["tests.health_plugin"]
-
 POLICY = BreakerPolicy(failure_threshold=3, window=60, failure_rate=0.5, min_attempts=10,
                        cooldown=30, max_cooldown=240)
 

@@ -10,13 +10,8 @@ from django.core import checks
 from django.test import override_settings
 
 from mailrouter.backend import RouterBackend
-from mailrouter.checks import check_mailrouter
+from mailrouter.checks import check_health_cache, check_mailrouter
 from mailrouter.errors import ConfigurationError
-from mailrouter.health.checks import check_health_cache
-
-# Fixtures: clock, redis, a fresh health state per test (tests/health_plugin.py).
-pytest_plugins = ["tests.health_plugin"]
-
 
 MAILERS = {"a": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"},
            "b": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
@@ -134,11 +129,11 @@ def test_w104_states_the_redis_clients_real_default() -> None:
 
     from redis import Redis
 
-    from mailrouter.health.checks import _socket_timeout_problem
+    from mailrouter.checks import socket_timeout_problem
 
     default = inspect.signature(Redis.__init__).parameters["socket_timeout"].default
     with override_settings(CACHES=CACHES):
-        problem = _socket_timeout_problem("redis_no_timeouts")
+        problem = socket_timeout_problem("redis_no_timeouts")
     assert problem is not None
     if default is None:
         assert "no timeout" in problem

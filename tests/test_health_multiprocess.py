@@ -19,7 +19,6 @@ several processes need a shared clock.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -34,13 +33,11 @@ from mailrouter.health.breaker import Breaker, State
 from mailrouter.health.settings import HealthSettings
 from mailrouter.health.store import store_for
 from mailrouter.testing import FaultySMTPServer
+from mailrouter.testing.redis import RedisServer
 
-from .health_fixtures import RedisServer, redis_caches
+from .health_fixtures import redis_caches
+from .processes import ROOT, child_env
 
-# Fixtures: clock, redis, a fresh health state per test (tests/health_plugin.py).
-pytest_plugins = ["tests.health_plugin"]
-
-ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 4
 THRESHOLD = 3
 COOLDOWN = 1.0
@@ -48,8 +45,6 @@ COOLDOWN = 1.0
 
 def start_workers(tmp_path: Path, redis: RedisServer, primary: int, backup: int,
                   count: int | None = None) -> list[subprocess.Popen[bytes]]:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
     processes = []
     for worker in range(WORKERS):
         config = {
@@ -61,7 +56,7 @@ def start_workers(tmp_path: Path, redis: RedisServer, primary: int, backup: int,
         }
         processes.append(subprocess.Popen(
             [sys.executable, "-m", "tests.health_worker", json.dumps(config)],
-            cwd=ROOT, env=env,
+            cwd=ROOT, env=child_env(),
         ))
     return processes
 

@@ -17,13 +17,11 @@ from mailrouter.backend import RouterBackend
 from mailrouter.health import store as health_store
 from mailrouter.health.breaker import State
 from mailrouter.health.store import Drain, store_for
+from mailrouter.testing.redis import RedisServer
 
 from . import fakes
 from .conftest import make_router
-from .health_fixtures import REDIS_BACKENDS, FakeClock, RedisServer, redis_caches
-
-# Fixtures: clock, redis, a fresh health state per test (tests/health_plugin.py).
-pytest_plugins = ["tests.health_plugin"]
+from .health_fixtures import REDIS_BACKENDS, FakeClock, redis_caches
 
 MAILERS = {alias: {"BACKEND": "tests.fakes.ScriptedBackend", "OPTIONS": {"name": alias}}
            for alias in ("a", "b")}

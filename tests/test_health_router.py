@@ -25,9 +25,6 @@ from . import fakes
 from .conftest import make_router
 from .health_fixtures import COUNTING_CACHES, CountingCache, FakeClock
 
-# Fixtures: clock, redis, a fresh health state per test (tests/health_plugin.py).
-pytest_plugins = ["tests.health_plugin"]
-
 MAILERS = {alias: {"BACKEND": "tests.fakes.ScriptedBackend", "OPTIONS": {"name": alias}}
            for alias in ("a", "b", "c")}
 HEALTH = {
@@ -326,11 +323,13 @@ def test_an_unreachable_cache_never_breaks_sending(
 def test_health_can_be_switched_off(configure: Callable[..., RouterBackend],
                                     clock: FakeClock) -> None:
     router = configure(MAILERS, {"routes": [{"mailers": ["a", "b"]}], "health": False})
-    refuse("a", 5)
-    for _ in range(5):
+    assert not router.config.health_settings.enabled
+    # Twice the default failure_threshold (5): with health on, "a" would be skipped.
+    refuse("a", 10)
+    for _ in range(10):
         [message] = send(router)
         assert trail(message) == [("a", "not_sent"), ("b", "accepted")]
-    assert router._dispatcher.health.__class__.__name__ == "NoHealth"
+    assert fakes.TRIED["a"] == 10
 
 
 def test_skipped_attempt_outcome_is_recorded_as_skipped(

@@ -12,8 +12,7 @@ from django.core.mail import EmailMessage
 
 from mailrouter import DeliveryError, MessageStatus, Outcome
 from mailrouter.testing import keep_routing, mailer_fails
-
-from .conftest import ROUTER, router_settings
+from mailrouter.testing.settings import ROUTER, router_settings
 
 SMTP = "django.core.mail.backends.smtp.EmailBackend"
 LEAVES = {alias: {"BACKEND": SMTP, "OPTIONS": {"host": "127.0.0.1", "port": 9, "timeout": 1}}

@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailrouter import MessageStatus
+from mailrouter.compat import HAS_MAILERS
 from mailrouter.errors import ConfigurationError
 from mailrouter.outbox import OutboxBackend, signals
 from mailrouter.outbox.claiming import STOPPED_MID_SEND, claim, reclaim_expired
@@ -29,8 +30,9 @@ from mailrouter.outbox.options import RetryPolicy
 from mailrouter.outbox.payload import PayloadError
 from mailrouter.outbox.worker import drain
 from mailrouter.testing import FaultySMTPServer
+from mailrouter.testing.settings import STYLES
 
-from .conftest import HAS_MAILERS, STYLES, examples
+from .conftest import examples
 from .outbox_fixtures import outbox_settings
 from .smtp_fixtures import smtp_mailer
 

@@ -25,8 +25,9 @@ from typing import Any
 import pytest
 
 from mailrouter.testing import FakeESPServer, FaultySMTPServer
+from mailrouter.testing.redis import RedisServer
 
-from .health_fixtures import RedisServer, redis_binary
+from .health_fixtures import redis_binary
 from .postgres_fixtures import PostgresServer, require_postgres, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

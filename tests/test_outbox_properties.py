@@ -15,11 +15,12 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailrouter.compat import HAS_MAILERS
 from mailrouter.outbox.models import OutboxMessage, RowStatus
 from mailrouter.outbox.worker import drain
 from mailrouter.testing import FaultySMTPServer
 
-from .conftest import HAS_MAILERS, examples
+from .conftest import examples
 from .outbox_fixtures import outbox_settings
 from .smtp_fixtures import smtp_mailer
 

@@ -11,11 +11,10 @@ import pytest
 from django.core import checks, mail
 from django.test.utils import override_settings
 
+from mailrouter.compat import HAS_MAILERS
 from mailrouter.outbox.models import OutboxMessage, RowStatus
 from mailrouter.outbox.worker import drain
 from mailrouter.testing import FaultySMTPServer
-
-from .conftest import HAS_MAILERS
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)

@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from mailrouter import signals
 from mailrouter.errors import DeliveryError
 from mailrouter.outcomes import MessageStatus
+from mailrouter.testing.settings import router_settings
 
 from . import fakes
-from .conftest import examples, make_router, router_settings
+from .conftest import examples, make_router
 from .invariants import assert_each_ends_exactly_once
 
 ALIASES = ("a", "b", "c", "d")

@@ -23,9 +23,10 @@ from hypothesis import strategies as st
 from mailrouter.errors import DeliveryError
 from mailrouter.health import store as health_store
 from mailrouter.outcomes import Outcome
+from mailrouter.testing.settings import router_settings
 
 from . import fakes
-from .conftest import examples, make_router, router_settings
+from .conftest import examples, make_router
 from .health_fixtures import CLOCK, START
 from .invariants import assert_each_ends_exactly_once
 

@@ -18,10 +18,12 @@ from django.core.mail import EmailMessage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailrouter.compat import HAS_MAILERS
 from mailrouter.errors import DeliveryError
 from mailrouter.outcomes import MessageStatus
+from mailrouter.testing.settings import ROUTER, router_settings
 
-from .conftest import HAS_MAILERS, LOCMEM, ROUTER, examples, make_router, router_settings
+from .conftest import LOCMEM, examples, make_router
 
 pytestmark = pytest.mark.skipif(not HAS_MAILERS, reason="pins name routers by MAILERS alias")
 

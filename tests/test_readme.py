@@ -16,8 +16,10 @@ from django.core import checks
 from django.core.management import call_command
 
 from mailrouter import Outcome, Stage
+from mailrouter.compat import HAS_MAILERS
+from mailrouter.testing.settings import router_settings
 
-from .conftest import HAS_MAILERS, make_router, router_settings
+from .conftest import make_router
 
 # The quickstart names SendGrid (as the brief does); Anymail warns it is unsupported.
 pytestmark = pytest.mark.filterwarnings("ignore::anymail.exceptions.AnymailNotSupportedWarning")
@@ -118,6 +120,20 @@ def test_testing_example() -> None:
     namespace: dict[str, Any] = {}
     exec(block("def test_orders_fail_over_to_the_backup_relay"), namespace)
     namespace["test_orders_fail_over_to_the_backup_relay"]()
+
+
+def test_public_api_example_runs_and_every_export_exists() -> None:
+    import mailrouter
+    from mailrouter.classify import Classifier
+    from mailrouter.health.breaker import State
+    from mailrouter.probe import ProbeResult
+
+    exec(block("mailrouter.MailRouterError"), {})
+    for name in mailrouter.__all__:
+        assert getattr(mailrouter, name) is not None, name
+    # The exports are the very objects the router uses, not copies.
+    assert (mailrouter.State, mailrouter.ProbeResult) == (State, ProbeResult)
+    assert mailrouter.Classifier == Classifier
 
 
 def test_routing_in_your_own_tests_example() -> None:

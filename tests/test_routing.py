@@ -12,6 +12,7 @@ from mailrouter.errors import DeliveryError
 from mailrouter.outcomes import MessageStatus
 
 from .conftest import LOCMEM
+from .messages import msg
 
 LEAVES = {alias: {"BACKEND": LOCMEM} for alias in ("eu", "bulk", "tx", "fallback", "vip")}
 
@@ -33,20 +34,6 @@ ROUTES: list[dict[str, Any]] = [
     },
     {"name": "default", "mailers": ["fallback"]},
 ]
-
-
-def msg(to: list[str] | None = None, **kwargs: Any) -> EmailMessage:
-    extras = {k: kwargs.pop(k) for k in ("tags", "metadata", "mailers") if k in kwargs}
-    message = EmailMessage(
-        kwargs.pop("subject", "Hello"),
-        "Body",
-        kwargs.pop("from_email", "app@example.com"),
-        to if to is not None else ["someone@example.com"],
-        **kwargs,
-    )
-    for key, value in extras.items():
-        setattr(message, key, value)
-    return message
 
 
 @pytest.mark.parametrize(
@@ -83,7 +70,7 @@ def test_first_matching_route_wins(
 
 def test_pin_replaces_route_candidates(configure: Any) -> None:
     router = configure(LEAVES, {"routes": ROUTES})
-    listed, single = msg(["a@mail.de"], mailers=["bulk", "tx"]), msg(mailers="vip")
+    listed, single = msg(to=["a@mail.de"], mailers=["bulk", "tx"]), msg(mailers="vip")
     assert router.send_messages([listed, single]) == 2
     assert (listed.sent_using, listed.mailrouter_route) == ("bulk", "(pinned)")
     assert single.sent_using == "vip"
@@ -102,7 +89,7 @@ def test_unknown_pinned_alias_fails_that_message_only(configure: Any) -> None:
 
 def test_no_matching_route_is_a_clear_error_not_a_drop(configure: Any) -> None:
     router = configure(LEAVES, {"routes": [ROUTES[1]]})
-    unrouted, routed = msg(["x@example.com"]), msg(["x@example.de"])
+    unrouted, routed = msg(to=["x@example.com"]), msg(to=["x@example.de"])
     with pytest.raises(DeliveryError, match="no route matches this message") as raised:
         router.send_messages([unrouted, routed])
     assert routed.sent_using == "eu" and unrouted.sent_using is None
@@ -126,7 +113,7 @@ def test_a_raising_callable_matcher_is_no_match_logged_once_per_batch(
             ]
         },
     )
-    batch = [msg(), msg(["a@x.de"]), msg()]
+    batch = [msg(), msg(to=["a@x.de"]), msg()]
     with caplog.at_level("ERROR", logger="mailrouter"):
         assert router.send_messages(batch) == 3
     assert [m.sent_using for m in batch] == ["fallback", "eu", "fallback"]
@@ -158,7 +145,7 @@ def test_legacy_connection_inside_a_batch_is_honoured(configure: Any) -> None:
 
 def test_connection_that_is_the_router_itself_routes_normally(configure: Any) -> None:
     router = configure(LEAVES, {"routes": ROUTES})
-    message = msg(["a@x.de"])
+    message = msg(to=["a@x.de"])
     message.__dict__["_connection" if "_connection" in message.__dict__ else "connection"] = router
     assert router.send_messages([message]) == 1
     assert message.sent_using == "eu"
@@ -168,7 +155,7 @@ def test_route_selection_is_pure_and_fast_path_has_no_io(configure: Any) -> None
     from mailrouter.routing import select
 
     router = configure(LEAVES, {"routes": ROUTES})
-    message = msg(["a@x.fr"])
+    message = msg(to=["a@x.fr"])
     context = router._runtime.routing_context((router.alias,))
     selection = select(message, router.config, router.mailer_table, context)
     assert selection.route == "eu" and [c.alias for c in selection.candidates] == ["eu"]

@@ -16,13 +16,14 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 import mailrouter
-from mailrouter.checks import check_mailrouter
+from mailrouter.checks import check_health_cache, check_mailrouter
+from mailrouter.compat import HAS_MAILERS
 from mailrouter.errors import DeliveryError
-from mailrouter.health.checks import check_health_cache
 from mailrouter.matching import domain_of, normalise_domain
 from mailrouter.outcomes import MessageStatus
+from mailrouter.testing.settings import ROUTER, router_settings
 
-from .conftest import HAS_MAILERS, LOCMEM, ROUTER, examples, make_router, router_settings
+from .conftest import LOCMEM, examples, make_router
 
 LEAVES = {alias: {"BACKEND": LOCMEM} for alias in ("a", "b", "c")}
 
@@ -303,7 +304,7 @@ def test_log_records_carry_no_redundant_prefix(
 
 
 def test_anymail_errors_are_one_line_with_each_cause_once(configure: Any) -> None:
-    from .health_fixtures import free_port
+    from mailrouter.testing.redis import free_port
 
     port = free_port()  # nothing listens there
     mailgun = {"BACKEND": "anymail.backends.mailgun.EmailBackend",

@@ -21,17 +21,10 @@ from mailrouter.outcomes import MessageStatus
 from mailrouter.testing import FaultySMTPServer
 
 from .conftest import examples
+from .messages import kinds, msg
 from .smtp_fixtures import smtp_mailer
 
 Start = Callable[..., FaultySMTPServer]
-
-
-def msg(subject: str = "Hello", to: tuple[str, ...] = ("user@example.com",)) -> EmailMessage:
-    return EmailMessage(subject, "Body text", "app@example.com", list(to))
-
-
-def kinds(message: EmailMessage) -> list[tuple[str, str]]:
-    return [(a.alias, a.outcome.value) for a in message.mailrouter_attempts]  # type: ignore[attr-defined]
 
 
 def send(router: Any, messages: list[EmailMessage]) -> DeliveryError | None:

@@ -7,4 +7,3 @@ class MailRouterConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
-        from .health import checks as health_checks  # noqa: F401

@@ -17,13 +17,15 @@ from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
 from . import report
+from .compat import BACKENDS_TAKE_ALIAS, drop_ignored_options
 from .config import MailerTable, RouterConfig, legacy_settings
 from .delivery import BatchState, DeliveryResult, Dispatcher, ensure_message_id, message_problem
 from .errors import ConfigurationError, DeliveryError, FailedMessage
+from .health.breaker import State
 from .health.monitor import build_health
 from .operations import Explanation, explain_message
 from .outcomes import Attempt, MessageStatus
-from .pool import BACKENDS_TAKE_ALIAS, MailerPool
+from .pool import MailerPool
 from .probe import ProbeResult, probe_mailer
 from .routing import RoutingContext, Selection, may_reach_a_router, select
 from .runtime import RouterRuntime, load_runtime
@@ -53,17 +55,15 @@ class RouterBackend(BaseEmailBackend):
     raises one ``DeliveryError`` naming all of them, unless ``fail_silently``.
     """
 
-    #: Lets the failover loop recognize a nested router without importing it.
-    _mailrouter_router = True
+    #: Marks router classes (``mailrouter.config.ROUTER_MARKER``): lower layers
+    #: (configuration, leaves, the failover loop) recognize a nested router
+    #: without importing this module.
+    is_mailrouter = True
 
     def __init__(
         self, fail_silently: bool = False, *, alias: str | None = None, **options: Any
     ) -> None:
-        # Django 6.1 passes this when building the default mailer for legacy
-        # get_connection(**kwargs) calls; those kwargs are not router options.
-        ignored = options.pop("_ignore_unknown_kwargs", None) or ()
-        for name in ignored:
-            options.pop(name, None)
+        drop_ignored_options(options)
         if BACKENDS_TAKE_ALIAS:
             super().__init__(alias=alias)
         else:
@@ -86,7 +86,7 @@ class RouterBackend(BaseEmailBackend):
         self._pool = MailerPool(self._runtime.config, self._runtime.table)
         self._dispatcher = Dispatcher(
             self._runtime.config, self._pool, self._runtime.redact, self._attempt_failed,
-            health=build_health(self._runtime.config, self),
+            health=build_health(self._runtime.config, on_state_changed=self._state_changed),
         )
         self._held_open = False
         self._lock = threading.RLock()
@@ -257,3 +257,6 @@ class RouterBackend(BaseEmailBackend):
 
     def _attempt_failed(self, message: EmailMessage, attempt: Attempt) -> None:
         report.attempt_failed(self, message, attempt)
+
+    def _state_changed(self, alias: str, old: State, new: State, reason: str) -> None:
+        report.mailer_state_changed(self, alias, old, new, reason)

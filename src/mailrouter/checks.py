@@ -1,4 +1,18 @@
-"""Django system checks: every configuration problem at startup, not at first send."""
+"""Django system checks: every configuration problem at startup, not at first send.
+
+Registered from ``MailRouterConfig.ready``. One function per tag:
+
+- ``check_mailrouter`` (compatibility): the mailer table, each router's
+  options, and every leaf it routes to (built once, no I/O).
+- ``check_health_cache`` (caches): whether the health cache makes breaker state
+  fleet-wide. It must be shared by every process and increment atomically.
+  Local memory and the dummy cache are per process (or nothing); file and
+  database caches are shared but count with get-then-set, so concurrent
+  failures are lost. With ``DEBUG`` off (production) such a cache gets a
+  warning; the embedded default gets its own id so a single-process deployment
+  can silence just that one. A health cache that cannot be created at all (a
+  misspelt ``BACKEND``) is an error, ``mailrouter.E101``, whatever ``DEBUG`` is.
+"""
 
 from __future__ import annotations
 
@@ -7,45 +21,25 @@ from typing import Any
 
 from django.conf import settings
 from django.core import checks
-from django.utils.module_loading import import_string
+from django.core.cache import caches
 
 from .config import (
     MailerTable,
     backend_class,
-    is_router_spec,
-    legacy_settings,
     load_mailer_table,
     parse_router_options,
     router_label,
-    uses_mailers_setting,
+    router_options,
 )
 from .errors import ConfigurationError
-from .pool import build_leaves, retries_on_its_own
-from .redaction import is_overridden
+from .health.store import cache_kind
+from .leaves import build_leaves, retries_on_its_own
 from .runtime import build_redactor
 
-
-def router_options(table: MailerTable) -> Iterator[tuple[str | None, Mapping[str, Any]]]:
-    """Every router configuration in settings, as (alias, OPTIONS)."""
-    for alias, spec in table.entries.items():
-        if is_router_spec(spec):
-            yield alias, spec.options
-    if uses_mailers_setting() or not is_overridden("EMAIL_BACKEND"):
-        return
-    try:
-        cls = import_string(settings.EMAIL_BACKEND)
-    except ImportError:
-        return
-    from .backend import RouterBackend
-
-    if isinstance(cls, type) and issubclass(cls, RouterBackend):
-        yield None, legacy_settings().get("OPTIONS", {})
-    elif settings.EMAIL_BACKEND == "mailrouter.outbox.OutboxBackend":
-        # The outbox's workers send through MAILROUTER['OPTIONS']'s router
-        # unless MAILROUTER['OUTBOX'] names another.
-        outbox = legacy_settings().get("OUTBOX") or {}
-        if not (isinstance(outbox, Mapping) and outbox.get("mailer")):
-            yield None, legacy_settings().get("OPTIONS", {})
+W_LOCAL = "mailrouter.W101"
+W_NONATOMIC = "mailrouter.W102"
+W_EMBEDDED = "mailrouter.W103"
+W_NO_SOCKET_TIMEOUT = "mailrouter.W104"
 
 
 @checks.register("mailrouter", checks.Tags.compatibility)
@@ -103,3 +97,136 @@ def _self_retrying_leaves(
                 '{"total_max_attempts": 1}}}} and let the router fail over.',
                 id="mailrouter.W002",
             )
+
+
+@checks.register("mailrouter", checks.Tags.caches)
+def check_health_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    try:
+        table = load_mailer_table()
+    except ConfigurationError:
+        return []  # reported by mailrouter.E001
+    messages: list[checks.CheckMessage] = []
+    for alias, options in router_options(table):
+        try:
+            config = parse_router_options(options, alias=alias, table=table)
+        except (ConfigurationError, TypeError, AttributeError):
+            continue  # reported by mailrouter.E001
+        health = config.health_settings
+        if not health.enabled:
+            continue
+        label = router_label(alias, table)
+        if health.cache is not None:
+            try:
+                kind = cache_kind(caches[health.cache])
+            except Exception as error:
+                # An error in any setting (a misspelt BACKEND), DEBUG or not.
+                messages.append(
+                    checks.Error(
+                        f"{label}: health['cache'] {health.cache!r} cannot be created: "
+                        f"{type(error).__name__}: {error}",
+                        hint=f"Check CACHES[{health.cache!r}]['BACKEND'].",
+                        id="mailrouter.E101",
+                    )
+                )
+                continue
+        if settings.DEBUG:
+            continue
+        hint = (
+            "Point health['cache'] at a CACHES alias using "
+            "django.core.cache.backends.redis.RedisCache (or memcached)."
+        )
+        if health.cache is None:
+            messages.append(
+                checks.Warning(
+                    f"{label}: no health['cache']: circuit-breaker state is kept in "
+                    "embedded per-process memory, so each process learns a mailer's "
+                    "outage on its own",
+                    hint=hint + f" Silence {W_EMBEDDED} if this site runs one process.",
+                    id=W_EMBEDDED,
+                )
+            )
+            continue
+        backend = settings.CACHES[health.cache].get("BACKEND", "?")
+        if kind == "local":
+            messages.append(
+                checks.Warning(
+                    f"{label}: health['cache'] {health.cache!r} ({backend}) is not shared "
+                    "across processes; every process keeps its own breakers and drains",
+                    hint=hint,
+                    id=W_LOCAL,
+                )
+            )
+        elif "redis" in backend.lower() and (problem := socket_timeout_problem(health.cache)):
+            messages.append(
+                checks.Warning(
+                    f"{label}: health['cache'] {health.cache!r} ({backend}): {problem}; "
+                    "a Redis that hangs instead of refusing connections delays every send "
+                    "and `manage.py mailrouter status` by that long (the router falls "
+                    "back to per-process state only when the cache raises)",
+                    hint="Add OPTIONS {'socket_connect_timeout': 0.5, 'socket_timeout': 0.5} "
+                    "(django-redis: SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT).",
+                    id=W_NO_SOCKET_TIMEOUT,
+                )
+            )
+        elif kind == "shared-nonatomic":
+            messages.append(
+                checks.Warning(
+                    f"{label}: health['cache'] {health.cache!r} ({backend}) does not "
+                    "increment atomically; concurrent failures can be undercounted",
+                    hint=hint,
+                    id=W_NONATOMIC,
+                )
+            )
+    return messages
+
+
+#: Seconds above which a health read is too slow to sit in front of a send.
+SLOW_SOCKET_TIMEOUT = 2.0
+
+
+def socket_timeout_problem(cache_alias: str) -> str | None:
+    """What is wrong with a Redis cache's socket timeouts, or None.
+
+    A missing key leaves the installed redis-py's own default in force, read
+    from its signature and stated as it is (5 s in redis-py 8; older versions
+    had none). ``None`` means "wait
+    forever" to redis-py.
+    """
+    options = settings.CACHES[cache_alias].get("OPTIONS")
+    given: dict[str, Any] = {}
+    if isinstance(options, dict):
+        given = {str(k).lower(): v for k, v in options.items()}
+    defaults = _redis_client_defaults()
+    problems = []
+    for name in ("socket_connect_timeout", "socket_timeout"):
+        if name in given:
+            value = given[name]
+            if value is None:
+                problems.append(f"{name} is None (no timeout: waits forever)")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                problems.append(f"{name} is {value!r} (must be a positive number of seconds)")
+            elif value > SLOW_SOCKET_TIMEOUT:
+                problems.append(f"{name} is {value!r} s")
+            continue
+        default = defaults.get(name)
+        if default is None:
+            problems.append(f"{name} is not set (the Redis client's default: no timeout)")
+        elif isinstance(default, (int, float)) and default > SLOW_SOCKET_TIMEOUT:
+            problems.append(f"{name} is not set (the Redis client's default: {default:g} s)")
+    return "; ".join(problems) or None
+
+
+def _redis_client_defaults() -> dict[str, float | None]:
+    """The installed redis-py's default socket timeouts (empty if absent)."""
+    try:
+        import inspect
+
+        from redis import Redis
+    except ImportError:
+        return {}
+    parameters = inspect.signature(Redis.__init__).parameters
+    return {
+        name: parameters[name].default
+        for name in ("socket_connect_timeout", "socket_timeout")
+        if name in parameters
+    }

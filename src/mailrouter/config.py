@@ -8,15 +8,15 @@ Nothing in this module does network I/O.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import django
 from django.conf import settings
 from django.utils.module_loading import import_string
 
 from .classify import Classifier, default_classifier
+from .compat import is_overridden, mailers_setting, uses_mailers_setting
 from .errors import ConfigurationError
 from .health.settings import HealthSettings, parse_health
 from .matching import MatcherError, When, compile_when
@@ -25,7 +25,10 @@ ROUTER_OPTION_KEYS = ("routes", "delivery", "classifier", "timeout", "timeouts",
 ROUTE_KEYS = ("name", "when", "mailers")
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-ROUTER_BACKEND = "mailrouter.backend.RouterBackend"
+#: A backend class with this class attribute set to True is a router
+#: (``RouterBackend`` and its subclasses): lets configuration code tell routers
+#: from leaves without importing the backend, which depends on it.
+ROUTER_MARKER = "is_mailrouter"
 
 
 class Delivery(enum.StrEnum):
@@ -84,15 +87,10 @@ class RouterConfig:
     health_settings: HealthSettings = field(default_factory=HealthSettings)
 
 
-def uses_mailers_setting() -> bool:
-    """True when leaf mailers come from Django 6.1's ``MAILERS`` setting."""
-    return django.VERSION >= (6, 1) and hasattr(settings, "MAILERS")
-
-
 def load_mailer_table() -> MailerTable:
     """Read the leaf mailer definitions from ``MAILERS`` or ``MAILROUTER['MAILERS']``."""
     if uses_mailers_setting():
-        raw, source = getattr(settings, "MAILERS"), "MAILERS"  # noqa: B009 (not in older stubs)
+        raw, source = mailers_setting(), "MAILERS"
     else:
         raw, source = legacy_settings().get("MAILERS", {}), "MAILROUTER['MAILERS']"
     if not isinstance(raw, Mapping):
@@ -128,6 +126,29 @@ def legacy_settings() -> Mapping[str, Any]:
     return value
 
 
+def router_options(table: MailerTable) -> Iterator[tuple[str | None, Any]]:
+    """Every router configuration in settings, as (alias or None for the legacy
+    ``EMAIL_BACKEND`` router, its OPTIONS as given: not validated)."""
+    for alias, spec in table.entries.items():
+        if is_router_spec(spec):
+            yield alias, spec.options
+    if uses_mailers_setting() or not is_overridden("EMAIL_BACKEND"):
+        return
+    if settings.EMAIL_BACKEND == "mailrouter.outbox.OutboxBackend":
+        # The outbox's workers send through MAILROUTER['OPTIONS']'s router
+        # unless MAILROUTER['OUTBOX'] names another.
+        outbox = legacy_settings().get("OUTBOX") or {}
+        if not (isinstance(outbox, Mapping) and outbox.get("mailer")):
+            yield None, legacy_settings().get("OPTIONS", {})
+        return
+    try:
+        cls = import_string(settings.EMAIL_BACKEND)
+    except ImportError:
+        return
+    if is_router_class(cls):
+        yield None, legacy_settings().get("OPTIONS", {})
+
+
 def router_label(alias: str | None, table: MailerTable) -> str:
     if alias is None:
         return "MAILROUTER['OPTIONS']"
@@ -142,11 +163,13 @@ def backend_class(spec: MailerSpec) -> type | None:
     return cls if isinstance(cls, type) else None
 
 
-def is_router_spec(spec: MailerSpec) -> bool:
-    from .backend import RouterBackend
+def is_router_class(cls: object) -> bool:
+    """Whether ``cls`` is a router backend class (see ``ROUTER_MARKER``)."""
+    return isinstance(cls, type) and getattr(cls, ROUTER_MARKER, False) is True
 
-    cls = backend_class(spec)
-    return cls is not None and issubclass(cls, RouterBackend)
+
+def is_router_spec(spec: MailerSpec) -> bool:
+    return is_router_class(backend_class(spec))
 
 
 def parse_router_options(

@@ -16,12 +16,12 @@ from email.utils import make_msgid
 from typing import Any, Protocol
 
 from django.core.mail import EmailMessage
-from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.utils import DNS_NAME
 
 from . import esp_answer
 from .classify import MAY_HAVE_LEFT, Stage, error_chain
-from .config import Delivery, RouterConfig
+from .compat import BASE_BACKEND_GETATTR
+from .config import Delivery, RouterConfig, is_router_class
 from .http_stage import HTTPStage, is_anymail_backend
 from .http_stage import watch as watch_http
 from .outcomes import Attempt, MessageStatus, Outcome, status_from_attempts
@@ -147,9 +147,6 @@ def _content_key(message: EmailMessage) -> tuple[Any, ...]:
     )
 
 
-#: Django 6.1's ``BaseEmailBackend.__getattr__`` (None before 6.1): it never
-#: provides ``connection``; it only raises AttributeError, which is costly.
-_BASE_GETATTR = BaseEmailBackend.__dict__.get("__getattr__")
 #: Per leaf class: can ``connection`` only ever be a plain instance attribute?
 _PLAIN_CLASSES: dict[type, bool] = {}
 
@@ -163,9 +160,11 @@ def leaf_connection(backend: Any) -> Any:
     if plain is None:
         # No custom attribute lookup, and no class attribute or property
         # named ``connection``: then only the instance dict can hold one.
+        # (Django 6.1's BaseEmailBackend.__getattr__ never provides it; it
+        # only raises AttributeError, which is costly.)
         plain = _PLAIN_CLASSES[cls] = (
             cls.__getattribute__ is object.__getattribute__
-            and getattr(cls, "__getattr__", None) in (None, _BASE_GETATTR)
+            and getattr(cls, "__getattr__", None) in (None, BASE_BACKEND_GETATTR)
             and not any("connection" in vars(klass) for klass in cls.__mro__)
         )
     if not plain:
@@ -221,7 +220,7 @@ _ESP_ONLY_ATTRIBUTES = ("merge_data", "merge_metadata", "merge_headers", "templa
 
 def _esp_only_feature(message: EmailMessage, backend: Any) -> str | None:
     """The ESP-only feature ``message`` uses that ``backend`` cannot keep."""
-    if is_anymail_backend(backend) or getattr(backend, "_mailrouter_router", False):
+    if is_anymail_backend(backend) or is_router_class(type(backend)):
         return None
     for name in _ESP_ONLY_ATTRIBUTES:
         value = getattr(message, name, None)

@@ -1,29 +1,32 @@
-"""Exceptions raised by the router."""
+"""Exceptions raised by the router; all derive from ``MailRouterError``."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from django.core.exceptions import ImproperlyConfigured
-
+from .compat import InvalidMailer
 from .outcomes import Attempt, MessageStatus
-from .report import message_id_of
 
 if TYPE_CHECKING:
     from django.core.mail import EmailMessage
 
-if TYPE_CHECKING:
-    _ConfigBase = ImproperlyConfigured
-else:
-    try:  # Django 6.1+: mailer configuration errors have their own class.
-        from django.core.mail import InvalidMailer as _ConfigBase
-    except ImportError:  # Django < 6.1
-        _ConfigBase = ImproperlyConfigured
+
+def message_id_of(message: EmailMessage) -> str:
+    """The message's Message-ID header, or ``?`` (also for a malformed message)."""
+    headers = getattr(message, "extra_headers", None)
+    if not isinstance(headers, Mapping):
+        return "?"
+    return next((str(v) for k, v in headers.items() if str(k).lower() == "message-id"), "?")
 
 
-class ConfigurationError(_ConfigBase):
+class MailRouterError(Exception):
+    """Base class of every exception django-mailrouter raises:
+    ``except mailrouter.MailRouterError`` catches them all."""
+
+
+class ConfigurationError(MailRouterError, InvalidMailer):
     """The router's settings are invalid.
 
     On Django 6.1+ this is an ``InvalidMailer`` (so also ``ImproperlyConfigured``),
@@ -77,7 +80,7 @@ class FailedMessage:
         return text
 
 
-class DeliveryError(Exception):
+class DeliveryError(MailRouterError):
     """Raised by ``send_messages()`` after the whole batch was processed when one
     or more messages ended without a mailer (unless ``fail_silently``).
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from django.core.mail import EmailMessage
 
-from .config import MailerTable, RouterConfig, is_router_spec, load_mailer_table
+from .config import MailerTable, RouterConfig, is_router_spec, load_mailer_table, router_options
 from .errors import ConfigurationError
 from .health.breaker import State
 from .health.monitor import explain_skip
@@ -53,8 +53,6 @@ class ConfiguredRouter:
 
 def configured_routers() -> list[ConfiguredRouter]:
     """Every router in settings, validated; raises ConfigurationError."""
-    from .checks import router_options
-
     table = load_mailer_table()
     routers = []
     for alias, options in router_options(table):
@@ -252,7 +250,7 @@ def effective_timeout(router: ConfiguredRouter, alias: str) -> tuple[float | Non
     (its OPTIONS, or its library's default such as Anymail's 30 s); else the
     router's ``timeout``, which only fills leaves that have none.
     """
-    from .pool import apply_timeout, build_mailer
+    from .leaves import apply_timeout, build_mailer
 
     config = router.config
     try:

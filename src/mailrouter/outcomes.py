@@ -36,11 +36,6 @@ class Outcome(enum.StrEnum):
     SKIPPED = "skipped"
 
     @property
-    def fails_over(self) -> bool:
-        """Whether the next candidate may be tried after this outcome."""
-        return self in (Outcome.NOT_SENT, Outcome.INCOMPATIBLE, Outcome.SKIPPED)
-
-    @property
     def counts_against_health(self) -> bool:
         """Whether this outcome is evidence that the mailer is unhealthy."""
         return self in (Outcome.NOT_SENT, Outcome.UNCERTAIN)

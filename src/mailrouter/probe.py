@@ -17,12 +17,13 @@ from typing import Any
 
 from .classify import Stage
 from .config import MailerTable, RouterConfig
+from .errors import MailRouterError
+from .leaves import apply_timeout, build_mailer
 from .outcomes import Outcome
-from .pool import apply_timeout, build_mailer
 from .report import describe_error
 
 
-class ProbeFailed(Exception):
+class ProbeFailed(MailRouterError):
     """The mailer answered, and said it will not send."""
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from typing import Any
+
+from .compat import is_overridden
 
 MASK = "***"
 _SECRET_KEY_PARTS = ("password", "passwd", "secret", "key", "token", "auth", "credential")
@@ -65,14 +67,6 @@ class Redactor:
         for pattern in _PATTERNS:
             text = pattern.sub(_keep_and_mask, text)
         return text
-
-
-def is_overridden(name: str) -> bool:
-    """Whether settings set ``name`` (without reading it: Django 6.1 warns on
-    reads of deprecated email settings)."""
-    from django.conf import settings
-
-    return bool(cast(Any, settings).is_overridden(name))
 
 
 def settings_secrets() -> set[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
 from typing import Any
 
 from django.core.mail import EmailMessage
@@ -12,6 +11,8 @@ from django.dispatch import Signal
 
 from . import signals
 from .classify import error_chain
+from .errors import message_id_of
+from .health.breaker import State
 from .outcomes import Attempt, MessageStatus
 
 logger = logging.getLogger("mailrouter")
@@ -41,6 +42,12 @@ def describe_error(error: BaseException) -> str:
     return " ".join(": ".join(part for part in parts if part).split())
 
 
+def send_signal(signal: Signal, sender: type, **kwargs: Any) -> None:
+    """Send ``signal`` to its receivers; a receiver that raises is logged and
+    ignored (observers never change what happens to a message)."""
+    _send(signal, sender, **kwargs)
+
+
 def _send(signal: Signal, sender: type, **kwargs: Any) -> None:
     # No receivers at all is the common case, and much cheaper to check than
     # has_listeners() (Django's own Signal.send() takes the same shortcut).
@@ -54,6 +61,14 @@ def _send(signal: Signal, sender: type, **kwargs: Any) -> None:
                 type(result).__name__,
                 exc_info=result,
             )
+
+
+def mailer_state_changed(router: Any, alias: str, old: State, new: State, reason: str) -> None:
+    """A mailer's circuit breaker changed state (logged by the health monitor)."""
+    _send(
+        signals.mailer_state_changed, type(router), router=router,
+        alias=alias, old=old, new=new, reason=reason,
+    )
 
 
 def attempt_failed(router: Any, message: EmailMessage, attempt: Attempt) -> None:
@@ -92,14 +107,6 @@ def message_sent(router: Any, message: EmailMessage, alias: str, attempts: list[
         message=message,
         attempts=attempts,
     )
-
-
-def message_id_of(message: EmailMessage) -> str:
-    """The message's Message-ID header, or ``?`` (also for a malformed message)."""
-    headers = getattr(message, "extra_headers", None)
-    if not isinstance(headers, Mapping):
-        return "?"
-    return next((str(v) for k, v in headers.items() if str(k).lower() == "message-id"), "?")
 
 
 def message_failed(

@@ -22,7 +22,7 @@ from .config import (
     parse_router_options,
 )
 from .errors import ConfigurationError
-from .pool import leaf_problems
+from .leaves import build_leaves
 from .redaction import Redactor, secrets_in, settings_secrets
 from .routing import Candidate, RoutingContext
 
@@ -89,7 +89,7 @@ def load_runtime(alias: str | None, options: Mapping[str, Any]) -> RouterRuntime
         table = load_mailer_table()
         config = parse_router_options(options, alias=alias, table=table)
         redact = build_redactor(table)
-        problems = leaf_problems(config, table, redact)
+        _, problems = build_leaves(config, table, redact)
         if problems:
             raise ConfigurationError(problems)
         routers = frozenset(

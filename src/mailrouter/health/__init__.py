@@ -4,7 +4,8 @@
 - ``settings``: the router option ``health`` → ``HealthSettings``.
 - ``store``: breaker state in a Django cache alias, per-process fallback.
 - ``monitor``: ``HealthMonitor``, the failover loop's ``HealthView``.
-- ``checks``: system checks for the health cache.
+
+Its system checks are in ``mailrouter.checks`` (``check_health_cache``).
 
 Kept free of imports at package level so ``mailrouter.config`` can import
 ``mailrouter.health.settings`` without pulling in the cache machinery.

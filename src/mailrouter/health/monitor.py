@@ -27,7 +27,6 @@ import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
 
 from ..config import RouterConfig
 from ..outcomes import Attempt, Outcome
@@ -260,19 +259,6 @@ class HealthMonitor:
             self.store.release_probe(alias, entry.probe_generation)
 
 
-def monitor_state_listener(router: Any) -> StateListener:
-    """A listener that sends ``signals.mailer_state_changed`` for ``router``."""
-    from .. import report, signals
-
-    def listener(alias: str, old: State, new: State, reason: str) -> None:
-        report._send(
-            signals.mailer_state_changed, type(router), router=router,
-            alias=alias, old=old, new=new, reason=reason,
-        )
-
-    return listener
-
-
 def explain_skip(health: MailerHealth, now: float, policy: BreakerPolicy) -> str | None:
     """Why a mailer would be skipped now (read-only: takes no lease)."""
     if health.drained(now):
@@ -301,8 +287,12 @@ def explain_skip(health: MailerHealth, now: float, policy: BreakerPolicy) -> str
     return None
 
 
-def build_health(config: RouterConfig, router: Any) -> HealthMonitor | None:
-    """The health view for a router built from ``config`` (None when switched off)."""
+def build_health(
+    config: RouterConfig, *, on_state_changed: StateListener | None = None
+) -> HealthMonitor | None:
+    """The health view for a router built from ``config`` (None when switched off).
+    ``on_state_changed(alias, old, new, reason)`` is called after each breaker
+    transition this process makes (the router sends its signal from it)."""
     settings = config.health_settings
     if not settings.enabled:
         return None
@@ -313,5 +303,5 @@ def build_health(config: RouterConfig, router: Any) -> HealthMonitor | None:
     return HealthMonitor(
         settings,
         attempt_timeout=attempt_timeout,
-        on_state_changed=monitor_state_listener(router),
+        on_state_changed=on_state_changed,
     )

@@ -29,12 +29,14 @@ class OutboxMessageAdmin(_ModelAdmin):
     ordering = ("-id",)
     date_hierarchy = "created_at"
     actions = ("retry_now", "cancel")
-    readonly_fields = [field.name for field in OutboxMessage._meta.fields]
     list_per_page = 100
 
     @admin.display(description="error")
     def short_error(self, row: OutboxMessage) -> str:
         return row.last_error[:120]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [field.name for field in self.model._meta.fields]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -15,8 +15,8 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.db import transaction
 from django.utils import timezone
 
+from ..compat import BACKENDS_TAKE_ALIAS
 from ..delivery import ensure_message_id
-from ..pool import BACKENDS_TAKE_ALIAS
 from .models import OutboxMessage, RowStatus
 from .options import OutboxOptions, cached_options, legacy_raw_options
 from .payload import PayloadError, encode, encoded_size

@@ -18,10 +18,10 @@ from typing import Any
 from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 
-# Not imported from .worker: the models must not load when the outbox app is
-# not installed (this module is imported by every ``manage.py mailrouter``).
-DEFAULT_BATCH = 20
-DEFAULT_POLL_INTERVAL = 1.0
+# Not .worker or .operations here: the models must not load when the outbox
+# app is not installed (this module is imported by every ``manage.py mailrouter``).
+from .options import DEFAULT_BATCH, DEFAULT_POLL_INTERVAL
+
 ACTIONS = ("outbox-worker", "outbox")
 EXIT_USAGE = 2
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)

@@ -28,9 +28,9 @@ from django.utils import timezone
 from ..backend import RouterBackend
 from ..config import Delivery, load_mailer_table
 from ..errors import DeliveryError
+from ..leaves import build_mailer
 from ..outcomes import Attempt, MessageStatus
-from ..pool import build_mailer
-from ..report import _send as send_signal
+from ..report import send_signal
 from ..runtime import build_redactor
 from . import signals
 from .claiming import rows

@@ -15,12 +15,16 @@ from typing import Any
 from django.conf import settings
 from django.core.signals import setting_changed
 
-from ..config import is_router_spec, load_mailer_table, uses_mailers_setting
+from ..compat import uses_mailers_setting
+from ..config import is_router_spec, load_mailer_table
 from ..errors import ConfigurationError
 
 OUTBOX_BACKEND = "mailrouter.outbox.OutboxBackend"
 DEFAULT_LEASE = 300.0
 DEFAULT_MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
+#: Worker defaults (``outbox-worker --batch`` / ``--poll-interval``).
+DEFAULT_BATCH = 20
+DEFAULT_POLL_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -155,9 +159,19 @@ def parse_options(alias: str, raw: Mapping[str, Any]) -> OutboxOptions:
     )
 
 
-def _task_backend_problem(alias: Any) -> str | None:
-    from .tasks import tasks_framework
+def tasks_framework() -> Any:
+    """``django.tasks``, else the ``django_tasks`` backport, else None."""
+    try:
+        import django.tasks as framework
+    except ImportError:
+        try:
+            import django_tasks as framework  # type: ignore[import-not-found,no-redef,unused-ignore]
+        except ImportError:
+            return None
+    return framework
 
+
+def _task_backend_problem(alias: Any) -> str | None:
     if not isinstance(alias, str):
         return f"must be a TASKS alias (a string), got {alias!r}"
     framework = tasks_framework()

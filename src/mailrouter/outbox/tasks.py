@@ -12,23 +12,10 @@ an ``outbox-worker``).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from .command import DEFAULT_BATCH
+from .options import DEFAULT_BATCH, tasks_framework
 
 logger = logging.getLogger("mailrouter.outbox")
-
-
-def tasks_framework() -> Any:
-    """``django.tasks``, else the ``django_tasks`` backport, else None."""
-    try:
-        import django.tasks as framework
-    except ImportError:
-        try:
-            import django_tasks as framework  # type: ignore[import-not-found,no-redef,unused-ignore]
-        except ImportError:
-            return None
-    return framework
 
 
 def deliver_due_rows(database: str = "default", batch: int = DEFAULT_BATCH) -> dict[str, int]:

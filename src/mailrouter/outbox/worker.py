@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 
 from django.db import DatabaseError, connections
 
-from ..report import _send as send_signal
+from ..report import send_signal
 from . import signals
 from .claiming import claim, reclaim_expired, release
-from .command import DEFAULT_BATCH, DEFAULT_POLL_INTERVAL
 from .deliver import RowDeliverer
 from .models import OutboxMessage
-from .options import DEFAULT_LEASE, configured_outboxes
+from .options import DEFAULT_BATCH, DEFAULT_LEASE, DEFAULT_POLL_INTERVAL, configured_outboxes
 
 logger = logging.getLogger("mailrouter.outbox")
 

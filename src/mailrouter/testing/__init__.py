@@ -2,8 +2,8 @@
 
 * :class:`FaultySMTPServer` -- a small SMTP server (asyncio, one thread) with
   fault modes from :class:`SMTPFault`; records :class:`ReceivedMessage`.
-* :class:`FakeESPServer` -- a fake Mailgun + Postmark HTTP API with fault modes
-  from :class:`ESPFault`; records :class:`ReceivedESPMessage`.
+* :class:`FakeESPServer` -- a fake Mailgun + Postmark + Amazon SES HTTP API
+  with fault modes from :class:`ESPFault`; records :class:`ReceivedESPMessage`.
 
 Both bind ``127.0.0.1`` on a free port by default, run in background daemon
 threads, are context managers, and leave no thread behind after ``stop()``.
@@ -13,6 +13,11 @@ For routing in your own test suite (see ``mailrouter.testing.routing``, loaded
 on first use): :class:`keep_routing`, :class:`RoutingTestRunner`
 (``TEST_RUNNER = "mailrouter.testing.RoutingTestRunner"``), :func:`mailer_fails`
 and :class:`LocmemMailer`.
+
+Submodules, imported on their own: ``mailrouter.testing.redis``
+(``RedisServer``, a throw-away ``redis-server`` for fleet-wide health) and
+``mailrouter.testing.settings`` (``router_settings()`` / ``mail_settings()``:
+the router configured as a project does, in either settings style).
 """
 
 from typing import Any

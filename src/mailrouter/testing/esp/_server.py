@@ -1,25 +1,7 @@
-"""A fake, fault-injecting HTTP email-service-provider (ESP) API server.
-
-Standard library only.  It speaks the send APIs used by django-anymail's real
-Mailgun and Postmark backends, so those backends can be pointed at it with
-their ``api_url`` option (see :attr:`FakeESPServer.mailgun_api_url` and
-:attr:`FakeESPServer.postmark_api_url`):
-
-* Mailgun: ``POST /v3/<domain>/messages`` (form-urlencoded, or multipart when
-  there are attachments) -> ``200 {"id": "<...@domain>", "message": "Queued. Thank you."}``.
-  Credentials: HTTP basic auth, user ``api``, password = API key.
-* Postmark: ``POST /email`` and ``POST /email/withTemplate/`` (one JSON
-  message) -> ``200 {"To", "SubmittedAt", "MessageID", "ErrorCode": 0, "Message": "OK"}``;
-  ``POST /email/batch`` (JSON list) and ``POST /email/batchWithTemplates``
-  (``{"Messages": [...]}``) -> a JSON list of such objects.
-  Credentials: ``X-Postmark-Server-Token`` header.
-* Amazon SES v2 (boto3's ``sesv2`` client, as anymail's Amazon SES backend
-  uses it): ``POST /v2/email/outbound-emails`` (JSON, raw MIME message in
-  ``Content.Raw.Data``) -> ``200 {"MessageId": "..."}``; errors carry their
-  AWS error code in ``__type`` (``TooManyRequestsException``, ...).
-  Credentials: the access key id in the SigV4 ``Authorization`` header (the
-  signature itself is not checked). Point the client at it with
-  ``client_params={"endpoint_url": server.ses_endpoint_url}``.
+"""The HTTP side of :class:`~mailrouter.testing.FakeESPServer`: listener,
+connections, request framing, fault modes and answers. What is specific to
+one ESP (paths, credentials, payloads, answer bodies) is in that ESP's module
+(``mailgun``, ``postmark``, ``ses``), behind ``ESPFormat``.
 
 The server is an :class:`http.server.ThreadingHTTPServer` speaking HTTP/1.1
 with keep-alive, in a background daemon thread; every connection-handler
@@ -34,14 +16,10 @@ else the base :attr:`FakeESPServer.mode`.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import http.server
-import itertools
 import json
 import os
-import re
 import select
 import selectors
 import socket
@@ -49,21 +27,17 @@ import socketserver
 import ssl
 import threading
 import time
-import uuid
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email import policy
-from email.parser import BytesParser
-from email.utils import getaddresses
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Self, cast
-from urllib.parse import parse_qs
 
-from ._base import FaultServer
-from ._faults import FaultPlan
-
-__all__ = ["ESPFault", "FakeESPServer", "ReceivedESPMessage", "ReceivedRequest"]
+from .._base import FaultServer
+from .._faults import FaultPlan
+from . import ses
+from ._common import ESPFormat, PayloadError, ReceivedESPMessage
+from .mailgun import Mailgun
+from .postmark import Postmark
+from .ses import AmazonSES
 
 
 class ESPFault(StrEnum):
@@ -127,79 +101,9 @@ _MAYBE_DELIVERED = frozenset(
     }
 )
 
-_MAILGUN_PATH = re.compile(r"^/v3/([^/]+)/messages/?$")
-_POSTMARK_PATHS = {
-    "/email": "single",
-    "/email/withTemplate": "single",
-    "/email/withTemplate/": "single",
-    "/email/batch": "batch",
-    "/email/batchWithTemplates": "batch_with_templates",
-}
-
-_SES_PATH = "/v2/email/outbound-emails"
-_SES_BULK_PATH = "/v2/email/outbound-bulk-emails"
-_SES_ACCOUNT_PATH = "/v2/email/account"
-#: The AWS error code SES answers with, per HTTP status this server sends.
-_SES_ERROR_TYPES = {
-    400: "BadRequestException",
-    401: "UnrecognizedClientException",
-    403: "AccessDeniedException",
-    404: "NotFoundException",
-    405: "BadRequestException",
-    422: "MessageRejected",
-    429: "TooManyRequestsException",
-    500: "InternalFailure",
-    503: "ServiceUnavailable",
-}
-
 # Upper bound for accepted request bodies; anything larger is a client bug in
 # the test suite, not something we want to buffer.
 _MAX_BODY = 50 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class ReceivedESPMessage:
-    """One message received by :class:`FakeESPServer`.
-
-    A Postmark batch request yields one record per message in the batch; all
-    of them share ``raw_body``.
-
-    * ``esp``: ``"mailgun"``, ``"postmark"`` or ``"ses"``.
-    * ``path``: request path (for Mailgun it contains the sender domain).
-    * ``to``/``cc``/``bcc``: addr-specs (display names dropped).
-    * ``from_email``: the From value exactly as sent (may include a display name).
-    * ``message_id``: value of the custom ``Message-ID`` header the backend
-      sent (Mailgun ``h:Message-Id`` field, Postmark ``Headers`` entry, the
-      raw MIME message's header for SES), stripped of surrounding whitespace, or ``None``.
-    * ``esp_message_id``: the id this server assigned (the one returned to the
-      client in ``ok`` mode; never returned in the other modes).
-    * ``auth_header_present``: whether the request carried the ESP's credential
-      header (``Authorization`` for Mailgun and SES, ``X-Postmark-Server-Token``
-      for Postmark), valid or not.
-    * ``payload``: the decoded message fields -- Mailgun: ``{field: [values]}``;
-      Postmark: the message's JSON object; SES: the request's JSON object.
-    """
-
-    esp: str
-    path: str
-    to: tuple[str, ...]
-    cc: tuple[str, ...]
-    bcc: tuple[str, ...]
-    from_email: str
-    subject: str
-    message_id: str | None
-    esp_message_id: str
-    auth_header_present: bool
-    raw_body: bytes = field(repr=False)
-    payload: Mapping[str, Any] = field(repr=False, compare=False, hash=False)
-
-
-#: Alias: the record is per message, but callers may think of it per request.
-ReceivedRequest = ReceivedESPMessage
-
-
-class _PayloadError(ValueError):
-    """The request body could not be understood (answered with 400)."""
 
 
 class _HTTPServer(http.server.ThreadingHTTPServer):
@@ -255,7 +159,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
-    """Local fake Mailgun + Postmark API with runtime-switchable faults.
+    """Local fake Mailgun + Postmark + Amazon SES API with runtime-switchable faults.
 
     Contract:
 
@@ -333,7 +237,7 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         self._serve_thread: threading.Thread | None = None
         self._wake: socket.socket | None = None
         self._running = False
-        self._ids = itertools.count(1)
+        self._formats: tuple[ESPFormat, ...] = (Mailgun(), Postmark(), AmazonSES())
         # Handler thread id -> its TLS socket (for ``tls_break``).
         self._tls_sockets: dict[int, ssl.SSLSocket] = {}
 
@@ -599,43 +503,28 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
     def _dispatch(self, h: _Handler, sock: socket.socket) -> None:
         body = self._read_body(h)
         path = h.path.split("?", 1)[0]
-        mailgun = _MAILGUN_PATH.match(path)
-        if mailgun is not None:
-            esp = "mailgun"
-        elif path in _POSTMARK_PATHS:
-            esp = "postmark"
-        elif path in (_SES_PATH, _SES_BULK_PATH):
-            esp = "ses"
-        elif path == _SES_ACCOUNT_PATH and h.command == "GET":
+        if path == ses.ACCOUNT_PATH and h.command == "GET":
             self._ses_account(h)
             return
-        else:
+        esp = next((f for f in self._formats if f.handles(path)), None)
+        if esp is None:
             self._send_json(h, 404, {"message": f"Not found: {path}", "ErrorCode": 404})
             return
         if h.command != "POST":
-            self._send_json(h, 405, self._error_body(esp, 405, "Method not allowed"))
+            self._send_json(h, 405, esp.error_body(405, "Method not allowed"))
             return
         if body is None:
-            self._send_json(h, 400, self._error_body(esp, 400, "Malformed request body"))
+            self._send_json(h, 400, esp.error_body(400, "Malformed request body"))
             h.close_connection = True  # framing is unreliable now
             return
-        auth_present, auth_ok = self._check_auth(h, esp)
+        auth_present, auth_ok = esp.check_auth(h.headers, self.api_key)
         if not auth_ok:
-            self._send_json(h, 401, self._error_body(esp, 401))
+            self._send_json(h, 401, esp.error_body(401))
             return
         try:
-            if mailgun is not None:
-                records = self._parse_mailgun(h, path, mailgun.group(1), body, auth_present)
-            elif esp == "ses":
-                records = (
-                    self._parse_ses_bulk(path, body, auth_present)
-                    if path == _SES_BULK_PATH
-                    else self._parse_ses(path, body, auth_present)
-                )
-            else:
-                records = self._parse_postmark(path, body, auth_present)
-        except _PayloadError as exc:
-            self._send_json(h, 400, self._error_body(esp, 400, str(exc)))
+            records = esp.parse(path, h.headers, body, auth_present)
+        except PayloadError as exc:
+            self._send_json(h, 400, esp.error_body(400, str(exc)))
             return
         mode, switched = self._plan.next_transaction()
         if switched is ESPFault.REFUSE:
@@ -652,7 +541,7 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         self,
         h: _Handler,
         sock: socket.socket,
-        esp: str,
+        esp: ESPFormat,
         path: str,
         mode: ESPFault,
         records: list[ReceivedESPMessage],
@@ -664,7 +553,7 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
             errors = [*self.item_errors[: len(records)]]
             errors += [None] * (len(records) - len(errors))
             self._record_messages([r for r, e in zip(records, errors, strict=True) if e is None])
-            self._send_json(h, 200, self._success_body(esp, path, records, errors))
+            self._send_json(h, 200, esp.success_body(path, records, errors))
         elif mode is ESPFault.ODD_2XX:
             self._send_json(h, 200, self.odd_body)
         elif mode is ESPFault.TLS_BREAK:
@@ -703,7 +592,7 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
             headers = {}
             if status == 429 and self.retry_after is not None:
                 headers["Retry-After"] = str(self.retry_after)
-            body = self.error_body if self.error_body is not None else self._error_body(esp, status)
+            body = self.error_body if self.error_body is not None else esp.error_body(status)
             self._send_json(h, status, body, headers)
 
     def _hold(self, sock: socket.socket) -> None:
@@ -720,304 +609,16 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
                 # not spin on them.
                 self._stopping.wait(0.05)
 
-    def _check_auth(self, h: _Handler, esp: str) -> tuple[bool, bool]:
-        """Return (credential header present, credentials acceptable)."""
-        if esp == "mailgun":
-            header = h.headers.get("Authorization")
-            present = header is not None
-            if self.api_key is None:
-                return present, True
-            if header is None or not header.startswith("Basic "):
-                return present, False
-            try:
-                decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError):
-                return present, False
-            return present, decoded == f"api:{self.api_key}"
-        if esp == "ses":
-            header = h.headers.get("Authorization") or ""
-            credential = re.search(r"Credential=([^/,\s]+)/", header)
-            present = credential is not None
-            if self.api_key is None:
-                return present, True
-            return present, credential is not None and credential.group(1) == self.api_key
-        token = h.headers.get("X-Postmark-Server-Token")
-        present = token is not None
-        if self.api_key is None:
-            return present, True
-        return present, token == self.api_key
-
-    # ---- payload parsing -------------------------------------------------
-
-    def _new_esp_id(self, esp: str, domain: str) -> str:
-        if esp == "mailgun":
-            stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-            return f"<{stamp}.{next(self._ids)}.{uuid.uuid4().hex[:8]}@{domain}>"
-        return str(uuid.uuid4())
-
-    def _parse_mailgun(
-        self,
-        h: _Handler,
-        path: str,
-        domain: str,
-        body: bytes,
-        auth_present: bool,
-    ) -> list[ReceivedESPMessage]:
-        ctype = h.headers.get("Content-Type", "")
-        fields: dict[str, list[str]] = {}
-        if ctype.lower().startswith("multipart/form-data"):
-            # email's MIME parser copes with multipart/form-data and is still
-            # in the stdlib (cgi is gone in 3.13).
-            raw = b"Content-Type: " + ctype.encode("latin-1") + b"\r\n\r\n" + body
-            msg = BytesParser(policy=policy.HTTP).parsebytes(raw)
-            if not msg.is_multipart():
-                raise _PayloadError("malformed multipart body")
-            for part in msg.iter_parts():
-                name = part.get_param("name", header="content-disposition")
-                if not isinstance(name, str):
-                    continue
-                if part.get_filename() is not None:
-                    continue  # attachments: not needed for the record
-                payload = part.get_payload(decode=True)
-                value = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
-                fields.setdefault(name, []).append(value)
-        else:
-            try:
-                text = body.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise _PayloadError("body is not UTF-8") from exc
-            fields = parse_qs(text, keep_blank_values=True)
-        if not fields.get("from"):
-            raise _PayloadError("'from' parameter is missing")
-        if not (fields.get("to") or fields.get("cc") or fields.get("bcc")):
-            raise _PayloadError("'to' parameter is missing")
-        lowered = {k.lower(): v for k, v in fields.items()}
-        message_ids = lowered.get("h:message-id")
-        return [
-            ReceivedESPMessage(
-                esp="mailgun",
-                path=path,
-                to=_addr_specs(fields.get("to", [])),
-                cc=_addr_specs(fields.get("cc", [])),
-                bcc=_addr_specs(fields.get("bcc", [])),
-                from_email=", ".join(fields["from"]),
-                subject=(fields.get("subject") or [""])[0],
-                message_id=message_ids[0].strip() if message_ids else None,
-                esp_message_id=self._new_esp_id("mailgun", domain),
-                auth_header_present=auth_present,
-                raw_body=body,
-                payload=fields,
-            )
-        ]
-
-    def _parse_postmark(
-        self, path: str, body: bytes, auth_present: bool
-    ) -> list[ReceivedESPMessage]:
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise _PayloadError("Invalid JSON") from exc
-        kind = _POSTMARK_PATHS[path]
-        items: Any
-        if kind == "single":
-            items = [data]
-        elif kind == "batch":
-            items = data
-        else:
-            items = data.get("Messages") if isinstance(data, dict) else None
-        if not isinstance(items, list) or not all(isinstance(m, dict) for m in items):
-            raise _PayloadError("Invalid email request: unexpected JSON shape")
-        records = []
-        for item in items:
-            if not item.get("From"):
-                raise _PayloadError("Invalid 'From' address: ''.")
-            message_id = None
-            headers = item.get("Headers") or []
-            if isinstance(headers, list):
-                for header in headers:
-                    if (
-                        isinstance(header, dict)
-                        and str(header.get("Name", "")).lower() == "message-id"
-                    ):
-                        message_id = str(header.get("Value", "")).strip() or None
-            records.append(
-                ReceivedESPMessage(
-                    esp="postmark",
-                    path=path,
-                    to=_addr_specs([str(item.get("To") or "")]),
-                    cc=_addr_specs([str(item.get("Cc") or "")]),
-                    bcc=_addr_specs([str(item.get("Bcc") or "")]),
-                    from_email=str(item["From"]),
-                    subject=str(item.get("Subject") or ""),
-                    message_id=message_id,
-                    esp_message_id=self._new_esp_id("postmark", ""),
-                    auth_header_present=auth_present,
-                    raw_body=body,
-                    payload=item,
-                )
-            )
-        return records
-
     def _ses_account(self, h: _Handler) -> None:
         """SES v2 GetAccount (read-only: what a probe asks); consumes no fault."""
-        if not self._check_auth(h, "ses")[1]:
-            self._send_json(h, 403, self._error_body("ses", 401))
+        amazon = next(f for f in self._formats if isinstance(f, ses.AmazonSES))
+        if not amazon.check_auth(h.headers, self.api_key)[1]:
+            self._send_json(h, 403, amazon.error_body(401))
             return
-        self._send_json(
-            h,
-            200,
-            {
-                "SendingEnabled": self.ses_sending_enabled,
-                "ProductionAccessEnabled": True,
-                "EnforcementStatus": "HEALTHY" if self.ses_sending_enabled else "SHUTDOWN",
-                "SendQuota": {
-                    "Max24HourSend": 50000.0,
-                    "MaxSendRate": 14.0,
-                    "SentLast24Hours": float(sum(1 for m in self.messages if m.esp == "ses")),
-                },
-            },
-        )
-
-    def _parse_ses_bulk(
-        self, path: str, body: bytes, auth_present: bool
-    ) -> list[ReceivedESPMessage]:
-        """SES v2 SendBulkEmail: one record per ``BulkEmailEntries`` item."""
-        try:
-            data = json.loads(body)
-            entries = data["BulkEmailEntries"]
-            if not isinstance(entries, list) or not entries:
-                raise TypeError("no entries")
-        except (ValueError, TypeError, KeyError) as exc:
-            raise _PayloadError("BulkEmailEntries must be a non-empty list") from exc
-        records = []
-        for entry in entries:
-            destination = entry.get("Destination") or {}
-            headers = {
-                str(h.get("Name", "")).lower(): str(h.get("Value", ""))
-                for h in entry.get("ReplacementHeaders") or []
-            }
-            records.append(
-                ReceivedESPMessage(
-                    esp="ses",
-                    path=path,
-                    to=_addr_specs([str(a) for a in destination.get("ToAddresses") or []]),
-                    cc=_addr_specs([str(a) for a in destination.get("CcAddresses") or []]),
-                    bcc=_addr_specs([str(a) for a in destination.get("BccAddresses") or []]),
-                    from_email=str(data.get("FromEmailAddress") or ""),
-                    subject="",
-                    message_id=headers.get("message-id", "").strip() or None,
-                    esp_message_id=self._new_esp_id("ses", ""),
-                    auth_header_present=auth_present,
-                    raw_body=body,
-                    payload=entry,
-                )
-            )
-        return records
-
-    def _parse_ses(self, path: str, body: bytes, auth_present: bool) -> list[ReceivedESPMessage]:
-        try:
-            data = json.loads(body)
-            raw = base64.b64decode(data["Content"]["Raw"]["Data"], validate=True)
-        except (ValueError, TypeError, KeyError, binascii.Error) as exc:
-            raise _PayloadError("Content.Raw.Data must be a base64 MIME message") from exc
-        mime = BytesParser(policy=policy.default).parsebytes(raw, headersonly=True)
-        destination = data.get("Destination") or {}
-
-        def addresses(header: str, key: str) -> tuple[str, ...]:
-            listed = destination.get(key)
-            if isinstance(listed, list):
-                return _addr_specs([str(a) for a in listed])
-            return _addr_specs([str(v) for v in mime.get_all(header, [])])
-
-        to, cc, bcc = addresses("To", "ToAddresses"), addresses("Cc", "CcAddresses"), addresses(
-            "Bcc", "BccAddresses"
-        )
-        if not (to or cc or bcc):
-            raise _PayloadError("Missing required parameter: Destination")
-        message_id = mime.get("Message-ID")
-        return [
-            ReceivedESPMessage(
-                esp="ses",
-                path=path,
-                to=to,
-                cc=cc,
-                bcc=bcc,
-                from_email=str(data.get("FromEmailAddress") or mime.get("From") or ""),
-                subject=str(mime.get("Subject") or ""),
-                message_id=str(message_id).strip() if message_id else None,
-                esp_message_id=self._new_esp_id("ses", ""),
-                auth_header_present=auth_present,
-                raw_body=body,
-                payload=data,
-            )
-        ]
+        sent = sum(1 for m in self.messages if m.esp == amazon.name)
+        self._send_json(h, 200, amazon.account_body(self.ses_sending_enabled, sent))
 
     # ---- responses -------------------------------------------------------
-
-    @staticmethod
-    def _success_body(
-        esp: str, path: str, records: list[ReceivedESPMessage], errors: list[Any]
-    ) -> Any:
-        if esp == "mailgun":
-            return {"id": records[0].esp_message_id, "message": "Queued. Thank you."}
-        if esp == "ses" and path == _SES_BULK_PATH:
-            return {
-                "BulkEmailEntryResults": [
-                    {"Status": "SUCCESS", "MessageId": r.esp_message_id}
-                    if e is None
-                    else {"Status": str(e), "Error": f"Simulated {e}"}
-                    for r, e in zip(records, errors, strict=True)
-                ]
-            }
-        if esp == "ses":
-            return {"MessageId": records[0].esp_message_id}
-        submitted = datetime.now(UTC).isoformat()
-        results = [
-            {
-                "To": str(r.payload.get("To") or ""),
-                "SubmittedAt": submitted,
-                "MessageID": r.esp_message_id,
-                "ErrorCode": 0,
-                "Message": "OK",
-            }
-            if e is None
-            else e
-            for r, e in zip(records, errors, strict=True)
-        ]
-        return results[0] if _POSTMARK_PATHS[path] == "single" else results
-
-    @staticmethod
-    def _error_body(esp: str, status: int, detail: str | None = None) -> dict[str, Any]:
-        if esp == "mailgun":
-            messages = {
-                400: "'to' parameter is not a valid address. please check documentation",
-                401: "Invalid private key",
-                403: "Domain is not allowed to send: please activate your account",
-                405: "Method not allowed",
-                422: "Unprocessable entity",
-                429: "Too many requests",
-                500: "Internal server error",
-                503: "Service unavailable",
-            }
-            return {"message": detail or messages.get(status, "Error")}
-        if esp == "ses":
-            error_type = _SES_ERROR_TYPES.get(status, "InternalFailure")
-            return {"__type": error_type, "message": detail or f"Simulated {error_type}"}
-        # Postmark documents ErrorCode values for most of these; 10 = bad
-        # token, 300 = invalid request, 100 = maintenance, 412 = account
-        # pending approval.
-        codes = {
-            400: (300, "Invalid email request"),
-            401: (10, "Request does not contain a valid Server token."),
-            403: (412, "Your account is pending approval; sending is restricted."),
-            405: (405, "Method not allowed"),
-            422: (300, "Invalid email request: simulated unprocessable entity"),
-            429: (429, "Rate limit exceeded, retry later."),
-            500: (500, "Internal server error"),
-            503: (100, "Maintenance"),
-        }
-        code, message = codes.get(status, (status, "Error"))
-        return {"ErrorCode": code, "Message": detail or message}
 
     def _send_json(
         self,
@@ -1048,6 +649,3 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         h.end_headers()
         h.wfile.write(body)
 
-
-def _addr_specs(values: Iterable[str]) -> tuple[str, ...]:
-    return tuple(addr for _name, addr in getaddresses(list(values)) if addr)

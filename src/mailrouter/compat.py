@@ -1,0 +1,67 @@
+"""Every difference between the supported Django versions (5.2, 6.0, 6.1+), in one place.
+
+Django 6.1 added the ``MAILERS`` setting (``django.core.mail.mailers``), passes
+``alias`` to every backend it builds (and ``_ignore_unknown_kwargs`` to the
+default one), has ``InvalidMailer`` for mailer configuration errors, gave
+``BaseEmailBackend`` a ``__getattr__``, and warns when deprecated ``EMAIL_*``
+settings are read. (``routing.legacy_connection`` reads a message's
+deprecated ``connection`` without that warning.)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+import django
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.mail.backends.base import BaseEmailBackend
+
+#: Django 6.1+: the ``MAILERS`` setting exists, and Django passes ``alias`` to
+#: every backend it creates from it.
+HAS_MAILERS = django.VERSION >= (6, 1)
+BACKENDS_TAKE_ALIAS = HAS_MAILERS
+
+if TYPE_CHECKING:
+    InvalidMailer = ImproperlyConfigured
+else:
+    try:  # Django 6.1+: mailer configuration errors have their own class.
+        from django.core.mail import InvalidMailer
+    except ImportError:  # Django < 6.1
+        InvalidMailer = ImproperlyConfigured
+
+#: Django 6.1's ``BaseEmailBackend.__getattr__`` (None before 6.1).
+BASE_BACKEND_GETATTR = BaseEmailBackend.__dict__.get("__getattr__")
+
+
+def drop_ignored_options(options: dict[str, Any]) -> None:
+    """Remove, in place, the keyword arguments Django 6.1 asks a backend to
+    ignore: when it builds the default mailer for a legacy
+    ``get_connection(**kwargs)`` call, it passes ``_ignore_unknown_kwargs``
+    naming them (they are not router options)."""
+    for name in options.pop("_ignore_unknown_kwargs", None) or ():
+        options.pop(name, None)
+
+
+def uses_mailers_setting() -> bool:
+    """True when leaf mailers come from Django 6.1's ``MAILERS`` setting."""
+    return HAS_MAILERS and hasattr(settings, "MAILERS")
+
+
+def is_overridden(name: str) -> bool:
+    """Whether settings set ``name``, without reading it (Django 6.1 warns on
+    reads of its deprecated email settings)."""
+    return bool(cast(Any, settings).is_overridden(name))
+
+
+def mailers_setting() -> Any:
+    """The ``MAILERS`` setting (call only when ``uses_mailers_setting()``)."""
+    return getattr(settings, "MAILERS")  # noqa: B009 (not in older stubs)
+
+
+def mailer_from_mailers_setting(alias: str) -> BaseEmailBackend:
+    """Mailer ``alias`` built by Django 6.1 itself, exactly as ``send(using=alias)`` would."""
+    from django.core.mail import mailers  # type: ignore[attr-defined,unused-ignore]
+
+    backend: BaseEmailBackend = mailers[alias]
+    return backend

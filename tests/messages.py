@@ -1,0 +1,36 @@
+"""The test messages and the one-line views of what happened to them."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+from django.core.mail import EmailMessage
+
+_INIT_KEYWORDS = frozenset(inspect.signature(EmailMessage).parameters)
+
+
+def msg(
+    subject: str = "Hello",
+    to: str | Sequence[str] = ("user@example.com",),
+    *,
+    body: str = "Body",
+    from_email: str = "app@example.com",
+    **keywords: Any,
+) -> EmailMessage:
+    """A plain message. ``EmailMessage`` keywords (``cc``, ``headers``, ...) are
+    passed on; any other keyword becomes an attribute, as Anymail and the router
+    read them (``tags``, ``metadata``, ``mailers``, ...)."""
+    recipients = [to] if isinstance(to, str) else list(to)
+    init = {key: value for key, value in keywords.items() if key in _INIT_KEYWORDS}
+    message = EmailMessage(subject, body, from_email, recipients, **init)
+    for key, value in keywords.items():
+        if key not in init:
+            setattr(message, key, value)
+    return message
+
+
+def kinds(message: EmailMessage) -> list[tuple[str, str]]:
+    """``[(alias, outcome), ...]`` of the message's attempts, in order."""
+    return [(a.alias, a.outcome.value) for a in message.mailrouter_attempts]  # type: ignore[attr-defined]

@@ -1,0 +1,164 @@
+"""The modules of ``src/mailrouter`` import each other one way only.
+
+Every import counts, including those inside functions (a function-level import
+is still a dependency; it only hides the cycle until the function runs).
+Imports under ``if TYPE_CHECKING:`` are left out: they never run.
+
+``python -m tests.test_import_graph`` prints the edges.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+PACKAGE = "mailrouter"
+
+
+def module_names() -> dict[str, Path]:
+    """Dotted name → file of every module of the package."""
+    names: dict[str, Path] = {}
+    for path in sorted((SRC / PACKAGE).rglob("*.py")):
+        parts = list(path.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        names[".".join(parts)] = path
+    return names
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+    found: list[ast.Import | ast.ImportFrom] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module → the package's modules it imports (at any depth in the file)."""
+    modules = module_names()
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        is_package = path.name == "__init__.py"
+        here = name.split(".") if is_package else name.split(".")[:-1]
+        for node in _imports(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                if node.level:
+                    base = here[: len(here) - node.level + 1]
+                    prefix = ".".join([*base, *([node.module] if node.module else [])])
+                else:
+                    prefix = node.module or ""
+                # ``from . import report`` imports a module; ``from .x import y``
+                # imports module x (y is a name in it, or a submodule).
+                targets = [
+                    f"{prefix}.{alias.name}" if f"{prefix}.{alias.name}" in modules else prefix
+                    for alias in node.names
+                ]
+            for target in targets:
+                if target in modules and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle (as a path that returns to its start), or None."""
+    done: set[str] = set()
+    path: list[str] = []
+    on_path: set[str] = set()
+
+    def visit(node: str) -> list[str] | None:
+        path.append(node)
+        on_path.add(node)
+        for target in sorted(graph[node]):
+            if target in on_path:
+                return [*path[path.index(target):], target]
+            if target not in done:
+                cycle = visit(target)
+                if cycle:
+                    return cycle
+        path.pop()
+        on_path.discard(node)
+        done.add(node)
+        return None
+
+    for start in sorted(graph):
+        if start not in done:
+            cycle = visit(start)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_no_import_cycle() -> None:
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " → ".join(cycle or [])
+
+
+def test_the_cycle_finder_finds_cycles() -> None:
+    # Guards the test above against a finder that never finds anything.
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_graph_sees_function_level_and_relative_imports() -> None:
+    graph = import_graph()
+    # Known edges of different shapes: package-relative, parent-relative.
+    assert "mailrouter.config" in graph["mailrouter.backend"]
+    assert "mailrouter.health.breaker" in graph["mailrouter.health.monitor"]
+    assert "mailrouter.outcomes" in graph["mailrouter.health.monitor"]
+    assert len(graph) >= 20
+
+
+@pytest.mark.parametrize("module", sorted(module_names()))
+def test_no_module_uses_another_modules_private_names(module: str) -> None:
+    path = module_names()[module]
+    tree = ast.parse(path.read_text(), str(path))
+    ours = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        and (node.level or (node.module or "").startswith(PACKAGE))
+    ]
+    imported_names = {alias.asname or alias.name for node in ours for alias in node.names}
+    offenders = [
+        f"from {node.module} import {alias.name}"
+        for node in ours
+        for alias in node.names
+        if alias.name.startswith("_") and not alias.name.startswith("__")
+    ] + [
+        f"{node.value.id}.{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in imported_names
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+    ]
+    assert not offenders, f"{module} uses private names of other modules: {offenders}"
+
+
+if __name__ == "__main__":
+    for source, targets in sorted(import_graph().items()):
+        for target in sorted(targets):
+            print(f"{source} -> {target}")
