@@ -2,6 +2,7 @@
 
 - ``configure`` / ``style``: configure the router in either settings style;
 - ``smtp_server``: real local SMTP servers, stopped after the test;
+- ``esp``: fake ESP HTTP servers (tests/esp_fixtures.py has their mailers), stopped after the test;
 - ``clock``: the controllable clock ``CLOCK`` (tests/health_fixtures.py), reset to ``START``;
 - a fresh per-process health state and call counters for every test (autouse);
 - ``redis_server`` (session) / ``redis`` (per test, emptied and running).
@@ -9,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -19,11 +21,12 @@ from hypothesis import settings as hypothesis_settings
 
 from mailrouter.backend import RouterBackend
 from mailrouter.health import store as health_store
-from mailrouter.testing import FaultySMTPServer
+from mailrouter.testing import FakeESPServer, FaultySMTPServer
 from mailrouter.testing.redis import RedisServer
 from mailrouter.testing.settings import STYLES, default_mailer, router_settings
 
 from . import fakes
+from .esp_fixtures import API_KEY
 from .health_fixtures import CLOCK, START, CountingCache, FakeClock, redis_binary
 
 # CI runs a fixed set of examples (a red CI must be reproducible); local runs
@@ -86,19 +89,32 @@ def _clean_outbox() -> Iterator[None]:
 LOCMEM = "django.core.mail.backends.locmem.EmailBackend"
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[Callable[..., FaultySMTPServer]]:
-    """``smtp_server(**kwargs)`` starts a real local SMTP server, stopped after the test."""
-    started: list[FaultySMTPServer] = []
+def started_servers(make: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """A fixture body: ``start(**kwargs)`` starts ``make(**kwargs)``; every
+    server started is stopped after the test."""
+    started: list[Any] = []
 
-    def start(**kwargs: Any) -> FaultySMTPServer:
-        server = FaultySMTPServer(**kwargs).start()
+    def start(**kwargs: Any) -> Any:
+        server = make(**kwargs).start()
         started.append(server)
         return server
 
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[Callable[..., FaultySMTPServer]]:
+    """``smtp_server(**kwargs)`` starts a real local SMTP server, stopped after the test."""
+    yield from started_servers(FaultySMTPServer)
+
+
+@pytest.fixture
+def esp() -> Iterator[Callable[..., FakeESPServer]]:
+    """``esp(**kwargs)`` starts a fake ESP server (Mailgun, Postmark, SES APIs),
+    stopped after the test."""
+    yield from started_servers(functools.partial(FakeESPServer, api_key=API_KEY))
 
 
 @pytest.fixture

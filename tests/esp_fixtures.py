@@ -6,6 +6,8 @@ from typing import Any
 
 from mailrouter.testing import FakeESPServer
 
+from .smtp_fixtures import smtp_mailer
+
 API_KEY = "key-live-0123456789abcdef"
 
 
@@ -57,3 +59,11 @@ def amazon_ses(server: FakeESPServer, **config: Any) -> dict[str, Any]:
             },
         },
     }
+
+
+def mailgun_then_smtp(configure: Any, primary: FakeESPServer, relay: Any) -> Any:
+    """``configure``'s router trying Mailgun on ``primary``, then SMTP on ``relay``."""
+    return configure(
+        {"mailgun": mailgun(primary), "smtp": smtp_mailer(relay)},
+        {"routes": [{"mailers": ["mailgun", "smtp"]}]},
+    )

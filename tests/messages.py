@@ -8,6 +8,8 @@ from typing import Any
 
 from django.core.mail import EmailMessage
 
+from mailrouter.errors import DeliveryError
+
 _INIT_KEYWORDS = frozenset(inspect.signature(EmailMessage).parameters)
 
 
@@ -34,3 +36,12 @@ def msg(
 def kinds(message: EmailMessage) -> list[tuple[str, str]]:
     """``[(alias, outcome), ...]`` of the message's attempts, in order."""
     return [(a.alias, a.outcome.value) for a in message.mailrouter_attempts]  # type: ignore[attr-defined]
+
+
+def send(router: Any, *messages: EmailMessage) -> DeliveryError | None:
+    """Send ``messages`` through ``router``; the ``DeliveryError`` it raised, if any."""
+    try:
+        router.send_messages(list(messages))
+    except DeliveryError as error:
+        return error
+    return None

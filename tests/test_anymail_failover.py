@@ -3,7 +3,7 @@ HTTP to a local server that speaks their send APIs (mailrouter.testing.esp)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,22 +17,8 @@ from mailrouter.testing import FakeESPServer
 from mailrouter.testing.settings import router_settings
 
 from .conftest import examples, make_router
-from .esp_fixtures import API_KEY, amazon_ses, mailgun, postmark
+from .esp_fixtures import API_KEY, amazon_ses, mailgun, mailgun_then_smtp, postmark
 from .messages import kinds, msg
-
-
-@pytest.fixture
-def esp() -> Iterator[Callable[..., FakeESPServer]]:
-    started: list[FakeESPServer] = []
-
-    def start(**kwargs: Any) -> FakeESPServer:
-        server = FakeESPServer(api_key=API_KEY, **kwargs).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 @pytest.fixture
@@ -305,13 +291,8 @@ def test_a_send_cancelled_by_pre_send_is_not_failed_over(
     from anymail.exceptions import AnymailCancelSend
     from anymail.signals import pre_send
 
-    from .smtp_fixtures import smtp_mailer
-
     primary, relay = esp(), smtp_server()
-    router = configure(
-        {"mailgun": mailgun(primary), "smtp": smtp_mailer(relay)},
-        {"routes": [{"mailers": ["mailgun", "smtp"]}]},
-    )
+    router = mailgun_then_smtp(configure, primary, relay)
 
     def suppress(sender: Any, message: EmailMessage, **kwargs: Any) -> None:
         if "suppressed" in str(message.subject):

@@ -112,6 +112,33 @@ def test_router_naming_itself_is_a_cycle() -> None:
     assert "route cycle default → default" in text
 
 
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        ({"timeouts": {"eu": 5, "a": 5}}, "'timeouts' names 'eu', which is a router"),
+        (
+            {"health": {"mailers": {"eu": {"cooldown": 5}, "a": {"cooldown": 5}}}},
+            "'health'['mailers']['eu']: 'eu' is a router",
+        ),
+    ],
+)
+def test_a_router_alias_in_leaf_options_fails_at_startup(
+    option: dict[str, Any], expected: str, style: str
+) -> None:
+    """Routers send nothing and are never health-tracked: a leaf option that
+    names one is a mistake, reported with the router, the option and the alias."""
+    mailers = {
+        **LEAVES,
+        "eu": {"BACKEND": ROUTER, "OPTIONS": {"routes": [{"mailers": ["a"]}]}},
+    }
+    options = {"routes": [{"mailers": ["eu", "b"]}], **option}
+    text, found = problems_for(options, style, mailers)
+    assert expected in text
+    assert text.count("is a router") == 1  # the leaf 'a' next to it is accepted
+    where = "MAILERS['default']" if style == "mailers" else "MAILROUTER['OPTIONS']"
+    assert any(expected in message and where in message for message in found), found
+
+
 def test_nested_router_without_cycle_is_fine(style: str) -> None:
     mailers = {
         **LEAVES,

@@ -8,7 +8,7 @@ exception type alone."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,38 +16,14 @@ from django.core.mail import EmailMessage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailrouter.errors import DeliveryError
 from mailrouter.outcomes import MessageStatus
 from mailrouter.testing import FakeESPServer
 from mailrouter.testing.settings import router_settings
 
 from .conftest import examples, make_router
-from .esp_fixtures import API_KEY, amazon_ses, mailgun, postmark
-from .messages import kinds, msg
+from .esp_fixtures import API_KEY, amazon_ses, mailgun, mailgun_then_smtp, postmark
+from .messages import kinds, msg, send
 from .smtp_fixtures import smtp_mailer
-
-
-@pytest.fixture
-def esp() -> Iterator[Callable[..., FakeESPServer]]:
-    started: list[FakeESPServer] = []
-
-    def start(**kwargs: Any) -> FakeESPServer:
-        server = FakeESPServer(api_key=API_KEY, **kwargs).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
-def send(router: Any, *messages: EmailMessage) -> DeliveryError | None:
-    try:
-        router.send_messages(list(messages))
-    except DeliveryError as error:
-        return error
-    return None
-
 
 # -- 1. Errors after the ESP accepted: judged by the stage, not the type ------------------
 
@@ -292,10 +268,7 @@ def test_a_batch_send_never_fails_over_to_a_mailer_that_would_merge_its_recipien
     configure: Any, esp: Callable[..., FakeESPServer], smtp_server: Any
 ) -> None:
     primary, relay = esp(mode="error_503"), smtp_server()
-    router = configure(
-        {"mailgun": mailgun(primary), "smtp": smtp_mailer(relay)},
-        {"routes": [{"mailers": ["mailgun", "smtp"]}]},
-    )
+    router = mailgun_then_smtp(configure, primary, relay)
     message = msg("Hi %recipient.name%", to=("a@example.com", "b@example.com"))
     message.merge_data = {"a@example.com": {"name": "A"}, "b@example.com": {"name": "B"}}  # type: ignore[attr-defined]
     error = send(router, message)
@@ -311,10 +284,7 @@ def test_an_anymail_message_without_batch_features_still_fails_over_to_smtp(
     from anymail.message import AnymailMessage
 
     primary, relay = esp(mode="error_503"), smtp_server()
-    router = configure(
-        {"mailgun": mailgun(primary), "smtp": smtp_mailer(relay)},
-        {"routes": [{"mailers": ["mailgun", "smtp"]}]},
-    )
+    router = mailgun_then_smtp(configure, primary, relay)
     message = AnymailMessage("Hi", "Body", "app@example.com", ["a@example.com"], tags=["t"])
     assert router.send_messages([message]) == 1
     assert kinds(message) == [("mailgun", "not_sent"), ("smtp", "accepted")]

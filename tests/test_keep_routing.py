@@ -11,6 +11,7 @@ from django.core import mail
 from django.core.mail import EmailMessage
 
 from mailrouter import DeliveryError, MessageStatus, Outcome
+from mailrouter.compat import HAS_MAILERS
 from mailrouter.testing import keep_routing, mailer_fails
 from mailrouter.testing.settings import ROUTER, router_settings
 
@@ -60,6 +61,25 @@ def test_mailer_fails_refuses_non_failures_and_nests() -> None:
                 assert send().sent_using == "second"  # type: ignore[attr-defined]
             assert send().mailrouter_status is MessageStatus.REJECTED  # type: ignore[attr-defined]
         assert send().sent_using == "first"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("alias", "what"), [("frist", "not a configured mailer"), ("default", "a router")]
+)
+def test_mailer_fails_refuses_an_alias_that_is_no_leaf(alias: str, what: str) -> None:
+    if alias == "default" and not HAS_MAILERS:
+        what = "not a configured mailer"  # the legacy router has no alias
+    with (
+        router_settings(LEAVES, OPTIONS),
+        keep_routing(),
+        pytest.raises(ValueError) as raised,
+        mailer_fails(alias),
+    ):
+        pass
+    expected = (
+        f"{alias!r} is {what}; it takes a leaf mailer alias (known leaves: 'first', 'second')"
+    )
+    assert expected in str(raised.value)
 
 
 def test_keep_routing_keeps_nested_routers_and_their_routes() -> None:

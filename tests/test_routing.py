@@ -10,6 +10,7 @@ from django.core.mail import EmailMessage
 
 from mailrouter.errors import DeliveryError
 from mailrouter.outcomes import MessageStatus
+from mailrouter.routing import RoutingContext, select
 
 from .conftest import LOCMEM
 from .messages import msg
@@ -152,11 +153,16 @@ def test_connection_that_is_the_router_itself_routes_normally(configure: Any) ->
 
 
 def test_route_selection_is_pure_and_fast_path_has_no_io(configure: Any) -> None:
-    from mailrouter.routing import select
-
     router = configure(LEAVES, {"routes": ROUTES})
     message = msg(to=["a@x.fr"])
-    context = router._runtime.routing_context((router.alias,))
+    # Everything selection may ask beyond message and config comes in as callbacks.
+    context = RoutingContext(
+        routers=frozenset(),
+        path=(router.alias,),
+        is_this_router=lambda connection: False,
+        nested_config=lambda candidate: None,
+        matcher_failed=lambda route, error: None,
+    )
     selection = select(message, router.config, router.mailer_table, context)
     assert selection.route == "eu" and [c.alias for c in selection.candidates] == ["eu"]
     assert mail.outbox == []

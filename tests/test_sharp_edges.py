@@ -19,26 +19,15 @@ import mailrouter
 from mailrouter.checks import check_health_cache, check_mailrouter
 from mailrouter.compat import HAS_MAILERS
 from mailrouter.errors import DeliveryError
+from mailrouter.health.store import MailerHealth, store_for
 from mailrouter.matching import domain_of, normalise_domain
 from mailrouter.outcomes import MessageStatus
 from mailrouter.testing.settings import ROUTER, router_settings
 
 from .conftest import LOCMEM, examples, make_router
+from .messages import kinds, msg
 
 LEAVES = {alias: {"BACKEND": LOCMEM} for alias in ("a", "b", "c")}
-
-
-def msg(*to: str, **kwargs: Any) -> EmailMessage:
-    mailers = kwargs.pop("mailers", None)
-    message = EmailMessage("Hello", "Body", kwargs.pop("from_email", "app@example.com"),
-                           list(to) or ["someone@example.com"], **kwargs)
-    if mailers is not None:
-        message.mailers = mailers  # type: ignore[attr-defined]
-    return message
-
-
-def outcomes(message: EmailMessage) -> list[tuple[str, str]]:
-    return [(a.alias, a.outcome.value) for a in message.mailrouter_attempts]  # type: ignore[attr-defined]
 
 
 # -- 1. a pin or connection leading back into a router ------------------------------------
@@ -74,7 +63,9 @@ def test_a_pin_to_the_router_itself_fails_at_once_with_one_reason(
         assert "'default' is a router already routing this message" in str(failure.reason)
         assert str(raised.value).count("DeliveryError") == 0  # not nested
         assert len(caplog.records) == 1  # one line, not hundreds
-        assert "default" not in router._runtime.leaf_aliases
+        settings = router.config.health_settings
+        on_record = store_for(settings).read(["default"], settings.policy, settings.clock())
+        assert on_record["default"] == MailerHealth("default")  # routers are not tracked
 
 
 def test_a_legacy_connection_leading_back_fails_at_once() -> None:
@@ -116,7 +107,8 @@ def test_a_nested_router_leading_back_fails_before_anything_is_sent() -> None:
 
 
 def _nested_router_leading_back(router: Any) -> None:
-    fine, looping = msg("x@example.com", mailers=["loopy"]), msg("x@paris.fr", mailers=["loopy"])
+    fine = msg(to="x@example.com", mailers=["loopy"])
+    looping = msg(to="x@paris.fr", mailers=["loopy"])
     with pytest.raises(DeliveryError) as raised:
         router.send_messages([fine, looping])
     assert fine.sent_using == "loopy"  # type: ignore[attr-defined]
@@ -211,7 +203,7 @@ def test_a_domain_routes_the_same_however_it_is_spelt(
     host = domain.rstrip(".")
     if pattern.startswith("*."):
         host = f"shop.{host}"
-    message = msg(f"user@{host}", from_email=f"Shop <shop@{host}>")
+    message = msg(to=f"user@{host}", from_email=f"Shop <shop@{host}>")
     router.send_messages([message])
     assert message.sent_using == "a", (pattern, host)  # type: ignore[attr-defined]
 
@@ -256,7 +248,7 @@ def test_an_address_with_a_comment_takes_its_route(configure: Any) -> None:
     router = configure(LEAVES, {"routes": [
         {"name": "eu", "when": {"to_domain": ["*.de"]}, "mailers": ["a"]}, {"mailers": ["b"]},
     ]})
-    message = msg("Ann <ann@x.de> (work)")
+    message = msg(to="Ann <ann@x.de> (work)")
     router.send_messages([message])
     assert message.sent_using == "a"  # type: ignore[attr-defined]
 
@@ -266,7 +258,7 @@ def test_an_address_with_a_comment_takes_its_route(configure: Any) -> None:
 
 def test_failures_before_any_attempt_name_the_message_id(configure: Any) -> None:
     router = configure(LEAVES, {"routes": [{"when": {"to_domain": "*.de"}, "mailers": ["a"]}]})
-    message = msg("x@example.com")
+    message = msg(to="x@example.com")
     with pytest.raises(DeliveryError) as raised:
         router.send_messages([message])
     assert message.extra_headers["Message-ID"] in str(raised.value)
@@ -287,7 +279,7 @@ def test_unnamed_routes_are_named_by_position(configure: Any) -> None:
     router = configure(LEAVES, {"routes": [
         {"when": {"to_domain": "*.de"}, "mailers": ["a"]}, {"mailers": ["b"]},
     ]})
-    first, second = msg("x@y.de"), msg()
+    first, second = msg(to="x@y.de"), msg()
     router.send_messages([first, second])
     assert [first.mailrouter_route, second.mailrouter_route] == ["#0", "#1"]  # type: ignore[attr-defined]
 
@@ -298,7 +290,7 @@ def test_log_records_carry_no_redundant_prefix(
     router = configure(LEAVES, {"routes": [{"when": {"to_domain": "*.de"}, "mailers": ["a"]}]})
     router.fail_silently = True
     with caplog.at_level(logging.DEBUG, logger="mailrouter"):
-        router.send_messages([msg("x@example.com")])
+        router.send_messages([msg(to="x@example.com")])
     assert caplog.records
     assert not any(r.getMessage().startswith("mailrouter") for r in caplog.records)
 
@@ -313,7 +305,7 @@ def test_anymail_errors_are_one_line_with_each_cause_once(configure: Any) -> Non
     message = msg()
     router.send_messages([message])
     error = message.mailrouter_attempts[0].error  # type: ignore[attr-defined]
-    assert outcomes(message) == [("mailgun", "not_sent"), ("a", "accepted")]
+    assert kinds(message) == [("mailgun", "not_sent"), ("a", "accepted")]
     assert "\n" not in error and error.startswith("Error posting to http://127.0.0.1")
     assert error.count("Connection refused") == 1, error
     assert "ConnectionRefusedError" in error and "HTTPConnectionPool" not in error
@@ -360,7 +352,7 @@ def test_bare_strings_work_where_lists_are_expected(configure: Any) -> None:
     router = configure(LEAVES, {"routes": [
         {"when": {"to_domain": "*.de", "tags": "news"}, "mailers": "a"}, {"mailers": "b"},
     ]})
-    message = msg("x@y.de")
+    message = msg(to="x@y.de")
     message.tags = ["news"]  # type: ignore[attr-defined]
     router.send_messages([message])
     assert message.sent_using == "a"  # type: ignore[attr-defined]
@@ -369,7 +361,7 @@ def test_bare_strings_work_where_lists_are_expected(configure: Any) -> None:
 def test_explain_is_a_public_value(configure: Any) -> None:
     router = configure(LEAVES, {"routes": [{"name": "eu", "when": {"to_domain": "*.de"},
                                             "mailers": ["a", "b"]}, {"mailers": ["c"]}]})
-    explanation = router.explain(msg("x@y.de"))
+    explanation = router.explain(msg(to="x@y.de"))
     assert isinstance(explanation, mailrouter.Explanation)
     assert explanation.route == "eu" and explanation.problem is None
     assert [(c.alias, c.health, c.skip) for c in explanation.candidates] == [

@@ -12,27 +12,17 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.core.mail import EmailMessage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailrouter.errors import DeliveryError
 from mailrouter.outcomes import MessageStatus
 from mailrouter.testing import FaultySMTPServer
 
 from .conftest import examples
-from .messages import kinds, msg
+from .messages import kinds, msg, send
 from .smtp_fixtures import smtp_mailer
 
 Start = Callable[..., FaultySMTPServer]
-
-
-def send(router: Any, messages: list[EmailMessage]) -> DeliveryError | None:
-    try:
-        router.send_messages(messages)
-    except DeliveryError as error:
-        return error
-    return None
 
 
 @pytest.fixture
@@ -90,7 +80,7 @@ def test_rejected_is_not_failed_over(pair: Any, mode: str) -> None:
     router, primary, backup = pair()
     primary.mode = mode
     message = msg()
-    error = send(router, [message])
+    error = send(router, message)
     assert error is not None and error.failures[0].status is MessageStatus.REJECTED
     assert kinds(message) == [("primary", "rejected")]
     assert backup.transactions == 0
@@ -133,7 +123,7 @@ def test_loss_after_the_body_is_uncertain_and_not_resent(pair: Any, mode: str) -
     router, primary, backup = pair(primary_options={"timeout": 0.5})
     primary.mode = mode
     message = msg()
-    error = send(router, [message])
+    error = send(router, message)
     assert error is not None and error.failures[0].status is MessageStatus.UNCERTAIN
     assert kinds(message) == [("primary", "uncertain")]
     assert backup.transactions == 0
@@ -262,7 +252,7 @@ def test_real_smtp_fault_schedules_end_every_message_once(
         {"routes": [{"mailers": aliases}], "delivery": delivery},
     )
     batch = [msg(f"s{i}") for i in range(size)]
-    error = send(router, batch)
+    error = send(router, *batch)
     received = Counter(r.message_id for s in servers for r in s.messages)
     for message in batch:
         mid = message.extra_headers["Message-ID"]

@@ -3,9 +3,9 @@
 Django 6.1 added the ``MAILERS`` setting (``django.core.mail.mailers``), passes
 ``alias`` to every backend it builds (and ``_ignore_unknown_kwargs`` to the
 default one), has ``InvalidMailer`` for mailer configuration errors, gave
-``BaseEmailBackend`` a ``__getattr__``, and warns when deprecated ``EMAIL_*``
-settings are read. (``routing.legacy_connection`` reads a message's
-deprecated ``connection`` without that warning.)
+``BaseEmailBackend`` a ``__getattr__``, warns when deprecated ``EMAIL_*``
+settings are read, and keeps a message's deprecated ``connection`` in
+``_connection`` behind a warning property.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 import django
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
 #: Django 6.1+: the ``MAILERS`` setting exists, and Django passes ``alias`` to
@@ -41,6 +42,16 @@ def drop_ignored_options(options: dict[str, Any]) -> None:
     naming them (they are not router options)."""
     for name in options.pop("_ignore_unknown_kwargs", None) or ():
         options.pop(name, None)
+
+
+def legacy_connection(message: EmailMessage) -> Any:
+    """The message's deprecated ``connection`` (or None), without triggering
+    Django 6.1's deprecation warning: 6.1 stores it as ``_connection`` behind a
+    warning property, earlier versions as the plain attribute ``connection``."""
+    state = message.__dict__
+    if "_connection" in state:
+        return state["_connection"]
+    return state.get("connection")
 
 
 def uses_mailers_setting() -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -72,6 +73,11 @@ class MailerTable:
 
     def label(self, alias: str) -> str:
         return f"{self.source}[{alias!r}]"
+
+    @cached_property
+    def routers(self) -> frozenset[str]:
+        """The aliases whose backend is a router (see ``ROUTER_MARKER``)."""
+        return frozenset(alias for alias, spec in self.entries.items() if is_router_spec(spec))
 
 
 @dataclass(frozen=True)
@@ -194,7 +200,9 @@ def parse_router_options(
         options.get("timeout", DEFAULT_TIMEOUT), f"{label}: 'timeout'", problems
     )
     timeouts = _parse_timeouts(options.get("timeouts", {}), label, table, problems)
-    health = parse_health(options.get("health", {}), label, table, table.source, problems)
+    health = parse_health(
+        options.get("health", {}), label, table, table.source, problems, routers=table.routers
+    )
     if not problems:
         problems.extend(find_cycles(alias, routes, table))
     if problems:
@@ -331,6 +339,13 @@ def _parse_timeouts(
     for alias, seconds in value.items():
         if alias not in table:
             problems.append(f"{label}: 'timeouts' names {alias!r}, which is not in {table.source}")
+            continue
+        if alias in table.routers:
+            # A router sends nothing itself: its mailers' timeouts apply.
+            problems.append(
+                f"{label}: 'timeouts' names {alias!r}, which is a router "
+                "(set the timeouts of the mailers it routes to)"
+            )
             continue
         parsed = _parse_seconds(seconds, f"{label}: 'timeouts'[{alias!r}]", problems)
         if parsed is not None:

@@ -22,6 +22,7 @@ from .errors import ConfigurationError
 from .health.breaker import State
 from .health.monitor import explain_skip
 from .health.store import Drain, HealthStore, MailerHealth, store_for
+from .leaves import apply_timeout, build_mailer
 from .runtime import RouterRuntime, load_runtime
 
 #: ``CandidateExplanation.health`` when the health cache could not be read.
@@ -250,8 +251,6 @@ def effective_timeout(router: ConfiguredRouter, alias: str) -> tuple[float | Non
     (its OPTIONS, or its library's default such as Anymail's 30 s); else the
     router's ``timeout``, which only fills leaves that have none.
     """
-    from .leaves import apply_timeout, build_mailer
-
     config = router.config
     try:
         backend: Any = build_mailer(alias, router.runtime.table)

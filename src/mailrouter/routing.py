@@ -18,6 +18,7 @@ from typing import Any
 
 from django.core.mail import EmailMessage
 
+from .compat import legacy_connection
 from .config import MailerTable, RouterConfig, parse_alias_list
 
 PINNED = "(pinned)"
@@ -94,14 +95,6 @@ def route_candidates(
 ) -> tuple[Candidate, ...]:
     """A route's candidates, built once: they are immutable, so shared."""
     return tuple(Candidate(alias, tracked=alias not in routers) for alias in aliases)
-
-
-def legacy_connection(message: EmailMessage) -> Any:
-    """The message's ``connection`` without triggering Django 6.1's deprecation warning."""
-    state = message.__dict__
-    if "_connection" in state:
-        return state["_connection"]
-    return state.get("connection")
 
 
 def connection_label(connection: Any) -> str:

@@ -17,7 +17,6 @@ from django.core.signals import setting_changed
 from .config import (
     MailerTable,
     RouterConfig,
-    is_router_spec,
     load_mailer_table,
     parse_router_options,
 )
@@ -92,10 +91,7 @@ def load_runtime(alias: str | None, options: Mapping[str, Any]) -> RouterRuntime
         _, problems = build_leaves(config, table, redact)
         if problems:
             raise ConfigurationError(problems)
-        routers = frozenset(
-            name for name, spec in table.entries.items() if is_router_spec(spec)
-        )
-        runtime = RouterRuntime(config, table, redact, routers)
+        runtime = RouterRuntime(config, table, redact, table.routers)
         with _cache_lock:
             _cache[key] = runtime
     return runtime

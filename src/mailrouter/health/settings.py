@@ -55,12 +55,19 @@ class HealthSettings:
 
 
 def parse_health(
-    raw: Any, label: str, aliases: Container[str], source: str, problems: list[str]
+    raw: Any,
+    label: str,
+    aliases: Container[str],
+    source: str,
+    problems: list[str],
+    *,
+    routers: Container[str] = frozenset(),
 ) -> HealthSettings:
     """Validate the ``health`` option; append every problem to ``problems``.
 
     ``aliases`` are the known mailer aliases (``source`` names where they are
-    defined), for the per-mailer overrides.
+    defined), for the per-mailer overrides; ``routers`` those of them that are
+    routers, which are never health-tracked and so take no overrides.
     """
     where = f"{label}: 'health'"
     if raw is None or raw is False:
@@ -88,6 +95,12 @@ def parse_health(
         entry_where = f"{where}['mailers'][{alias!r}]"
         if alias not in aliases:
             problems.append(f"{entry_where}: {alias!r} is not in {source}")
+            continue
+        if alias in routers:
+            problems.append(
+                f"{entry_where}: {alias!r} is a router, and routers are not health-tracked "
+                "(set the overrides of the mailers it routes to)"
+            )
             continue
         if not isinstance(entry, Mapping):
             problems.append(f"{entry_where} must be a dict of {', '.join(POLICY_KEYS)}")

@@ -250,10 +250,6 @@ class HealthStore:
     def kind(self) -> str:
         return "local" if self._embedded is not None else cache_kind(self.backend())
 
-    @property
-    def using_fallback(self) -> bool:
-        return self._failed_at is not None
-
     def _run(self, operation: Callable[[BaseCache], T]) -> T:
         failed_at = self._failed_at
         if failed_at is not None and time.monotonic() < failed_at + RETRY_INTERVAL:

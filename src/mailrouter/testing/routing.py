@@ -36,6 +36,7 @@ from django.test.runner import DiscoverRunner
 from django.test.utils import TestContextDecorator, override_settings
 from django.utils.module_loading import import_string
 
+from ..config import is_router_class
 from ..outcomes import Outcome
 
 #: The ``BACKEND`` every leaf gets under :class:`keep_routing`.
@@ -117,6 +118,15 @@ def mailer_fails(alias: str, outcome: Outcome | str = Outcome.NOT_SENT) -> Itera
     kind = Outcome(outcome)
     if kind in (Outcome.ACCEPTED, Outcome.SKIPPED):
         raise ValueError(f"mailer_fails: {kind.value!r} is not a failure a mailer can have")
+    table = _routed_table()
+    leaves = [name for name, entry in table.items() if entry == {"BACKEND": LOCMEM_MAILER}]
+    if alias not in leaves:
+        # A fault on a name no leaf has would silently never fire.
+        what = "a router" if alias in table else "not a configured mailer"
+        raise ValueError(
+            f"mailer_fails: {alias!r} is {what}; it takes a leaf mailer alias "
+            f"(known leaves: {', '.join(map(repr, leaves)) or 'none'})"
+        )
     with _faults_lock:
         previous = _faults.get(alias)
         _faults[alias] = kind
@@ -134,12 +144,19 @@ def _is_router(backend: Any) -> bool:
     if not isinstance(backend, str):
         return False
     try:
-        cls = import_string(backend)
+        return is_router_class(import_string(backend))
     except ImportError:
         return False
-    from ..backend import RouterBackend
 
-    return isinstance(cls, type) and issubclass(cls, RouterBackend)
+
+def _routed_table() -> Mapping[str, Any]:
+    """The mailer table :class:`keep_routing` applies (routers kept, leaves locmem)."""
+    applied = routing_settings()
+    if "MAILERS" in applied:
+        table: Mapping[str, Any] = applied["MAILERS"]
+        return table
+    legacy_table: Mapping[str, Any] = applied["MAILROUTER"]["MAILERS"]
+    return legacy_table
 
 
 def _leaves_to_locmem(table: Mapping[str, Any]) -> dict[str, Any]:
