@@ -19,7 +19,7 @@ from django.conf import settings  # noqa: E402
 # autodoc imports the package; its modules need configured (empty) settings.
 if not settings.configured:
     settings.configure(
-        INSTALLED_APPS=["mailrouter"],
+        INSTALLED_APPS=["django.contrib.contenttypes", "mailrouter", "mailrouter.outbox"],
         EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
     )
 django.setup()

@@ -7,7 +7,8 @@
 #
 # Needs only python3 (3.11+), pip, and Python 3.12 and 3.13 somewhere (PATH or
 # pyenv) for Django 6.x; a missing 3.13 skips that one extra entry with a notice. Creates .venv-test/<entry> with uv; installs redis-server through
-# apt when it is missing and we are root (the health tests use a real Redis).
+# apt when it is missing and we are root (the health tests use a real Redis), and
+# postgresql likewise (the outbox tests start their own PostgreSQL servers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -54,7 +55,19 @@ ensure_redis() {
   (service redis-server stop || true) >/dev/null 2>&1
 }
 
+ensure_postgres() {
+  # Debian keeps initdb off PATH, under /usr/lib/postgresql/<version>/bin.
+  if command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+    return
+  fi
+  ensure_apt initdb postgresql
+  # The package starts a system cluster; the outbox tests start their own servers.
+  (service postgresql stop || true) >/dev/null 2>&1
+}
+
 declare -A DJANGO=([61]="django==6.1.*" [60]="django==6.0.*" [52]="django==5.2.*" [61py313]="django==6.1.*")
+# Django 5.2 has no django.tasks: the outbox's task path uses the backport there.
+declare -A EXTRA=([61]="" [60]="" [52]="django-tasks>=0.12" [61py313]="")
 declare -A PYTHON=([61]="3.12" [60]="3.12" [52]="3.11" [61py313]="3.13")
 ENTRIES=(61 60 52 61py313)
 if [ $# -gt 0 ] && [ -n "${DJANGO[$1]:-}" ]; then ENTRIES=("$1"); shift; fi
@@ -62,6 +75,7 @@ if [ $# -gt 0 ] && [ -n "${DJANGO[$1]:-}" ]; then ENTRIES=("$1"); shift; fi
 ensure_uv
 ensure_redis
 ensure_apt openssl openssl  # the TLS tests make a throwaway certificate with it
+ensure_postgres
 
 total_passed=0 total_failed=0 failed_entries=()
 for entry in "${ENTRIES[@]}"; do
@@ -74,7 +88,7 @@ for entry in "${ENTRIES[@]}"; do
   if [ ! -x "$venv/bin/python" ]; then "$UV" venv -q -p "$python" "$venv"; fi
   extras=dev
   if [ "$entry" = 61 ]; then extras=dev,docs; fi  # the docs are built once, on this entry
-  VIRTUAL_ENV=$venv "$UV" pip install -q -e ".[$extras]" "${DJANGO[$entry]}"
+  VIRTUAL_ENV=$venv "$UV" pip install -q -e ".[$extras]" "${DJANGO[$entry]}" ${EXTRA[$entry]:+"${EXTRA[$entry]}"}
   if [ "$entry" = 61 ]; then
     echo "-- ruff";  "$venv/bin/ruff" check src tests demo benchmarks docs
     echo "-- mypy";  "$venv/bin/mypy" src/mailrouter

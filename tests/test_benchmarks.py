@@ -100,3 +100,17 @@ def test_ratelimit_benchmark_counts() -> None:
     assert report["primary"] <= report["limit_per_s"] * (seconds + 1) + 1
     # Budget is reserved per batch, not per message.
     assert report["redis_script_calls_per_message"] < 1
+
+
+def test_outbox_benchmark_counts() -> None:
+    report = run_json("outbox.py", "--only-outbox", "--quick", "--workers", "2",
+                      "--rows", "40", "--calls", "5", "--kills", "0.3,0.9")
+    assert set(report["enqueue"]) == {
+        "outbox (PostgreSQL)", "direct to SMTP", "direct to ESP (50 ms)"
+    }
+    assert all(row["median_us"] > 0 for row in report["enqueue"].values())
+    [drain] = report["drain"]["mailrouter"]
+    assert drain["received"] == drain["rows"] == 40
+    crash = report["crash"]["mailrouter"]
+    assert crash["duplicates"] == 0 and crash["lost"] == 0
+    assert set(crash["statuses"]) <= {"sent", "uncertain"}

@@ -103,6 +103,9 @@ CLAIMS = {
     '"rate_limits": {"ses": "14/s"': "test_rate_limits_example",
     '"components": ["api", "smtp"]':
         "tests/test_readme_status_pages.py::test_readme_status_page_options_construct_a_router",
+    '"mailer": "router"': "tests/test_outbox_readme.py::test_outbox_mailers_example",
+    'EMAIL_BACKEND = "mailrouter.outbox.OutboxBackend"':
+        "tests/test_outbox_readme.py::test_outbox_legacy_example",
     'include("mailrouter.urls")':
         "tests/test_readme_status_pages.py::test_readme_urlconf_routes_the_webhook",
     "explanation = get_connection().explain(message)": "test_explain_example",

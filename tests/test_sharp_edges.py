@@ -319,7 +319,9 @@ def test_a_misspelt_mailrouter_key_is_an_unknown_key() -> None:
         with pytest.raises(ImproperlyConfigured) as raised:
             make_router()
         found = [m.msg for m in check_mailrouter()]
-    assert str(raised.value) == "MAILROUTER has unknown key 'MAILER' (expected: MAILERS, OPTIONS)"
+    assert str(raised.value) == (
+        "MAILROUTER has unknown key 'MAILER' (expected: MAILERS, OPTIONS, OUTBOX)"
+    )
     assert found == [str(raised.value)]
 
 

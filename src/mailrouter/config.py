@@ -136,7 +136,8 @@ def load_mailer_table() -> MailerTable:
     return MailerTable(entries, source)
 
 
-LEGACY_KEYS = ("MAILERS", "OPTIONS")
+#: "OUTBOX" holds the options of an EMAIL_BACKEND outbox (mailrouter.outbox).
+LEGACY_KEYS = ("MAILERS", "OPTIONS", "OUTBOX")
 
 
 def legacy_settings() -> Mapping[str, Any]:
@@ -162,6 +163,13 @@ def router_options(table: MailerTable) -> Iterator[tuple[str | None, Any]]:
         if is_router_spec(spec):
             yield alias, spec.options
     if uses_mailers_setting() or not is_overridden("EMAIL_BACKEND"):
+        return
+    if settings.EMAIL_BACKEND == "mailrouter.outbox.OutboxBackend":
+        # The outbox's workers send through MAILROUTER['OPTIONS']'s router
+        # unless MAILROUTER['OUTBOX'] names another.
+        outbox = legacy_settings().get("OUTBOX") or {}
+        if not (isinstance(outbox, Mapping) and outbox.get("mailer")):
+            yield None, legacy_settings().get("OPTIONS", {})
         return
     try:
         cls = import_string(settings.EMAIL_BACKEND)

@@ -42,6 +42,12 @@ def describe_error(error: BaseException) -> str:
     return " ".join(": ".join(part for part in parts if part).split())
 
 
+def send_signal(signal: Signal, sender: type, **kwargs: Any) -> None:
+    """Send ``signal`` to its receivers; a receiver that raises is logged and
+    ignored (observers never change what happens to a message)."""
+    _send(signal, sender, **kwargs)
+
+
 def _send(signal: Signal, sender: type, **kwargs: Any) -> None:
     # No receivers at all is the common case, and much cheaper to check than
     # has_listeners() (Django's own Signal.send() takes the same shortcut).

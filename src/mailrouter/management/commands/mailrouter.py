@@ -48,6 +48,7 @@ from ...operations import (
     mailer_status,
     undrain_mailer,
 )
+from ...outbox import command as outbox_command
 from ...probe import probe_mailer
 from ...ratelimit import status_columns
 from ...status_pages.refresh_status import refresh_status
@@ -84,7 +85,10 @@ def _pairs(values: Iterable[str] | None, option: str) -> dict[str, str]:
 
 
 class Command(BaseCommand):
-    help = "Mailer health and routing: status, explain, drain, undrain, probe."
+    help = (
+        "Mailer health and routing: status, explain, drain, undrain, probe; "
+        "the outbox: outbox-worker, outbox."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -120,6 +124,7 @@ class Command(BaseCommand):
         probe.add_argument("--timeout", default=None, metavar="SECONDS",
                            help="seconds (default: the router's timeout for it)")
         probe.add_argument("--json", action="store_true")
+        outbox_command.add_arguments(sub)
 
         refresh = sub.add_parser(
             "refresh-status", help="fetch mailers' status pages now (for cron / periodic tasks)"
@@ -129,6 +134,9 @@ class Command(BaseCommand):
         refresh.add_argument("--json", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["action"] in outbox_command.ACTIONS:
+            outbox_command.handle(self, options)
+            return
         action = options["action"]
         handler: Callable[[dict[str, Any]], None] = getattr(self, f"_{action.replace('-', '_')}")
         self._wrote = False

@@ -196,8 +196,13 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         retry_after: int | None = None,
         error_body: Any = None,
         tls: tuple[str, str] | None = None,
+        latency: float = 0.0,
     ) -> None:
         self.host = host
+        #: Seconds every API call takes after the request was read, before the
+        #: mode applies (a real ESP's processing time; benchmarks use 0.05);
+        #: requests wait in parallel.
+        self.latency = latency
         #: Real port once started (the requested one before that).
         self.port = port
         self.api_key = api_key
@@ -208,9 +213,6 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         self.error_body = error_body
         #: What SES GetAccount reports as ``SendingEnabled`` (False: paused).
         self.ses_sending_enabled = True
-        #: Seconds each send request takes before it is answered (a real ESP's
-        #: API latency, for throughput benchmarks); requests wait in parallel.
-        self.latency = 0.0
         #: Body of ``odd_2xx`` answers (JSON-encoded; ``None`` is ``null``).
         self.odd_body: Any = None
         #: Per item of a Postmark batch or an SES bulk send served in ``ok``

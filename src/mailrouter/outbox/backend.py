@@ -1,0 +1,118 @@
+"""``OutboxBackend``: stores messages for the outbox workers instead of sending.
+
+The request pays for one INSERT per batch (a bulk insert), inside the
+caller's transaction: the messages are committed or rolled back together
+with the data that caused them. No mailer is contacted here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.core.mail import EmailMessage
+from django.core.mail.backends.base import BaseEmailBackend
+from django.db import transaction
+from django.utils import timezone
+
+from ..compat import BACKENDS_TAKE_ALIAS
+from ..delivery import ensure_message_id
+from .models import OutboxMessage, RowStatus
+from .options import OutboxOptions, cached_options, legacy_raw_options
+from .payload import PayloadError, encode, encoded_size
+
+
+class OutboxBackend(BaseEmailBackend):
+    """Stores each message as one outbox row; workers deliver them later.
+
+    ``send_messages()`` returns the number of rows stored (messages without
+    recipients are skipped, as Django's own backends skip them). Each stored
+    message gets ``outbox_id`` (the row's primary key) and keeps the
+    Message-ID fixed here for every later attempt. A message that cannot be
+    stored faithfully (an attribute JSON cannot hold, a payload over
+    ``max_payload_bytes``) raises ``PayloadError`` before anything of the
+    batch is stored, even with ``fail_silently``: it would otherwise be lost.
+    """
+
+    def __init__(
+        self, fail_silently: bool = False, *, alias: str | None = None, **options: Any
+    ) -> None:
+        ignored = options.pop("_ignore_unknown_kwargs", None) or ()
+        for name in ignored:
+            options.pop(name, None)
+        if BACKENDS_TAKE_ALIAS:
+            super().__init__(alias=alias)
+        else:
+            super().__init__()
+        self.alias = alias
+        self.fail_silently = fail_silently
+        if alias is None:
+            given = {
+                key: value
+                for key, value in options.items()
+                if not (key in ("username", "password") and value is None)
+            }
+            options = {**legacy_raw_options(), **given}
+        self.options: OutboxOptions = cached_options(alias or "", options)
+
+    def send_messages(self, email_messages: Iterable[EmailMessage]) -> int:
+        messages = list(email_messages)
+        now = timezone.now()
+        rows: list[tuple[EmailMessage, OutboxMessage]] = []
+        for index, message in enumerate(messages):
+            if not callable(getattr(message, "recipients", None)):
+                raise TypeError(
+                    f"send_messages() takes EmailMessage objects; item {index} is "
+                    f"{type(message).__name__} (nothing was stored)"
+                )
+            if not message.recipients():
+                continue
+            rows.append((message, self._row(index, message, now)))
+        if not rows:
+            return 0
+        database = self.options.database
+        if len(rows) == 1:
+            # send_mail(): one statement; bulk_create would add BEGIN and COMMIT
+            # round trips in autocommit mode.
+            rows[0][1].save(using=database, force_insert=True)
+        else:
+            OutboxMessage.objects.using(database).bulk_create([row for _, row in rows])
+        for message, row in rows:
+            message.outbox_id = row.pk  # type: ignore[attr-defined]
+        task_backend = self.options.task_backend
+        if task_backend is not None:
+            from .tasks import wake_workers
+
+            # After the commit: a task run before it would find no rows.
+            transaction.on_commit(lambda: wake_workers(task_backend, database), using=database)
+        return len(rows)
+
+    def _row(self, index: int, message: EmailMessage, now: Any) -> OutboxMessage:
+        ensure_message_id(message)
+        where = f"message {index} (subject {str(message.subject)[:60]!r})"
+        try:
+            payload = encode(message)
+        except PayloadError as error:
+            raise PayloadError(f"{where}: {error}; nothing of this batch was stored") from None
+        size = encoded_size(payload)
+        if size > self.options.max_payload_bytes:
+            raise PayloadError(
+                f"{where} is {size} bytes as stored; {self.options.label} allows at most "
+                f"{self.options.max_payload_bytes} (option 'max_payload_bytes'); nothing of "
+                "this batch was stored"
+            )
+        message_id = next(
+            str(value) for name, value in message.extra_headers.items()
+            if name.lower() == "message-id"
+        )
+        return OutboxMessage(
+            status=RowStatus.QUEUED,
+            outbox_alias=self.options.alias,
+            mailer=self.options.mailer,
+            message_id=message_id[:255],
+            subject=str(payload["subject"] or "")[:1000],
+            recipients=", ".join(str(address) for address in message.recipients()),
+            payload=payload,
+            created_at=now,
+            next_attempt_at=now,
+        )

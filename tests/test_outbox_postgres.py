@@ -1,0 +1,269 @@
+"""Real worker processes drain a real PostgreSQL outbox into real local SMTP
+and fake ESP servers.
+
+- Several ``manage.py mailrouter outbox-worker`` processes drain thousands of
+  rows: every row ends sent, and no server receives a Message-ID twice.
+- Crash test: workers are killed with SIGKILL at random moments during a
+  drain and replaced: nothing is lost, nothing is sent twice, and every
+  ``uncertain`` row was being sent by a worker that was killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailrouter.testing import FakeESPServer, FaultySMTPServer
+from mailrouter.testing.redis import RedisServer
+
+from .health_fixtures import redis_binary
+from .postgres_fixtures import PostgresServer, require_postgres, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+PENDING = ("queued", "claimed", "sending")
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer(require_postgres()).start()
+    yield server
+    server.stop()
+
+
+class Fleet:
+    """Worker processes sharing one PostgreSQL outbox and two mail servers."""
+
+    def __init__(
+        self, postgres: PostgresServer, name: str, lease: float, esp_latency: float,
+        **extra: Any,
+    ) -> None:
+        postgres.create_database(name)
+        self.postgres = postgres
+        self.smtp = FaultySMTPServer().start()
+        self.esp = FakeESPServer(latency=esp_latency).start()
+        config = {"database": name, "pg_port": postgres.port, "smtp_port": self.smtp.port,
+                  "esp_url": self.esp.mailgun_api_url, "lease": lease, **extra}
+        self.env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}",
+                    "DJANGO_SETTINGS_MODULE": "tests.outbox_process_settings",
+                    "MAILROUTER_OUTBOX_TEST": json.dumps(config)}
+        self.dsn = postgres.dsn(name)
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.killed: set[int] = set()
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([sys.executable, *args], env=self.env, cwd=ROOT, check=True, timeout=300)
+
+    def enqueue(self, count: int) -> None:
+        """Migrate the database, then store ``count`` messages."""
+        self._run("-m", "tests.outbox_enqueue", str(count))
+
+    def start_worker(self, *args: str) -> subprocess.Popen[bytes]:
+        return self.start("-m", "django", "mailrouter", "outbox-worker", *args)
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [sys.executable, *args],
+            env=self.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.workers.append(process)
+        return process
+
+    def rows(self) -> list[dict[str, Any]]:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        with psycopg.connect(self.dsn, row_factory=dict_row) as conn:
+            return list(conn.execute(
+                "SELECT id, status, message_id, claimed_by, delivery_count, sent_using "
+                "FROM mailrouter_outbox_outboxmessage"
+            ))
+
+    def sending_pids(self) -> list[int]:
+        return [pid_of(row["claimed_by"]) for row in self.rows() if row["status"] == "sending"]
+
+    def statuses(self) -> Counter[str]:
+        return Counter(row["status"] for row in self.rows())
+
+    def received_ids(self) -> Counter[str | None]:
+        ids: Counter[str | None] = Counter(m.message_id for m in self.smtp.messages)
+        ids.update(m.message_id for m in self.esp.messages)
+        return ids
+
+    def close(self) -> None:
+        for process in self.workers:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=30)
+            for stream in (process.stdout, process.stderr):
+                if stream is not None:
+                    stream.close()
+        self.smtp.stop()
+        self.esp.stop()
+
+
+@pytest.fixture
+def fleet(postgres: PostgresServer, request: pytest.FixtureRequest) -> Iterator[Any]:
+    fleets: list[Fleet] = []
+
+    def make(lease: float = 300, esp_latency: float = 0.0, **extra: Any) -> Fleet:
+        name = f"outbox_{request.node.name.lower()[:40]}_{len(fleets)}"
+        made = Fleet(postgres, name, lease, esp_latency, **extra)
+        fleets.append(made)
+        return made
+
+    yield make
+    for made in fleets:
+        made.close()
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    server = RedisServer(redis_binary())
+    server.start()
+    yield server
+    server.stop()
+
+
+def pid_of(holder: str) -> int:
+    return int(holder.split(":")[1])
+
+
+def test_several_workers_drain_thousands_of_rows_each_sent_once(fleet: Any) -> None:
+    outbox: Fleet = fleet()
+    outbox.enqueue(1000)
+    workers = [outbox.start_worker("--once", "--batch", "10", "--concurrency", "2")
+               for _ in range(4)]
+    for process in workers:
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err.decode(errors="replace")
+    rows = outbox.rows()
+    assert Counter(row["status"] for row in rows) == {"sent": 1000}
+    received = outbox.received_ids()
+    assert all(count == 1 for count in received.values()), "a Message-ID was received twice"
+    assert set(received) == {row["message_id"] for row in rows}
+    assert len(outbox.esp.messages) == 334
+    assert {row["sent_using"] for row in rows} == {"smtp", "mailgun"}
+    # Work was shared: more than one process delivered rows.
+    assert len({pid_of(row["claimed_by"]) for row in rows}) > 1
+
+
+def test_sigkilled_workers_lose_nothing_and_send_nothing_twice(fleet: Any) -> None:
+    # A 50 ms ESP: a third of the rows keep a worker busy mid-send for a while,
+    # so kills land before, during and after sends.
+    outbox: Fleet = fleet(lease=2.0, esp_latency=0.05)
+    outbox.enqueue(400)
+    rng = random.Random(1234)
+    args = ("--batch", "5", "--poll-interval", "0.1")
+    for _ in range(3):
+        outbox.start_worker(*args)
+    # The schedule starts once the drain has: kills during start-up prove little.
+    wait_until(lambda: bool(outbox.smtp.messages or outbox.esp.messages), 120,
+               "the first message to arrive")
+    kills = 0
+    deadline = time.monotonic() + 120
+    while kills < 8 and time.monotonic() < deadline:
+        time.sleep(rng.uniform(0.2, 0.8))
+        if not any(outbox.statuses()[status] for status in ("queued", "claimed")):
+            break
+        alive = {p.pid: p for p in outbox.workers if p.poll() is None}
+        # Every other kill aims at a worker that has a row in "sending".
+        sending = [pid for pid in outbox.sending_pids() if pid in alive] if kills % 2 else []
+        victim = alive[sending[0]] if sending else rng.choice(list(alive.values()))
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+        outbox.killed.add(victim.pid)
+        kills += 1
+        outbox.start_worker(*args)
+    assert kills >= 3, "the drain ended before the workers could be killed"
+    wait_until(lambda: not any(outbox.statuses()[s] for s in PENDING), 120,
+               "every row to end (killed workers' leases to expire)")
+    for process in outbox.workers:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+            assert process.returncode == 0
+    rows = outbox.rows()
+    statuses = Counter(row["status"] for row in rows)
+    assert set(statuses) <= {"sent", "uncertain"} and sum(statuses.values()) == 400
+    received = outbox.received_ids()
+    assert all(count == 1 for count in received.values()), "a Message-ID was received twice"
+    for row in rows:
+        if row["status"] == "sent":
+            assert received[row["message_id"]] == 1
+        else:
+            # Started by a worker that was killed; received at most once.
+            assert pid_of(row["claimed_by"]) in outbox.killed
+            assert received[row["message_id"]] <= 1
+    assert set(received) <= {row["message_id"] for row in rows}
+
+
+def test_a_worker_killed_mid_send_leaves_its_row_uncertain_never_resent(fleet: Any) -> None:
+    # The ESP takes a minute to answer: the worker is certainly mid-send.
+    outbox: Fleet = fleet(lease=1.0, esp_latency=60)
+    outbox.enqueue(1)  # message 0 goes to the ESP
+    first = outbox.start_worker("--poll-interval", "0.1")
+    wait_until(lambda: bool(outbox.sending_pids()), 60, "the worker to start sending")
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    second = outbox.start_worker("--poll-interval", "0.1")
+    wait_until(lambda: outbox.statuses() == {"uncertain": 1}, 60,
+               "the row to become uncertain after the lease")
+    second.send_signal(signal.SIGTERM)
+    _, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err.decode(errors="replace")
+    (row,) = outbox.rows()
+    assert pid_of(row["claimed_by"]) == first.pid
+    assert row["delivery_count"] == 1  # the second worker never tried it
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err.decode(errors="replace")[-3000:]
+
+
+def assert_all_sent_once(outbox: Fleet, count: int) -> None:
+    rows = outbox.rows()
+    assert Counter(row["status"] for row in rows) == {"sent": count}
+    received = outbox.received_ids()
+    assert all(n == 1 for n in received.values()), "a Message-ID was received twice"
+    assert set(received) == {row["message_id"] for row in rows}
+
+
+def test_each_commit_wakes_a_real_django_tasks_db_worker(fleet: Any) -> None:
+    outbox: Fleet = fleet(tasks="db")
+    outbox.enqueue(300)  # 2 commits, 2 deliver_outbox tasks
+    worker = outbox.start("-m", "django", "db_worker", "--interval", "0.1",
+                          "--no-startup-delay")
+    wait_until(lambda: outbox.statuses() == {"sent": 300}, 120, "the task worker to deliver")
+    stop(worker)
+    assert_all_sent_once(outbox, 300)
+
+
+def test_a_real_celery_worker_delivers_and_a_duplicate_task_sends_nothing_twice(
+    fleet: Any, redis: RedisServer
+) -> None:
+    outbox: Fleet = fleet(celery_broker=redis.url)
+    outbox.enqueue(300)
+    worker = outbox.start("-m", "celery", "-A", "tests.outbox_celery_app", "worker",
+                          "--pool", "threads", "--concurrency", "2", "--loglevel", "WARNING")
+    from celery import Celery
+
+    app = Celery(broker=redis.url, backend=redis.url)
+    # The same task delivered twice (and run concurrently) sends each row once.
+    results = [app.send_task("mailrouter.outbox.deliver_outbox") for _ in range(2)]
+    delivered = [result.get(timeout=120) for result in results]
+    assert sum(counts.get("sent", 0) for counts in delivered) == 300
+    stop(worker)
+    assert_all_sent_once(outbox, 300)
