@@ -10,7 +10,6 @@ output only; the work is in ``worker`` and ``operations``.
 from __future__ import annotations
 
 import json
-import re
 import signal
 import threading
 from typing import Any
@@ -20,24 +19,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 # Not .worker or .operations here: the models must not load when the outbox
 # app is not installed (this module is imported by every ``manage.py mailrouter``).
+from ..management.arguments import EXIT_USAGE, parse_duration
 from .options import DEFAULT_BATCH, DEFAULT_POLL_INTERVAL
 
 ACTIONS = ("outbox-worker", "outbox")
-EXIT_USAGE = 2
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
-_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def _duration(option: str, text: str) -> float:
-    match = _DURATION.match(text)
-    if match is None or float(match.group(1)) <= 0:
-        raise CommandError(
-            f"{option} {text!r}: expected a positive duration such as 90s, 15m, 2h or 30d",
-            returncode=EXIT_USAGE,
-        )
-    return float(match.group(1)) * _UNITS[match.group(2).lower()]
-
-
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -134,6 +119,6 @@ def _retry(command: BaseCommand, options: dict[str, Any]) -> None:
 def _purge(command: BaseCommand, options: dict[str, Any]) -> None:
     from . import operations
 
-    seconds = _duration("--older-than", options["older_than"])
+    seconds = parse_duration("--older-than", options["older_than"])
     count = operations.purge(options["database"], older_than=seconds)
     command.stdout.write(f"deleted {count} row(s) that ended more than {seconds:.0f}s ago")

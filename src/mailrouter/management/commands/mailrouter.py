@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Iterable
 from email.utils import getaddresses
 from typing import Any
@@ -53,25 +52,12 @@ from ...probe import probe_mailer
 from ...ratelimit import status_columns
 from ...status_pages.refresh_status import refresh_status
 from ...status_pages.view import status_extender
+from ..arguments import EXIT_USAGE, parse_duration
 
 EXIT_FAILED = 1
-EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
-_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _REFUSAL_CODES = {"usage": EXIT_USAGE, "unreachable": EXIT_UNREACHABLE}
-
-
-def parse_duration(text: str) -> float:
-    """``"90"``, ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"`` → seconds."""
-    match = _DURATION.match(text)
-    if match is None or float(match.group(1)) <= 0:
-        raise CommandError(
-            f"--for {text!r}: expected a positive duration such as 90s, 15m, 2h or 1d",
-            returncode=EXIT_USAGE,
-        )
-    return float(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
 def _pairs(values: Iterable[str] | None, option: str) -> dict[str, str]:
@@ -331,7 +317,7 @@ class Command(BaseCommand):
     # -- drain / undrain ----------------------------------------------------------------------
 
     def _drain(self, options: dict[str, Any]) -> None:
-        duration = parse_duration(options["duration"]) if options["duration"] else None
+        duration = parse_duration("--for", options["duration"]) if options["duration"] else None
         result = drain_mailer(
             options["alias"], self.routers, self._redact,
             seconds=duration, reason=options["reason"],
