@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the whole test suite on every supported Django/Python pair, plus ruff and mypy.
+# Run the whole test suite on every supported Django/Python pair, plus ruff, mypy and
+# the documentation build (warnings as errors).
 #
 #   bash scripts/test.sh            # full matrix
 #   bash scripts/test.sh 61         # one entry (61, 60, 52, 61py313); extra args go to pytest
@@ -85,10 +86,13 @@ for entry in "${ENTRIES[@]}"; do
   fi
   echo "== Django ${DJANGO[$entry]#django==} on Python ${PYTHON[$entry]} ($python)"
   if [ ! -x "$venv/bin/python" ]; then "$UV" venv -q -p "$python" "$venv"; fi
-  VIRTUAL_ENV=$venv "$UV" pip install -q -e ".[dev]" "${DJANGO[$entry]}" ${EXTRA[$entry]:+"${EXTRA[$entry]}"}
+  extras=dev
+  if [ "$entry" = 61 ]; then extras=dev,docs; fi  # the docs are built once, on this entry
+  VIRTUAL_ENV=$venv "$UV" pip install -q -e ".[$extras]" "${DJANGO[$entry]}" ${EXTRA[$entry]:+"${EXTRA[$entry]}"}
   if [ "$entry" = 61 ]; then
-    echo "-- ruff";  "$venv/bin/ruff" check src tests demo benchmarks
+    echo "-- ruff";  "$venv/bin/ruff" check src tests demo benchmarks docs
     echo "-- mypy";  "$venv/bin/mypy" src/mailrouter
+    echo "-- docs";  DOCS_PYTHON=$venv/bin/python bash scripts/docs.sh
   fi
   report=$(mktemp)
   set +e

@@ -1,4 +1,4 @@
-"""The README's outbox settings are valid: they pass the system checks, build
+"""The outbox guide's settings (docs/guides/outbox.md) are valid: they pass the system checks, build
 the backend, and a message sent with them is stored, then delivered by a worker."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from mailrouter.outbox.models import OutboxMessage, RowStatus
 from mailrouter.outbox.worker import drain
 from mailrouter.testing import FaultySMTPServer
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+README = (Path(__file__).resolve().parent.parent / "docs/guides/outbox.md").read_text()
 PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
 pytestmark = pytest.mark.django_db
 

@@ -1,5 +1,6 @@
-"""The README's status page examples are valid: the options construct a
-router (pages validated, nothing fetched) and the URLconf resolves."""
+"""The status page guide's examples (docs/guides/status-pages.md) are valid: the
+options construct a router (pages validated, nothing fetched) and the URLconf
+resolves."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from django.urls import clear_url_caches
 from mailrouter.testing.settings import router_settings
 
 from .conftest import make_router
-from .test_readme import block
+from .test_docs import block
 
 TOKEN = "readme-webhook-token-0123456789"
 
@@ -28,8 +29,8 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 def test_readme_status_page_options_construct_a_router(monkeypatch: Any) -> None:
     monkeypatch.setenv("MAILROUTER_STATUS_WEBHOOK_TOKEN", TOKEN)
     namespace: dict[str, Any] = {"os": os}
-    exec(block('"status_pages": {'), namespace)
-    options: dict[str, Any] = namespace["ROUTER_OPTIONS"]
+    exec(block('"components": ["api", "smtp"]'), namespace)
+    options: dict[str, Any] = namespace["router_options"]
     with router_settings(LEAVES, options, CACHES=CACHES):
         config = make_router().config
     pages = config.status_pages

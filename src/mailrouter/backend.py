@@ -112,10 +112,13 @@ class RouterBackend(BaseEmailBackend):
 
     @property
     def config(self) -> RouterConfig:
+        """This router's validated options (routes, delivery, timeouts, health)."""
         return self._runtime.config
 
     @property
     def mailer_table(self) -> MailerTable:
+        """The mailer aliases this router can route to, from ``MAILERS`` or
+        ``MAILROUTER['MAILERS']``."""
         return self._runtime.table
 
     def probe(self, alias: str, *, timeout: float | None = None) -> ProbeResult:

@@ -49,6 +49,9 @@ class Delivery(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Route:
+    """One entry of ``routes``: the first route whose ``when`` matches (``None``
+    matches everything) gives the message its candidate ``mailers``."""
+
     name: str
     when: When | None
     mailers: tuple[str, ...]
@@ -90,6 +93,10 @@ class MailerTable:
 
 @dataclass(frozen=True)
 class RouterConfig:
+    """One router's validated OPTIONS. ``label`` names it in messages
+    (``MAILERS['default']`` or ``MAILROUTER['OPTIONS']``); ``alias`` is None in
+    the ``MAILROUTER`` style."""
+
     label: str
     alias: str | None
     routes: tuple[Route, ...]

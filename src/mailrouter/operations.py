@@ -220,6 +220,7 @@ class StatusReport:
 
 #: Extra columns for ``status`` rows: ``f(router, alias, row) -> None`` adds keys
 #: to ``row`` (status pages, rate limits, ... register here).
+#: Adds columns to a status row: ``f(router, alias, row)`` updates ``row`` in place.
 RowExtender = Callable[[ConfiguredRouter, str, dict[str, Any]], None]
 
 
@@ -357,6 +358,9 @@ class OperationRefused(Exception):
 
 @dataclass(frozen=True)
 class DrainResult:
+    """What ``drain_mailer``/``undrain_mailer`` did: the drain stored (None for
+    undrain) and the health cache aliases it was stored in."""
+
     alias: str
     drain: Drain | None
     #: For undrain: whether the mailer was drained.

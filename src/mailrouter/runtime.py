@@ -28,6 +28,9 @@ from .routing import Candidate, RoutingContext
 
 @dataclass(frozen=True)
 class RouterRuntime:
+    """One router's validated configuration, mailer table and redactor, built once
+    per settings and shared by every instance of that router."""
+
     config: RouterConfig
     table: MailerTable
     redact: Callable[[str], str]

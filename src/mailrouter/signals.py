@@ -14,8 +14,13 @@ happens to a message.
 
 from django.dispatch import Signal
 
+#: A mailer was tried and did not accept the message: ``alias``, ``message``,
+#: ``outcome`` (Outcome), ``error`` (redacted text), ``attempt`` (Attempt).
 attempt_failed = Signal()
+#: A mailer accepted the message: ``alias``, ``message``, ``attempts``.
 message_sent = Signal()
+#: The message ended without a mailer: ``message``, ``attempts``, ``status``
+#: (MessageStatus), ``reason`` (text when no attempt was possible, else None).
 message_failed = Signal()
 
 #: A mailer's circuit breaker changed state, once per transition per fleet (as

@@ -228,7 +228,7 @@ class HealthStore:
     """Breaker state of mailers in one Django cache alias (or embedded memory).
 
     Thread-safe; one instance per cache alias per process (see
-    :func:`store_for`). Every public method returns normally whatever the cache
+    ``store_for``). Every public method returns normally whatever the cache
     does: on a cache error it runs against the per-process fallback.
     """
 

@@ -12,6 +12,9 @@ is committed. A receiver that raises is logged and ignored.
 
 from django.dispatch import Signal
 
+#: A mailer accepted the row's message (``row.sent_using``): ``row``, ``status``.
 row_sent = Signal()
+#: The row ended ``rejected`` or ``failed`` (no more retries): ``row``, ``status``.
 row_failed = Signal()
+#: A mailer may have the row's message; it is not sent again: ``row``, ``status``.
 row_uncertain = Signal()

@@ -51,6 +51,8 @@ class StatusSource:
     statuses: ClassVar[Mapping[str, Level]] = {}
 
     def read(self, document: Any, components: Sequence[str]) -> Reading:
+        """The worst reading of ``components`` (or of the page) in the parsed JSON
+        ``document``; raise UnexpectedDocument when it does not have the expected shape."""
         raise NotImplementedError
 
     def level(self, status: Any, what: str) -> Level:

@@ -31,7 +31,9 @@ from typing import Generic, Self, TypeVar
 
 from ._faults import FaultPlan
 
+#: The server's fault modes: SMTPFault or ESPFault.
 FaultT = TypeVar("FaultT", bound=StrEnum)
+#: What the server records per message: ReceivedMessage or ReceivedESPMessage.
 RecordT = TypeVar("RecordT")
 
 
