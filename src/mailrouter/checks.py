@@ -28,6 +28,7 @@ from django.core.cache import caches
 
 from .config import (
     MailerTable,
+    RouterConfig,
     backend_class,
     load_mailer_table,
     parse_router_options,
@@ -104,18 +105,26 @@ def _self_retrying_leaves(
             )
 
 
-@checks.register("mailrouter", checks.Tags.caches)
-def check_health_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+def _valid_routers() -> Iterator[tuple[str | None, RouterConfig, MailerTable]]:
+    """Every router whose options parse (the others are mailrouter.E001's to
+    report), with its validated config and the mailer table."""
     try:
         table = load_mailer_table()
     except ConfigurationError:
-        return []  # reported by mailrouter.E001
-    messages: list[checks.CheckMessage] = []
+        return
     for alias, options in router_options(table):
         try:
             config = parse_router_options(options, alias=alias, table=table)
         except (ConfigurationError, TypeError, AttributeError):
-            continue  # reported by mailrouter.E001
+            continue
+        yield alias, config, table
+
+
+
+@checks.register("mailrouter", checks.Tags.caches)
+def check_health_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    messages: list[checks.CheckMessage] = []
+    for alias, config, table in _valid_routers():
         health = config.health_settings
         if not health.enabled:
             continue
@@ -241,16 +250,8 @@ def _redis_client_defaults() -> dict[str, float | None]:
 def check_rate_limit_storage(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     if settings.DEBUG:
         return []
-    try:
-        table = load_mailer_table()
-    except ConfigurationError:
-        return []  # reported by mailrouter.E001
     messages: list[checks.CheckMessage] = []
-    for alias, options in router_options(table):
-        try:
-            config = parse_router_options(options, alias=alias, table=table)
-        except (ConfigurationError, TypeError, AttributeError):
-            continue  # reported by mailrouter.E001
+    for alias, config, table in _valid_routers():
         if not config.rate_limits:
             continue
         cache = config.health_settings.cache

@@ -15,7 +15,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.db import transaction
 from django.utils import timezone
 
-from ..compat import BACKENDS_TAKE_ALIAS
+from ..compat import BACKENDS_TAKE_ALIAS, drop_ignored_options
 from ..delivery import ensure_message_id
 from .models import OutboxMessage, RowStatus
 from .options import OutboxOptions, cached_options, legacy_raw_options
@@ -37,9 +37,7 @@ class OutboxBackend(BaseEmailBackend):
     def __init__(
         self, fail_silently: bool = False, *, alias: str | None = None, **options: Any
     ) -> None:
-        ignored = options.pop("_ignore_unknown_kwargs", None) or ()
-        for name in ignored:
-            options.pop(name, None)
+        drop_ignored_options(options)
         if BACKENDS_TAKE_ALIAS:
             super().__init__(alias=alias)
         else:
