@@ -45,6 +45,16 @@ def test_overhead_benchmark_runs() -> None:
     assert report["pages"]["redis_commands"] == {"mget": 200}
 
 
+def test_trace_benchmark_follows_one_message() -> None:
+    report = run_json("trace.py")
+    # The traced send reached the leaf, and what ran is package code only.
+    assert report["calls_before_leaf"] is not None
+    assert 0 < report["calls_before_leaf"] <= report["calls_total"]
+    assert report["module_count"] == len(report["modules"])
+    assert "mailrouter.backend" in report["modules"]
+    assert all(name.startswith("mailrouter") for name in report["modules"])
+
+
 def test_outage_benchmark_counts() -> None:
     processes, messages, threshold = 2, 12, 3
     report = run_json(
