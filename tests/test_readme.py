@@ -9,9 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from .test_docs import applied, check_example, explain, locmem_leaves, run, settings_of
+from .test_docs import (
+    applied,
+    check_example,
+    explain,
+    locmem_leaves,
+    run,
+    secrets_unset,
+    settings_of,
+)
 
-pytestmark = pytest.mark.filterwarnings("ignore::anymail.exceptions.AnymailNotSupportedWarning")
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
@@ -38,6 +45,15 @@ def test_quickstart_routes_as_it_says() -> None:
         message.send()
         assert message.sent_using == "eu_smtp"  # type: ignore[attr-defined]
         assert [a.alias for a in message.mailrouter_attempts] == ["eu_smtp"]  # type: ignore[attr-defined]
+
+
+def test_quickstart_passes_check_before_its_secrets_are_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    [quickstart] = PYTHON_BLOCKS
+    secrets_unset(quickstart, monkeypatch)
+    assert "os.environ[" not in quickstart
+    check_example(quickstart)
 
 
 def test_links_lead_to_real_files() -> None:
