@@ -5,6 +5,8 @@ the system checks and routes as it says, and its links lead to real pages.
 from __future__ import annotations
 
 import re
+import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,32 @@ PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
 def test_the_two_setup_commands() -> None:
     assert "$ bash scripts/demo.sh" in README and "$ bash scripts/test.sh" in README
     assert (ROOT / "scripts/demo.sh").is_file() and (ROOT / "scripts/test.sh").is_file()
+
+
+def pip_installs(text: str) -> list[list[str]]:
+    """The arguments of every ``$ pip install ...`` line of a page."""
+    return [shlex.split(line, comments=True)[2:] for line in re.findall(r"^\$ (pip install .*)$",
+                                                                       text, re.M)]
+
+
+def test_install_commands_install_from_a_checkout() -> None:
+    """Nothing is published yet: every install names a path (the clone, or a wheel built
+    from it) with extras the package defines, never a bare name from an index."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = set(pyproject["optional-dependencies"])
+    version = re.search(r'__version__ = "(.+)"',
+                        (ROOT / "src/mailrouter/__init__.py").read_text())[1]  # type: ignore[index]
+    install = (ROOT / "docs/start/install.md").read_text()
+    commands = pip_installs(README) + pip_installs(install)
+    assert len(commands) >= 4
+    for arguments in commands:
+        [target] = [a for a in arguments if not a.startswith("-")]
+        where, _, wanted = target.partition("[")
+        assert where.startswith(("./", "/", "dist/")), target
+        assert set(wanted.rstrip("]").split(",")) <= extras | {""}, target
+        if where.endswith(".whl"):
+            assert where == f"dist/django_mailrouter-{version}-py3-none-any.whl", target
+    assert "[anymail] @ file:///" in install
 
 
 def test_quickstart_routes_as_it_says() -> None:
