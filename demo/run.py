@@ -45,6 +45,7 @@ try:
     from django.core import checks, mail
 
     from mailrouter.errors import DeliveryError
+    from mailrouter.report import elide
     from mailrouter.testing import FakeESPServer, FaultySMTPServer
     from mailrouter.testing.settings import default_mailer, mail_settings, resolve_style
 except ImportError as error:  # pragma: no cover - depends on the environment
@@ -337,20 +338,6 @@ def attempts_text(message: mail.EmailMessage) -> str:
     return " → ".join(f"{a.alias}:{a.outcome.value}" for a in attempts)
 
 
-def shorten(text: str, width: int = 110) -> str:
-    """One line; long texts keep their start and their end (where the cause is)."""
-    text = " ".join(text.split())
-    if len(text) <= width:
-        return text
-    half = (width - 5) // 2
-    return f"{text[:half]} ... {text[-half:]}"
-
-
-def clip(text: str, width: int = 180) -> str:
-    """Cut a line at ``width`` (tables keep their columns, unlike ``shorten``)."""
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
 def message_id(message: mail.EmailMessage) -> str:
     return str(message.extra_headers["Message-ID"])
 
@@ -463,7 +450,7 @@ def run(servers: Servers, *, verbose: bool) -> int:
         for a in m.mailrouter_attempts:
             if a.outcome.value != "accepted":
                 why = f"{a.error_type}: {a.error}" if a.error_type else a.error
-                say(f"  #{n:<2} {a.alias}:{a.outcome.value}: {shorten(str(why))}")
+                say(f"  #{n:<2} {a.alias}:{a.outcome.value}: {elide(str(why), 110)}")
     say()
 
     problems = check(batch, servers, error, returned)
@@ -513,13 +500,13 @@ def part_two(servers: Servers) -> list[str]:
 
     say("Part two: Mailgun stays down. Its circuit breaker opened during the batch:")
     for line in TRANSITIONS:
-        say(f"  {clip(line)}")
+        say(f"  {line}")
     say()
     say("$ python manage.py mailrouter status")
     out = StringIO()
     call_command("mailrouter", "status", stdout=out)
     for line in out.getvalue().splitlines():
-        say(f"  {clip(line)}")
+        say(f"  {line}")
     say()
     say("Messages sent one per send_mail()-style call, as web requests do:")
     before = len(TRANSITIONS)
@@ -545,7 +532,7 @@ def part_two(servers: Servers) -> list[str]:
     say()
     say("Breaker transitions since (signal mailer_state_changed, once per transition):")
     for line in TRANSITIONS[before:]:
-        say(f"  {clip(line)}")
+        say(f"  {line}")
     expected = ["mailgun: open → half_open", "mailgun: half_open → closed"]
     got_transitions = [line.split(" (")[0] for line in TRANSITIONS[before:]]
     if got_transitions != [e.replace("→", ARROW) for e in expected]:

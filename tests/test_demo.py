@@ -36,5 +36,11 @@ def test_demo_runs_and_behaves_as_designed() -> None:
     assert output.count("mailgun:skipped → postmark:accepted") == 2
     assert "requests Mailgun saw while its breaker was open: 0" in output
     assert "mailgun: open → half_open" in output and "mailgun: half_open → closed" in output
+    # `status` is shown whole: every column of every row, down to Mailgun's last error.
+    table = output[output.index("$ python manage.py mailrouter status"):].splitlines()[1:7]
+    assert table[0].split()[-2:] == ["LAST", "ERROR"]
+    [mailgun_row] = [line for line in table if line.split()[0] == "mailgun"]
+    assert mailgun_row.endswith('not_sent: Mailgun API response 503 (Service Unavailable): '
+                                '{ "message": "Service unavailable" }'), mailgun_row
     assert "key-demo" not in output + result.stderr
     assert "pm-demo" not in output + result.stderr

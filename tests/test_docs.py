@@ -19,6 +19,7 @@ import shlex
 import sys
 import tomllib
 import types
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,8 +40,6 @@ from mailrouter.testing import FaultySMTPServer
 HAS_MAILERS = django.VERSION >= (6, 1)
 ROUTER = "mailrouter.backend.RouterBackend"
 LOCMEM = "django.core.mail.backends.locmem.EmailBackend"
-
-pytestmark = pytest.mark.filterwarnings("ignore::anymail.exceptions.AnymailNotSupportedWarning")
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -108,7 +107,7 @@ CLAIMS = {
         "tests/test_outbox_readme.py::test_outbox_legacy_example",
     'include("mailrouter.urls")':
         "tests/test_readme_status_pages.py::test_readme_urlconf_routes_the_webhook",
-    "explanation = get_connection().explain(message)": "test_explain_example",
+    'explanation = mailers["default"].explain(message)': "test_explain_example",
     '"LOCATION": "redis://redis.internal:6379/3"': "test_health_example",
 }
 
@@ -127,10 +126,31 @@ def block(containing: str, *, exact: bool = True) -> str:
 # -- running examples -----------------------------------------------------------
 
 
+class LegacyMailers:
+    """Django 5.2 and 6.0 have no ``django.core.mail.mailers``; there the router the
+    examples reach as ``mailers["default"]`` is ``get_connection()``, as the pages say."""
+
+    def __getitem__(self, alias: str) -> Any:
+        if alias != "default":
+            raise KeyError(alias)
+        return mail.get_connection()
+
+
+@contextmanager
+def as_a_user_runs_it() -> Iterator[pytest.MonkeyPatch]:
+    """Any warning fails the example (a deprecated Django API, an ESP Anymail no
+    longer supports); before Django 6.1, ``mailers`` is :class:`LegacyMailers`."""
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        if not HAS_MAILERS:
+            patch.setattr(mail, "mailers", LegacyMailers(), raising=False)
+        yield patch
+
+
 def run(code: str, namespace: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run an example as a settings module or script would, secrets from the environment."""
     namespace = {} if namespace is None else namespace
-    with pytest.MonkeyPatch.context() as patch:
+    with as_a_user_runs_it() as patch:
         for name in re.findall(r'os\.environ\["(\w+)"\]', code):
             patch.setenv(name, f"docs-secret-{name.lower()}")
         exec(compile(code, "<docs example>", "exec"), namespace)
@@ -191,7 +211,7 @@ def check_example(code: str) -> dict[str, Any]:
         for app in configured["INSTALLED_APPS"]:
             __import__(app)
     if {"MAILERS", "MAILROUTER"} & configured.keys():
-        with applied(configured):
+        with applied(configured), as_a_user_runs_it():
             problems = [p for p in check_messages() if not p.startswith(EXPECTED_ADVICE)]
             assert problems == []
     return configured
@@ -199,6 +219,23 @@ def check_example(code: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("example", [b for b in PYTHON if not claimed(b)], ids=str)
 def test_example_runs(example: Block) -> None:
+    check_example(example.code)
+
+
+def secrets_unset(code: str, patch: pytest.MonkeyPatch) -> None:
+    """Unset every environment variable the example reads, as on a new machine."""
+    for name in re.findall(r'os\.environ(?:\.get\(|\[)"(\w+)"', code):
+        patch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize("example", [b for b in PYTHON if b.page.startswith("start/")
+                                     and re.search(r"^(MAILERS|MAILROUTER) = ", b.code, re.M)],
+                         ids=str)
+def test_a_quickstart_passes_check_before_its_secrets_are_set(
+    example: Block, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secrets_unset(example.code, monkeypatch)
+    assert "os.environ[" not in example.code  # a KeyError before `check` could run
     check_example(example.code)
 
 
@@ -622,7 +659,7 @@ def test_probe_view() -> None:
             table = {"default": {"BACKEND": ROUTER,
                                  "OPTIONS": {"routes": [{"mailers": ["smtp"]}]}},
                      "smtp": smtp_leaf(server)}
-            with applied({"MAILERS": table}):
+            with applied({"MAILERS": table}), as_a_user_runs_it():
                 response = view(RequestFactory().get("/ready"))
         assert response.status_code == status, response.content
 

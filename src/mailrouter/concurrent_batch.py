@@ -145,7 +145,7 @@ def run_batch(
             try:
                 connections.close_all()
             except Exception as error:
-                logger.warning("mailrouter: closing a worker's database connections "
+                logger.warning("closing a worker's database connections "
                                "failed: %s", type(error).__name__)
 
     def take_jobs(dispatcher: Dispatcher, log: AttemptLog) -> None:

@@ -267,7 +267,7 @@ class FallbackStorage:
                 return
             self._warned_at = now
         logger.warning(
-            "mailrouter: rate-limit storage %s is unreachable (%s); enforcing rate limits "
+            "rate-limit storage %s is unreachable (%s); enforcing rate limits "
             "per process until it answers again",
             self.label, type(error).__name__,
             extra={"mailrouter_cache": self.shared.cache_alias},
@@ -385,7 +385,7 @@ class RateLimiter:
                 try:
                     self.storage.reserve(alias, self.limits[alias], 0, refund=count)
                 except Exception as error:  # the tokens expire on their own
-                    logger.debug("mailrouter: returning rate budget of %s failed: %r", alias, error)
+                    logger.debug("returning rate budget of %s failed: %r", alias, error)
 
     @staticmethod
     def _reason(limit: RateLimit, retry_after: float) -> str:

@@ -42,6 +42,30 @@ def describe_error(error: BaseException) -> str:
     return " ".join(": ".join(part for part in parts if part).split())
 
 
+#: How far the cut points of :func:`elide` may move to fall between words.
+_WORD_SLACK = 8
+
+
+def elide(text: str, width: int) -> str:
+    """``text`` on one line of at most ``width`` characters.
+
+    A longer text keeps its start (what failed, e.g. "Error posting to …") and
+    its end, and loses its middle: error texts end with their innermost cause
+    and the server's answer (:func:`describe_error`), the part an operator needs.
+    """
+    text = " ".join(text.split())
+    keep = width - 3  # the " … " between the two parts
+    if len(text) <= width or keep < 3:
+        return text[:max(width, 0)]
+    head_end = keep // 3
+    tail_start = len(text) - (keep - head_end)
+    space = text.rfind(" ", head_end - _WORD_SLACK, head_end + 1)
+    head_end = space if space > 0 else head_end
+    space = text.find(" ", tail_start - 1, tail_start + _WORD_SLACK)
+    tail_start = space + 1 if space >= 0 else tail_start
+    return f"{text[:head_end].rstrip()} … {text[tail_start:].lstrip()}"
+
+
 def send_signal(signal: Signal, sender: type, **kwargs: Any) -> None:
     """Send ``signal`` to its receivers; a receiver that raises is logged and
     ignored (observers never change what happens to a message)."""

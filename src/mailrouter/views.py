@@ -65,7 +65,7 @@ def _answer(request: HttpRequest, alias: str, token: str) -> HttpResponse:
     try:
         found = _find_page(alias, token)
     except Exception:  # broken settings must not turn into a 500 here
-        logger.exception("mailrouter: status webhook cannot read the router configuration")
+        logger.exception("status webhook cannot read the router configuration")
         found = None
     if found is None:
         return HttpResponseNotFound("not found", content_type="text/plain")
@@ -103,5 +103,5 @@ def _refetch(page: Any, settings: Any) -> bool:
         refresh_page(page, store, settings.clock, force=True)
         return True
     except Exception:
-        logger.exception("mailrouter: status webhook re-fetch of %s failed", page.alias)
+        logger.exception("status webhook re-fetch of %s failed", page.alias)
         return False

@@ -148,7 +148,7 @@ class RowDeliverer:
             options: OutboxOptions | None = options_for(row.outbox_alias)
         except Exception as error:  # the outbox was removed from the settings
             options = None
-            logger.warning("mailrouter outbox: row %s: %s", row.pk, error)
+            logger.warning("row %s: %s", row.pk, error)
         retry = options.retry if options is not None else RetryPolicy()
         try:
             message = decode(row.payload)
@@ -231,7 +231,7 @@ class RowDeliverer:
         row.delivery_count = deliveries
         level = logging.INFO if status in (RowStatus.SENT, RowStatus.QUEUED) else logging.WARNING
         logger.log(
-            level, "mailrouter outbox: row %s %s (delivery %s%s)%s", row.pk, status.value,
+            level, "row %s %s (delivery %s%s)%s", row.pk, status.value,
             deliveries, f", via {sent_using}" if sent_using else "",
             f": {error}" if error and status is not RowStatus.SENT else "",
             extra={"mailrouter_outbox_row": row.pk, "mailrouter_outbox_status": status.value},

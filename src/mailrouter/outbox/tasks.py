@@ -39,7 +39,7 @@ def wake_workers(task_backend: str, database: str) -> None:
         deliver_outbox.using(backend=task_backend).enqueue(database=database)
     except Exception as error:
         logger.warning(
-            "mailrouter outbox: could not enqueue deliver_outbox on task backend %r "
+            "could not enqueue deliver_outbox on task backend %r "
             "(%s); the rows stay queued for the next task or an outbox-worker",
             task_backend, type(error).__name__,
         )

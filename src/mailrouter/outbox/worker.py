@@ -73,7 +73,7 @@ def drain(
             except DatabaseError as error:
                 if once:
                     raise
-                logger.warning("mailrouter outbox: database error (%s: %s); retrying in %ss",
+                logger.warning("database error (%s: %s); retrying in %ss",
                                type(error).__name__, error, poll_interval)
                 connections[database].close()
                 claimed_any = False

@@ -107,7 +107,7 @@ def announce(page: StatusPage, old: PageState, record: PageRecord) -> None:
     }[new]
     level = logging.WARNING if new in (PageState.DOWN, PageState.UNKNOWN) else logging.INFO
     logger.log(
-        level, "mailrouter: mailer %s status page %s → %s: %s; %s",
+        level, "mailer %s status page %s → %s: %s; %s",
         page.alias, old.value, new.value, why or "-", effect,
         extra={"mailrouter_alias": page.alias, "mailrouter_page_state": new.value},
     )
@@ -158,7 +158,7 @@ class BackgroundRefresher:
             try:
                 refresh_page(page, store, clock)
             except Exception:  # never let the thread die: later pages still need it
-                logger.exception("mailrouter: refreshing the status page of %s failed", page.alias)
+                logger.exception("refreshing the status page of %s failed", page.alias)
             finally:
                 with self._lock:
                     self._pending -= 1

@@ -50,6 +50,7 @@ from ...operations import (
 from ...outbox import command as outbox_command
 from ...probe import probe_mailer
 from ...ratelimit import status_columns
+from ...report import elide
 from ...status_pages.refresh_status import refresh_status
 from ...status_pages.view import status_extender
 from ..arguments import EXIT_USAGE, parse_duration
@@ -206,9 +207,7 @@ class Command(BaseCommand):
                    "RATE", "LAST ERROR")
         lines = []
         for row in rows:
-            state = row["state"]
-            if row.get("retry_at"):
-                state += f" (retry {format_time(row['retry_at'])})"
+            state = _state_text(row)
             failures = "-"
             if "consecutive_failures" in row:
                 failures = (
@@ -227,14 +226,12 @@ class Command(BaseCommand):
                 seconds = row["timeout"]
                 timeout = f"{seconds:g}s" if seconds is not None else "none"
                 timeout += f" ({row['timeout_source']})"
-            error = row.get("last_error") or "-"
-            if row.get("last_error_at"):
-                error = f"{format_time(row['last_error_at'])} {row['last_error_outcome']}: {error}"
+            error = _last_error_text(row)
             rate = "-"
             if "rate_limit" in row:
                 rate = f"{row['rate_used']}/{row['rate_capacity']} used ({row['rate_limit']})"
             lines.append((row["alias"], row["backend"], state, failures,
-                          format_time(row.get("since")), drained, timeout, rate, error[:120]))
+                          format_time(row.get("since")), drained, timeout, rate, error))
         widths = [max(len(str(v)) for v in column) for column in zip(headers, *lines, strict=False)]
         for line in (headers, *lines):
             self.stdout.write("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True))
@@ -248,7 +245,7 @@ class Command(BaseCommand):
         headers = ("STATUS PAGE", "STATE", "WORST", "FETCHED", "CHECKED", "LAST ERROR", "URL")
         lines = [
             (alias, page["state"], page["worst"] or "-", format_time(page["fetched_at"]),
-             format_time(page["checked_at"]), (page["last_error"] or "-")[:80], page["url"])
+             format_time(page["checked_at"]), elide(page["last_error"] or "-", 80), page["url"])
             for alias, page in pages
         ]
         widths = [max(len(str(v)) for v in column) for column in zip(headers, *lines, strict=False)]
@@ -393,6 +390,32 @@ class Command(BaseCommand):
                 self.stdout.write(f"{row['alias']}: {row['state']}{suffix}")
         if any(row["state"] == "unknown" for row in results):
             raise CommandError("a status page could not be read", returncode=EXIT_FAILED)
+
+#: The widest LAST ERROR cell of ``status``.
+ERROR_WIDTH = 120
+
+
+def _state_text(row: dict[str, Any]) -> str:
+    """The breaker state and what happens next: when an open breaker is retried;
+    for a half-open one (its cooldown over), whether its probe is due or under way."""
+    state = str(row["state"])
+    if state == "half_open":
+        return f"{state} (probe {'under way' if row.get('probing') else 'due'})"
+    if row.get("retry_at"):
+        return f"{state} (retry {format_time(row['retry_at'])})"
+    return state
+
+
+def _last_error_text(row: dict[str, Any]) -> str:
+    """When, outcome, and the error's start and end (its innermost cause)."""
+    error = row.get("last_error")
+    if not error:
+        return "-"
+    if not row.get("last_error_at"):
+        return elide(error, ERROR_WIDTH)
+    prefix = f"{format_time(row['last_error_at'])} {row['last_error_outcome']}: "
+    return prefix + elide(error, ERROR_WIDTH - len(prefix))
+
 
 def _positive_seconds(text: str | None, option: str) -> float | None:
     """A usage error, not a mailer's failure, when the value makes no sense."""
