@@ -9,6 +9,8 @@ HTTP server and fetched for real.
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from io import StringIO
@@ -38,15 +40,20 @@ from .status_server import (
     SORRY_COMPONENTS,
     SORRY_NOTICES,
     SORRY_STATUS,
+    SUMMARY,
     Page,
     StatusPageServer,
     aws_event,
     aws_health,
     notice,
+    rehearsal_pages,
     sorry,
+    statuspage,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures" / "status"
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "status"
+GUIDE = ROOT / "docs" / "guides" / "status-pages.md"
 LEAVES = {alias: {"BACKEND": "tests.fakes.ScriptedBackend", "OPTIONS": {"name": alias}}
           for alias in ("postmark", "backup")}
 
@@ -330,3 +337,39 @@ def test_an_ses_event_in_the_region_moves_ses_behind_and_an_empty_list_puts_it_b
         assert refresh()["ses"].state is PageState.OPERATIONAL
         assert send().sent_using == "ses"  # type: ignore[attr-defined]
         assert len(ses.messages) == 1
+
+
+def guide_example(containing: str) -> str:
+    blocks = re.findall(r"^```python\n(.*?)^```", GUIDE.read_text(), re.M | re.S)
+    (found,) = [code for code in blocks if containing in code]
+    return str(found)
+
+
+def test_the_guides_postmark_example_reads_the_current_api(
+        configure: Callable[..., RouterBackend], server: StatusPageServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guide's first example, its hosts swapped for the fake status server."""
+    monkeypatch.setenv("MAILROUTER_STATUS_WEBHOOK_TOKEN", "guide-webhook-token-0123456789")
+    namespace: dict[str, Any] = {"os": os}
+    exec(guide_example('"components": ["api", "smtp"]'), namespace)
+    options = namespace["router_options"]
+    pages = options["status_pages"]
+    assert pages["postmark"]["url"] == "https://status.postmarkapp.com"  # the current API
+    for entry in pages.values():
+        entry["url"] = re.sub(r"^https://[^/]+", server.url(), entry["url"])
+        entry["allow_http"] = True
+    server.pages.update(rehearsal_pages())
+    server.pages[SUMMARY] = statuspage({"API": "operational", "Outbound Delivery": "operational"})
+    leaves = {alias: {"BACKEND": "tests.fakes.ScriptedBackend", "OPTIONS": {"name": alias}}
+              for alias in ("mailgun", "postmark", "smtp")}
+    configure(leaves, {**options, "health": {}})
+
+    def refresh_status() -> str:
+        out = StringIO()
+        call_command("mailrouter", "refresh-status", "postmark", stdout=out)
+        return out.getvalue().strip()
+
+    assert refresh_status() == "postmark: operational (API: operational)"
+    server.pages.update(sorry({"API": "operational", "SMTP": "outage"}))
+    assert refresh_status() == "postmark: down (SMTP: outage)"
+    assert server.hits[SERVICES] == 0  # the legacy API is never asked
