@@ -31,10 +31,7 @@ from mailrouter.status_pages.settings import StatusPage
 from mailrouter.status_pages.sorry import PostmarkSource, SorrySource
 from mailrouter.status_pages.sources import Level, StatusSource, UnexpectedDocument
 from mailrouter.testing import FakeESPServer
-
-from .esp_fixtures import API_KEY, amazon_ses, mailgun
-from .health_fixtures import FakeClock
-from .status_server import (
+from mailrouter.testing.statuspage import (
     CURRENT_EVENTS,
     SERVICES,
     SORRY_COMPONENTS,
@@ -50,6 +47,9 @@ from .status_server import (
     sorry,
     statuspage,
 )
+
+from .esp_fixtures import API_KEY, amazon_ses, mailgun
+from .health_fixtures import FakeClock
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "status"

@@ -185,12 +185,3 @@ def _service_keys(service: Mapping[str, Any]) -> list[str]:
         keys.append(path.rstrip("/").rsplit("/", 1)[-1].casefold())  # "/services/smtp" → smtp
     return keys
 
-
-def __getattr__(name: str) -> Any:
-    # The Postmark and Sorry readers moved to ``sorry`` (which imports this
-    # module); their old import path stays valid.
-    if name in ("PostmarkSource", "SorrySource"):
-        from . import sorry
-
-        return getattr(sorry, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

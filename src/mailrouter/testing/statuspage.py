@@ -36,6 +36,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 
+__all__ = [
+    "CURRENT_EVENTS", "SERVICES", "SORRY_COMPONENTS", "SORRY_NOTICES", "SORRY_STATUS", "SUMMARY",
+    "Page", "StatusPageServer", "aws_event", "aws_health", "notice", "postmark",
+    "postmark_legacy", "rehearsal_pages", "sorry", "statuspage",
+]
+
 SUMMARY = "/api/v2/summary.json"
 #: Postmark's former services list.
 SERVICES = "/api/1.0/services"
