@@ -69,14 +69,19 @@ class Page:
     """One answer: body, status, content type, and fault knobs."""
 
     body: bytes = b"{}"
+    #: The HTTP status (e.g. 500; 301 with ``location``).
     status: int = 200
     content_type: str = "application/json"
+    #: Send an ``ETag`` and answer a matching ``If-None-Match`` with 304.
     etag: bool = True
+    #: Seconds to wait before answering.
     delay: float = 0.0
     #: Held until set: a status host that hangs.
     hold: threading.Event | None = None
+    #: A redirect target (with a 3xx ``status``).
     location: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    #: Extra response headers.
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 def _json(document: Any) -> Page:
@@ -198,6 +203,7 @@ class StatusPageServer:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0,
                  pages: Mapping[str, Page] | None = None) -> None:
+        #: Path (with query) → the answer; change it while the server runs.
         self.pages: dict[str, Page] = dict(pages or {})
         self.hits: Counter[str] = Counter()
         self.hit_times: dict[str, list[float]] = {}
@@ -254,13 +260,16 @@ class StatusPageServer:
         _send(request, page.status, page.body, page.content_type, etag, page.headers)
 
     def url(self, path: str = "", host: str | None = None) -> str:
+        """``http://host:port`` + ``path``: the URL to configure a page with."""
         return f"http://{host or self.host}:{self.port}{path}"
 
     def start(self) -> Self:
+        """Serve in a background daemon thread."""
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Release held answers, stop serving and close the socket."""
         for page in self.pages.values():
             if page.hold is not None:
                 page.hold.set()
