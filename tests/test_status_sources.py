@@ -148,6 +148,20 @@ def test_unknown_sorry_words_read_as_unknown_never_down(word: Any) -> None:
         SorrySource().read(document, [])
 
 
+@pytest.mark.parametrize("names, level", [
+    ({"component_ids": [3]}, Level.DEGRADED),
+    ({"components": [3]}, Level.DEGRADED),
+    ({"components": [{"name": "smtp"}]}, Level.DEGRADED),
+    ({"components": "3"}, Level.OPERATIONAL),  # not a list: names nothing
+    ({"component_ids": [4]}, Level.OPERATIONAL),
+])
+def test_how_a_notice_names_components(names: dict[str, Any], level: Level) -> None:
+    document = {"components": [{"id": 3, "name": "SMTP", "state": "operational",
+                                "parent_id": None}],
+                "notices": [{"type": "unplanned", "ended_at": None, "subject": "x", **names}]}
+    assert SorrySource().read(document, ["smtp"]).level is level
+
+
 def test_planned_notice_counts_while_under_way(server: StatusPageServer) -> None:
     server.pages.update(sorry({"SMTP": "operational"}, notices=[
         notice("Upgrade", "planned", components=[1], state="scheduled")]))

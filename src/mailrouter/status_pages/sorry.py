@@ -167,7 +167,8 @@ def _active(notice: Mapping[str, Any]) -> bool:
 
 def _names(notice: Mapping[str, Any], component: Mapping[str, Any]) -> bool:
     keys = {str(component.get("id")).casefold(), str(component["name"]).casefold()}
-    named = list(notice.get("components") or []) + list(notice.get("component_ids") or [])
+    named = [item for key in ("components", "component_ids")
+             if isinstance(listed := notice.get(key), list) for item in listed]
     for item in named:
         values = [item.get("id"), item.get("name")] if isinstance(item, Mapping) else [item]
         if any(v is not None and str(v).casefold() in keys for v in values):
