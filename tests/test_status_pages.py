@@ -119,7 +119,8 @@ def test_statuspage_components_groups_and_indicator(server: StatusPageServer) ->
 
 
 def test_postmark_services() -> None:
-    from mailrouter.status_pages.sources import Level, PostmarkSource, UnexpectedDocument
+    from mailrouter.status_pages.sorry import PostmarkSource
+    from mailrouter.status_pages.sources import Level, UnexpectedDocument
 
     source = PostmarkSource()
     statuses = {"UP": Level.OPERATIONAL, "MAINTENANCE": Level.DEGRADED,

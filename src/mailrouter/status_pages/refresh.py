@@ -29,7 +29,7 @@ from typing import Any
 
 from ..health.store import HealthStore
 from ..report import mailer_status_changed
-from .fetch import FetchError, fetch
+from .fetch import FetchError
 from .record import STATE_OF_LEVEL, PageRecord, PageState, change_part, lease_part
 from .settings import StatusPage
 from .sources import UnexpectedDocument
@@ -54,7 +54,8 @@ def read_page(page: StatusPage, previous: PageRecord | None, now: float) -> Page
     last_good = previous if previous is not None and previous.url == page.url else None
     fetched_at = last_good.fetched_at if last_good is not None else None
     try:
-        result = fetch(page.url, timeout=page.timeout, etag=etag, allow_http=page.allow_http)
+        result = page.source.fetch(page.url, page.components, timeout=page.timeout, etag=etag,
+                                   allow_http=page.allow_http)
         if result.not_modified:
             if last_good is None or last_good.state is PageState.UNKNOWN:
                 raise FetchError("HTTP 304 without a previous reading")

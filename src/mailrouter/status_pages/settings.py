@@ -15,10 +15,25 @@ from urllib.parse import urlsplit
 
 from django.utils.module_loading import import_string
 
-from .sources import KINDS, StatusSource
+from .aws_health import DEFAULT_SERVICES, AwsHealthSource
+from .sorry import PostmarkSource, SorrySource
+from .sources import StatuspageSource, StatusSource
 
 #: Keys of one page entry, in documentation order.
-PAGE_KEYS = ("url", "kind", "components", "refresh", "timeout", "allow_http")
+PAGE_KEYS = (
+    "url", "kind", "components", "region", "services", "refresh", "timeout", "allow_http"
+)
+#: Keys that only ``kind: "aws_health"`` takes.
+AWS_KEYS = ("region", "services")
+AWS_HEALTH_URL = "https://health.aws.amazon.com/public/currentevents"
+#: ``kind`` values that need no import.
+KINDS: Mapping[str, type[StatusSource]] = {
+    "statuspage": StatuspageSource,
+    "postmark": PostmarkSource,
+    "sorry": SorrySource,
+    "aws_health": AwsHealthSource,
+}
+KIND_NAMES = "'statuspage', 'postmark', 'sorry', 'aws_health'"
 DEFAULT_REFRESH = 60.0
 DEFAULT_TIMEOUT = 3.0
 MIN_TOKEN_LENGTH = 16
@@ -96,7 +111,8 @@ def _parse_page(
     if not isinstance(allow_http, bool):
         problems.append(f"{where}['allow_http'] must be True or False, not {allow_http!r}")
         allow_http = False
-    url = entry.get("url")
+    kind = entry.get("kind", "statuspage")
+    url = entry.get("url", AWS_HEALTH_URL if kind == "aws_health" else None)
     if not isinstance(url, str) or not url:
         problems.append(f"{where}['url'] is required (the status API's URL)")
     else:
@@ -107,8 +123,13 @@ def _parse_page(
             problems.append(
                 f"{where}['url'] is plain http; use https (or set 'allow_http': True)"
             )
-    kind = entry.get("kind", "statuspage")
-    source = _parse_kind(kind, where, problems)
+    cls = _parse_kind(kind, where, problems)
+    if cls is not None and issubclass(cls, AwsHealthSource):
+        source: StatusSource | None = _parse_aws(cls, entry, where, problems)
+    else:
+        source = cls() if cls is not None else None
+        problems += [f"{where}[{key!r}] applies only to kind 'aws_health'"
+                     for key in AWS_KEYS if key in entry]
     components = entry.get("components", ())
     if isinstance(components, str):
         components = (components,)
@@ -127,9 +148,9 @@ def _parse_page(
     )
 
 
-def _parse_kind(kind: Any, where: str, problems: list[str]) -> StatusSource | None:
+def _parse_kind(kind: Any, where: str, problems: list[str]) -> type[StatusSource] | None:
     if not isinstance(kind, str) or not kind:
-        problems.append(f"{where}['kind'] must be 'statuspage', 'postmark' or a dotted path")
+        problems.append(f"{where}['kind'] must be one of {KIND_NAMES} or a dotted path")
         return None
     cls: Any = KINDS.get(kind)
     if cls is None:
@@ -137,14 +158,41 @@ def _parse_kind(kind: Any, where: str, problems: list[str]) -> StatusSource | No
             cls = import_string(kind)
         except ImportError as error:
             problems.append(
-                f"{where}['kind'] {kind!r} is not 'statuspage' or 'postmark' and cannot be "
+                f"{where}['kind'] {kind!r} is not one of {KIND_NAMES} and cannot be "
                 f"imported: {error}"
             )
             return None
     if not (isinstance(cls, type) and issubclass(cls, StatusSource)):
         problems.append(f"{where}['kind'] {kind!r} is not a StatusSource subclass")
         return None
-    return cls()
+    return cls
+
+
+def _parse_aws(
+    cls: type[AwsHealthSource], entry: Mapping[str, Any], where: str, problems: list[str]
+) -> AwsHealthSource | None:
+    before = len(problems)
+    region = entry.get("region")
+    if not isinstance(region, str) or not region.strip():
+        problems.append(
+            f"{where}['region'] is required for kind 'aws_health' (the SES region, "
+            "e.g. 'eu-west-1')"
+        )
+    services = entry.get("services", DEFAULT_SERVICES)
+    if isinstance(services, str):
+        services = (services,)
+    if not isinstance(services, (list, tuple)) or not services or not all(
+        isinstance(s, str) and s for s in services
+    ):
+        problems.append(f"{where}['services'] must be a list of AWS service names, e.g. ['ses']")
+    if "components" in entry:
+        problems.append(
+            f"{where}['components'] does not apply to kind 'aws_health' (use 'services')"
+        )
+    if len(problems) > before:
+        return None
+    assert isinstance(region, str)
+    return cls(region.strip(), tuple(services))
 
 
 def _seconds(

@@ -6,7 +6,8 @@ understand (unknown shape, unknown status value, a named component missing):
 the refresher records that as *unknown*, which never affects routing.
 
 A user's own source is a subclass of :class:`StatusSource` named by dotted
-path in the page's ``kind``.
+path in the page's ``kind``. A source that needs more than one document
+(Sorry's ``/api/v1/`` endpoints) overrides :meth:`StatusSource.fetch`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from .fetch import Fetched, fetch
 
 
 class Level(enum.IntEnum):
@@ -49,6 +52,14 @@ class StatusSource:
     """
 
     statuses: ClassVar[Mapping[str, Level]] = {}
+
+    def fetch(
+        self, url: str, components: Sequence[str], *, timeout: float, etag: str | None,
+        allow_http: bool,
+    ) -> Fetched:
+        """The document :meth:`read` takes, fetched within ``timeout`` seconds in
+        all: by default one GET of ``url`` (raise FetchError)."""
+        return fetch(url, timeout=timeout, etag=etag, allow_http=allow_http)
 
     def read(self, document: Any, components: Sequence[str]) -> Reading:
         """The worst reading of ``components`` (or of the page) in the parsed JSON
@@ -128,12 +139,14 @@ class StatuspageSource(StatusSource):
         return named
 
 
-class PostmarkSource(StatusSource):
-    """Postmark's status API, ``/api/1.0/services``: a list of services (or an
-    object holding it under ``services``), each with a ``name`` and a
-    ``status`` of UP / MAINTENANCE / DELAY / DEGRADED / DOWN. Components are
-    matched case-insensitively against a service's name (or its ``id`` /
-    ``slug`` when it has one). Without components, the worst of all services.
+class LegacyPostmarkSource(StatusSource):
+    """Postmark's legacy status API, ``/api/1.0/services``: a list of services
+    (or an object holding it under ``services``), each with a ``name``, a
+    ``url`` such as ``/services/smtp`` and a ``status`` of UP / MAINTENANCE /
+    DELAY / DEGRADED / DOWN. Components are matched case-insensitively against
+    a service's name, its path slug (``smtp``), or its ``id`` / ``slug``.
+    Without components, the worst of all services. ``kind: "postmark"`` reads
+    it when the page answers only this API.
     """
 
     statuses: ClassVar[Mapping[str, Level]] = {
@@ -152,10 +165,8 @@ class PostmarkSource(StatusSource):
         for service in services:
             if not isinstance(service, Mapping) or not isinstance(service.get("name"), str):
                 raise UnexpectedDocument("a service without a name")
-            for field in ("name", "id", "slug"):
-                value = service.get(field)
-                if isinstance(value, str):
-                    named.setdefault(value.casefold(), service)
+            for key in _service_keys(service):
+                named.setdefault(key, service)
         wanted = list(components) or [s["name"] for s in services]
         readings = []
         for name in wanted:
@@ -167,8 +178,10 @@ class PostmarkSource(StatusSource):
         return worst_of(readings)
 
 
-#: ``kind`` values that need no import.
-KINDS: Mapping[str, type[StatusSource]] = {
-    "statuspage": StatuspageSource,
-    "postmark": PostmarkSource,
-}
+def _service_keys(service: Mapping[str, Any]) -> list[str]:
+    keys = [v.casefold() for f in ("name", "id", "slug") if isinstance(v := service.get(f), str)]
+    path = service.get("url")
+    if isinstance(path, str) and path.strip("/"):
+        keys.append(path.rstrip("/").rsplit("/", 1)[-1].casefold())  # "/services/smtp" → smtp
+    return keys
+

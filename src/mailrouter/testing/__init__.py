@@ -15,7 +15,9 @@ on first use): :class:`keep_routing`, :class:`RoutingTestRunner`
 and :class:`LocmemMailer`.
 
 Submodules, imported on their own: ``mailrouter.testing.redis``
-(``RedisServer``, a throw-away ``redis-server`` for fleet-wide health) and
+(``RedisServer``, a throw-away ``redis-server`` for fleet-wide health),
+``mailrouter.testing.statuspage`` (``StatusPageServer``, a fake ESP status
+page server serving Statuspage, Sorry/Postmark and AWS Health documents) and
 ``mailrouter.testing.settings`` (``router_settings()`` / ``mail_settings()``:
 the router configured as a project does, in either settings style).
 """
