@@ -88,8 +88,9 @@ def current_state(page: StatusPage, raw: Any, now: float) -> PageState:
 
 
 def reason(page: StatusPage, raw: Any) -> str:
-    """Why routing acts on the page (``raw``: a record whose state is known)."""
-    return f"status page {page.host} says {raw.get('worst') or raw.get('state')}"
+    """Why routing acts on the page (``raw``: the stored record, if any)."""
+    said = (raw.get("worst") or raw.get("state")) if isinstance(raw, Mapping) else None
+    return f"status page {page.host} says {said or 'nothing yet'}"
 
 
 _NONE: Mapping[str, str] = MappingProxyType({})

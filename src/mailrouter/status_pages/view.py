@@ -87,13 +87,13 @@ def explain_pages(
         if page is None or candidate.health in ("untracked", "unknown"):
             explained.append(candidate)
             continue
-        state = current_state(page, records[candidate.alias], now)
-        why = redact(reason(page, records[candidate.alias]))
+        raw = records[candidate.alias]
+        state = current_state(page, raw, now)
         if state is PageState.DOWN and candidate.skip is None:
-            candidate = replace(candidate, skip=why)
+            candidate = replace(candidate, skip=redact(reason(page, raw)))
         elif state is PageState.DEGRADED:
             demoted.add(candidate.alias)
-            note = f"{why}: tried after the healthy candidates"
+            note = f"{redact(reason(page, raw))}: tried after the healthy candidates"
             candidate = replace(candidate, note=f"{candidate.note}; {note}" if candidate.note
                                 else note)
         explained.append(candidate)
