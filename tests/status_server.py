@@ -135,3 +135,61 @@ class StatusPageServer:
                 page.hold.set()
         self._server.shutdown()
         self._server.server_close()
+
+
+class TricklingServer:
+    """A hostile status host: answers every connection one byte every
+    ``interval`` seconds, for ever (``phase``: ``"headers"`` trickles the status
+    line and headers, ``"body"`` sends the headers at once, then the body)."""
+
+    def __init__(self, phase: str = "body", interval: float = 0.5) -> None:
+        import socket
+
+        self.phase = phase
+        self.interval = interval
+        self.connections = 0
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def url(self, path: str = SUMMARY) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: Any) -> None:
+        headers = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        headers += b"Content-Length: 100000\r\n\r\n"
+        with conn:
+            conn.recv(65536)
+            try:
+                if self.phase == "body":
+                    conn.sendall(headers)
+                    data = b" " * 100000
+                else:
+                    data = headers
+                for byte in data:
+                    if self._stop.wait(self.interval):
+                        return
+                    conn.sendall(bytes([byte]))
+            except OSError:
+                return  # the client gave up: what a deadline does
+
+    def __enter__(self) -> TricklingServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._listener.close()

@@ -1,13 +1,17 @@
 """The status page webhook: a hint that makes us fetch the page now.
 
 Statuspage subscriber webhooks carry no signature, so a POST is never taken
-as truth: a valid one (right token in the URL, a JSON object body) triggers
-an immediate re-fetch of that mailer's page, at most once per
+as truth: a valid one (right token, a JSON object body) schedules an
+immediate re-fetch of that mailer's page, at most once per
 ``HINT_INTERVAL`` seconds per page across the fleet, and only the fetched
 page changes routing. A forged or replayed payload can cause a fetch, never
 an outage.
 
-Answers: 202 (hint taken; ``{"refetched": true|false}``), 404 (unknown
+The fetch runs on the process's background refresher thread, never inside
+the request: the answer comes at once, however slow the status host is.
+
+Answers: 202 (hint taken; ``{"scheduled": true|false}``: false when another
+hint scheduled a fetch of that page moments ago), 404 (unknown
 alias or wrong token: the same answer, so neither can be probed), 405 (not
 POST), 400 (not a JSON object), 413 (body over 64 KiB). Never a 500.
 """
@@ -87,21 +91,24 @@ def _answer(request: HttpRequest, alias: str, token: str) -> HttpResponse:
     if not isinstance(payload, dict):
         return HttpResponse("expected a JSON object", status=400, content_type="text/plain")
     page, settings = found
-    return JsonResponse({"refetched": _refetch(page, settings)}, status=202)
+    return JsonResponse({"scheduled": _schedule(page, settings)}, status=202)
 
 
-def _refetch(page: Any, settings: Any) -> bool:
+def _schedule(page: Any, settings: Any) -> bool:
+    """Queue a fetch of ``page`` on this process's background refresher: the
+    request never waits for the status host (however slow or hostile)."""
     from .health.monitor import owner_id
     from .health.store import store_for
     from .status_pages.record import hint_part
-    from .status_pages.refresh import refresh_page
+    from .status_pages.refresh import refresher
 
     try:
         store = store_for(settings)
         if not store.add_value(page.alias, hint_part(page), owner_id(), HINT_INTERVAL):
             return False  # fetched moments ago on another hint
-        refresh_page(page, store, settings.clock, force=True)
+        refresher.request(page, store, settings.clock, force=True)
         return True
     except Exception:
-        logger.exception("mailrouter: status webhook re-fetch of %s failed", page.alias)
+        logger.exception("mailrouter: status webhook could not schedule a fetch of %s",
+                         page.alias)
         return False
