@@ -66,7 +66,7 @@ def test_status_says_why_a_future_reading_is_ignored(
     router: RouterBackend, server: StatusPageServer,
 ) -> None:
     plant_future_down(router, HOURS_AHEAD)
-    code, out = run("status", "--json")
+    _, out = run("status", "--json")
     page = next(r for r in json.loads(out)["mailers"] if r["alias"] == "a")["status_page"]
     assert page["state"] == "unknown" and "dated in the future" in page["last_error"]
 

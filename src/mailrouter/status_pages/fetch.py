@@ -10,6 +10,7 @@ short text that never contains the URL (it may carry a token).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.client
 import json
@@ -94,12 +95,10 @@ class _Deadline:
 
     @staticmethod
     def _shut(sock: socket.socket) -> None:
-        try:
-            # socket.socket's own shutdown: an SSLSocket's would also drop its
-            # TLS object under the reading thread.
+        # socket.socket's own shutdown: an SSLSocket's would also drop its TLS
+        # object under the reading thread. OSError: already closed.
+        with contextlib.suppress(OSError):
             socket.socket.shutdown(sock, socket.SHUT_RDWR)
-        except OSError:
-            pass  # already closed
 
     def __enter__(self) -> _Deadline:
         self._timer.start()
