@@ -195,7 +195,7 @@ def test_probe_opens_and_closes_without_sending(
 ) -> None:
     configure(mailers(smtp_server.port), options())
     code, text = run("probe", "smtp")
-    assert code == 0 and text.startswith("smtp: ok (opened and closed in ")
+    assert code == 0 and text.startswith("smtp: ok, authenticated (opened and closed in ")
     assert smtp_server.connections_opened == 1
     assert smtp_server.messages == [] and smtp_server.transactions == 0
 

@@ -10,6 +10,7 @@ short text that never contains the URL (it may carry a token).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import http.client
@@ -22,7 +23,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 #: Largest body read (status summaries are a few to a few hundred KiB).
 MAX_BODY = 1024 * 1024
@@ -168,6 +169,7 @@ def _fetch(
     headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
     if etag:
         headers["If-None-Match"] = etag
+    url = _credentials_to_header(url, headers)
     request = urllib.request.Request(url, headers=headers)
     try:
         with opener.open(request, timeout=deadline.timeout) as response:
@@ -189,6 +191,18 @@ def _fetch(
     except Exception as error:  # http.client's protocol errors, bad URLs
         raise FetchError(f"failed: {type(error).__name__}") from None
     return Fetched(_parse(body), etag)
+
+
+def _credentials_to_header(url: str, headers: dict[str, str]) -> str:
+    """``url`` without its userinfo, which goes into an HTTP basic
+    ``Authorization`` header instead (urllib would take it for the host)."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url
+    credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=host))
 
 
 @functools.cache
