@@ -14,7 +14,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -193,3 +193,11 @@ class TricklingServer:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._listener.close()
+
+
+def operational_api_page() -> Iterator[StatusPageServer]:
+    """A running server whose summary says component "API" is operational
+    (a generator: ``server = pytest.fixture(operational_api_page, name="server")``)."""
+    with StatusPageServer() as running:
+        running.pages[SUMMARY] = statuspage({"API": "operational"})
+        yield running

@@ -14,9 +14,9 @@ import pytest
 from mailrouter.backend import RouterBackend
 from mailrouter.testing import FakeESPServer, FaultySMTPServer
 
+from .commands import run
 from .esp_fixtures import API_KEY, mailgun, postmark
 from .health_fixtures import FakeClock
-from .test_command import run
 
 
 @pytest.fixture

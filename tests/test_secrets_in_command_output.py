@@ -17,9 +17,9 @@ from mailrouter.status_pages import refresh
 from mailrouter.testing import FakeESPServer, FaultySMTPServer
 from mailrouter.testing.redis import RedisServer
 
+from .commands import run
 from .health_fixtures import FakeClock, redis_caches
 from .status_server import SUMMARY, StatusPageServer, statuspage
-from .test_command import run
 
 PASSWORD = "smtp-pass-PLANTED-1"
 API_KEY = "mg-apikey-PLANTED-2"

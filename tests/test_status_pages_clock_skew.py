@@ -5,7 +5,7 @@ long a reading counts never depends on another host's clock alone."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -14,19 +14,15 @@ from mailrouter.health.store import store_for
 from mailrouter.status_pages import refresh
 from mailrouter.status_pages.record import PageRecord, PageState
 
+from .commands import run
 from .health_fixtures import FakeClock, redis_caches
-from .status_server import SUMMARY, StatusPageServer, statuspage
-from .test_command import run
-from .test_status_pages import MAILERS, send, tried
+from .status_fixtures import MAILERS, send, tried
+from .status_server import SUMMARY, StatusPageServer, operational_api_page
 
 HOURS_AHEAD = 2 * 3600
 
 
-@pytest.fixture
-def server() -> Iterator[StatusPageServer]:
-    with StatusPageServer() as running:
-        running.pages[SUMMARY] = statuspage({"API": "operational"})
-        yield running
+server = pytest.fixture(operational_api_page, name="server")
 
 
 @pytest.fixture

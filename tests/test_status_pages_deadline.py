@@ -17,10 +17,10 @@ from mailrouter.health.store import store_for
 from mailrouter.status_pages import refresh
 from mailrouter.status_pages.fetch import FetchError, fetch
 
+from .commands import run
 from .health_fixtures import FakeClock
+from .status_fixtures import MAILERS, TOKEN
 from .status_server import SUMMARY, StatusPageServer, TricklingServer, statuspage
-from .test_command import run
-from .test_status_pages import MAILERS, TOKEN
 
 
 @pytest.mark.parametrize("phase", ["headers", "body"])

@@ -13,9 +13,9 @@ from django.core.mail import EmailMessage
 from mailrouter.backend import RouterBackend
 from mailrouter.status_pages import refresh
 
+from .commands import run
 from .health_fixtures import FakeClock
 from .status_server import SERVICES, SUMMARY, StatusPageServer, postmark, statuspage
-from .test_command import run
 
 MAILERS = {alias: {"BACKEND": "tests.fakes.ScriptedBackend", "OPTIONS": {"name": alias}}
            for alias in ("a", "b")}

@@ -22,17 +22,13 @@ from mailrouter.backend import RouterBackend
 from mailrouter.status_pages import refresh
 
 from .health_fixtures import FakeClock
-from .status_server import SUMMARY, StatusPageServer, statuspage
-from .test_status_pages import MAILERS, TOKEN
+from .status_fixtures import MAILERS, TOKEN
+from .status_server import SUMMARY, StatusPageServer, operational_api_page
 
 COMMON = ["django.middleware.common.CommonMiddleware"]
 
 
-@pytest.fixture
-def server() -> Iterator[StatusPageServer]:
-    with StatusPageServer() as running:
-        running.pages[SUMMARY] = statuspage({"API": "operational"})
-        yield running
+server = pytest.fixture(operational_api_page, name="server")
 
 
 @pytest.fixture
