@@ -140,7 +140,8 @@ class StatusPageServer:
 class TricklingServer:
     """A hostile status host: answers every connection one byte every
     ``interval`` seconds, for ever (``phase``: ``"headers"`` trickles the status
-    line and headers, ``"body"`` sends the headers at once, then the body)."""
+    line and headers, ``"body"`` sends the headers at once, then the body,
+    ``"tls"`` trickles a TLS handshake record to an https client)."""
 
     def __init__(self, phase: str = "body", interval: float = 0.5) -> None:
         import socket
@@ -177,6 +178,9 @@ class TricklingServer:
                 if self.phase == "body":
                     conn.sendall(headers)
                     data = b" " * 100000
+                elif self.phase == "tls":
+                    # A TLS handshake record announcing 16 KiB, then its bytes.
+                    data = b"\x16\x03\x03\x40\x00" + b"\x02" * 0x4000
                 else:
                     data = headers
                 for byte in data:

@@ -23,12 +23,13 @@ from .status_fixtures import MAILERS, TOKEN
 from .status_server import SUMMARY, StatusPageServer, TricklingServer, statuspage
 
 
-@pytest.mark.parametrize("phase", ["headers", "body"])
+@pytest.mark.parametrize("phase", ["headers", "body", "tls"])
 def test_a_trickling_host_cannot_outlive_the_timeout(phase: str) -> None:
     with TricklingServer(phase) as server:
+        url = server.url().replace("http:", "https:") if phase == "tls" else server.url()
         started = time.monotonic()
         with pytest.raises(FetchError, match="timed out"):
-            fetch(server.url(), timeout=1, allow_http=True)
+            fetch(url, timeout=1, allow_http=True)
         elapsed = time.monotonic() - started
     assert 0.9 < elapsed < 1.6, elapsed
 
