@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from io import StringIO
 from typing import Any
 
 import pytest
 from django.core.mail import EmailMessage
-from django.core.management import CommandError, call_command
 
 from mailrouter.backend import RouterBackend
 from mailrouter.health.store import LastError, store_for
@@ -22,6 +20,7 @@ from mailrouter.testing.redis import RedisServer
 from mailrouter.testing.settings import router_settings
 
 from . import fakes
+from .commands import run
 from .health_fixtures import FakeClock, redis_caches
 
 SECRET = "hunter2-very-secret"
@@ -49,16 +48,6 @@ def options(health: dict[str, Any] | None = None) -> dict[str, Any]:
         ],
         "health": {**HEALTH, **(health or {})},
     }
-
-
-def run(*args: str) -> tuple[int, str]:
-    """(exit code, stdout) of ``manage.py mailrouter *args``."""
-    out = StringIO()
-    try:
-        call_command("mailrouter", *args, stdout=out, stderr=StringIO())
-    except CommandError as error:
-        return error.returncode, out.getvalue() + f"\nCommandError: {error}"
-    return 0, out.getvalue()
 
 
 def open_breaker(router: RouterBackend, alias: str = "a", failures: int = 2) -> None:
@@ -195,7 +184,7 @@ def test_probe_opens_and_closes_without_sending(
 ) -> None:
     configure(mailers(smtp_server.port), options())
     code, text = run("probe", "smtp")
-    assert code == 0 and text.startswith("smtp: ok (opened and closed in ")
+    assert code == 0 and text.startswith("smtp: ok, authenticated (opened and closed in ")
     assert smtp_server.connections_opened == 1
     assert smtp_server.messages == [] and smtp_server.transactions == 0
 

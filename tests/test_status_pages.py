@@ -28,13 +28,11 @@ from mailrouter.status_pages.refresh import refresh_now
 
 from . import fakes
 from .health_fixtures import COUNTING_CACHES, CountingCache, FakeClock
+from .status_fixtures import MAILERS, TOKEN, send, tried
 from .status_server import SERVICES, SUMMARY, Page, StatusPageServer, postmark, statuspage
 
-MAILERS = {alias: {"BACKEND": "tests.fakes.ScriptedBackend", "OPTIONS": {"name": alias}}
-           for alias in ("a", "b", "c")}
 HEALTH = {"failure_threshold": 3, "failure_rate": None, "cooldown": 10,
           "clock": "tests.health_fixtures.CLOCK"}
-TOKEN = "t0ken-for-the-status-webhook-0123456789"
 
 
 @pytest.fixture
@@ -73,22 +71,11 @@ def refresh_all(router: RouterBackend) -> dict[str, Any]:
                        config.health_settings.clock)
 
 
-def send(router: RouterBackend) -> EmailMessage:
-    message = EmailMessage("s", "b", "app@example.com", ["u@example.com"])
-    router.fail_silently = True
-    router.send_messages([message])
-    return message
-
-
 def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.01)
-
-
-def tried(message: EmailMessage) -> list[tuple[str, str]]:
-    return [(a.alias, a.outcome.value) for a in message.mailrouter_attempts]  # type: ignore[attr-defined]
 
 
 # -- sources -------------------------------------------------------------------------

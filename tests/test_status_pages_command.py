@@ -13,9 +13,9 @@ from django.core.mail import EmailMessage
 from mailrouter.backend import RouterBackend
 from mailrouter.testing.redis import RedisServer
 
+from .commands import run
 from .health_fixtures import FakeClock, redis_caches
 from .status_server import SERVICES, SUMMARY, Page, StatusPageServer, postmark, statuspage
-from .test_command import run
 
 PAGE_TOKEN = "pagetoken-abcdef123456"
 MAILERS = {alias: {"BACKEND": "tests.fakes.ScriptedBackend", "OPTIONS": {"name": alias}}

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from mailrouter.backend import RouterBackend
 from mailrouter.health.store import key, store_for
+from mailrouter.status_pages import refresh
 from mailrouter.status_pages.record import hint_part
 
 from .conftest import examples
@@ -65,20 +66,23 @@ def test_a_valid_hint_fetches_the_page_and_only_the_page_decides(
     router: RouterBackend, server: StatusPageServer,
 ) -> None:
     response = post(INCIDENT)  # claims an outage; the page says operational
-    assert response.status_code == 202 and response.json() == {"refetched": True}
+    assert response.status_code == 202 and response.json() == {"scheduled": True}
+    assert refresh.refresher.wait_idle(10)
     assert server.hits[SUMMARY] == 1
     assert first_alias(router) == "accepted"
     server.pages[SUMMARY] = statuspage({"API": "major_outage", "Outbound": "operational"})
     end_hint_interval(router)
-    assert post(INCIDENT).json() == {"refetched": True}
+    assert post(INCIDENT).json() == {"scheduled": True}
+    assert refresh.refresher.wait_idle(10)
     assert first_alias(router) == "skipped"
 
 
 def test_replayed_hints_are_rate_limited(router: RouterBackend, server: StatusPageServer) -> None:
-    assert post(INCIDENT).json() == {"refetched": True}
+    assert post(INCIDENT).json() == {"scheduled": True}
     for _ in range(5):
         response = post(INCIDENT)
-        assert response.status_code == 202 and response.json() == {"refetched": False}
+        assert response.status_code == 202 and response.json() == {"scheduled": False}
+    assert refresh.refresher.wait_idle(10)
     assert server.hits[SUMMARY] == 1
 
 

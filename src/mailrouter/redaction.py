@@ -11,16 +11,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .compat import is_overridden
 
 MASK = "***"
 _SECRET_KEY_PARTS = ("password", "passwd", "secret", "key", "token", "auth", "credential")
 _MIN_SECRET_LENGTH = 4
+#: Shorter query values (``format=json``) are masked inside URLs by the
+#: pattern below, not replaced wherever they appear in a text.
+_MIN_URL_SECRET_LENGTH = 8
 
 _PATTERNS = (
-    # scheme://user:password@host
-    re.compile(r"(?P<keep>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+(?=@)", re.I),
+    # scheme://userinfo@host: the whole userinfo (a bare token is a secret too)
+    re.compile(r"(?P<keep>\b[a-z][a-z0-9+.-]*://)[^/?#@\s]+(?=@)", re.I),
+    # every query value (?sig=..., &key=..., &auth=...): any may be a credential
+    re.compile(r"(?P<keep>[?&][^=&?#\s\"'/]+=)[^&#\s\"'<>]+"),
     # api_key=..., token: ..., password="..."
     re.compile(
         r"(?P<keep>\b[\w-]*(?:password|passwd|secret|api[_-]?key|token)[\w-]*"
@@ -42,14 +48,42 @@ def looks_secret(key: str) -> bool:
 
 
 def secrets_in(options: Mapping[str, Any]) -> set[str]:
-    """Secret-looking string values in an OPTIONS dict (searched recursively)."""
+    """Secret-looking string values in an OPTIONS dict (searched recursively,
+    lists too), and the query values and userinfo of every URL in it."""
     found: set[str] = set()
     for key, value in options.items():
-        if isinstance(value, Mapping):
-            found |= secrets_in(value)
-        elif isinstance(value, str) and looks_secret(str(key)) and len(value) >= _MIN_SECRET_LENGTH:
-            found.add(value)
+        found |= _secrets_of(value, looks_secret(str(key)))
     return found
+
+
+def _secrets_of(value: Any, secret_key: bool) -> set[str]:
+    if isinstance(value, Mapping):
+        return secrets_in(value)
+    if isinstance(value, (list, tuple)):
+        return set().union(*(_secrets_of(item, secret_key) for item in value))
+    if not isinstance(value, str):
+        return set()
+    found = url_secrets(value)
+    if secret_key and len(value) >= _MIN_SECRET_LENGTH:
+        found.add(value)
+    return found
+
+
+def url_secrets(text: str) -> set[str]:
+    """The query values and userinfo parts of ``text`` if it is a URL: known
+    secrets, so they are masked even where the URL appears cut or re-joined
+    (an HTTP library's "url: /v3/?key=..." or a host:port in an error)."""
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return set()
+    if not parts.scheme or not parts.netloc:
+        return set()
+    values = [value for _, value in parse_qsl(parts.query, keep_blank_values=True)]
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    if at:
+        values += [userinfo, *userinfo.split(":", 1), unquote(userinfo)]
+    return {v for v in values if len(v) >= _MIN_URL_SECRET_LENGTH}
 
 
 class Redactor:

@@ -111,7 +111,7 @@ def _load_runtime(alias: str | None, options: Mapping[str, Any]) -> RouterRuntim
     if runtime is None:
         table = load_mailer_table()
         config = parse_router_options(options, alias=alias, table=table)
-        redact = build_redactor(table)
+        redact = build_redactor(table, options)
         _, problems = build_leaves(config, table, redact)
         if problems:
             raise ConfigurationError(problems)
@@ -121,9 +121,10 @@ def _load_runtime(alias: str | None, options: Mapping[str, Any]) -> RouterRuntim
     return runtime
 
 
-def build_redactor(table: MailerTable) -> Redactor:
-    """A redactor that knows every secret configured for these mailers."""
-    secrets = settings_secrets()
+def build_redactor(table: MailerTable, options: Mapping[str, Any] | None = None) -> Redactor:
+    """A redactor that knows every secret configured for these mailers (and
+    in the router's own ``options``: status page URLs, the webhook token)."""
+    secrets = settings_secrets() | secrets_in(options or {})
     for spec in table.entries.values():
         secrets |= secrets_in(spec.options)
     return Redactor(secrets)

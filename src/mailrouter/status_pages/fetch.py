@@ -10,15 +10,20 @@ short text that never contains the URL (it may carry a token).
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import functools
+import http.client
 import json
+import socket
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 #: Largest body read (status summaries are a few to a few hundred KiB).
 MAX_BODY = 1024 * 1024
@@ -56,6 +61,84 @@ class _SameHostRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
+class _Deadline:
+    """Ends the exchange at the deadline, whatever phase it is in.
+
+    A socket timeout bounds each read, not their sum: a host trickling one
+    byte at a time (headers or body) would keep a fetch alive for ever. Every
+    socket the fetch opens is registered here; a timer shuts them down at the
+    deadline, which wakes the blocked read, and the fetch reports a timeout.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.at = time.monotonic() + timeout
+        self.expired = False
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._timer = threading.Timer(timeout, self._expire)
+        self._timer.daemon = True
+
+    def remaining(self) -> float:
+        return max(0.001, self.at - time.monotonic())
+
+    def register(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                self._shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        # socket.socket's own shutdown: an SSLSocket's would also drop its TLS
+        # object under the reading thread. OSError: already closed.
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._timer.cancel()
+
+
+def _watched(base: type[http.client.HTTPConnection], deadline: _Deadline) -> Any:
+    class Watched(base):  # type: ignore[valid-type,misc]
+        def connect(self) -> None:
+            self.timeout = deadline.remaining()  # a redirect's connection gets what is left
+            super().connect()
+            deadline.register(self.sock)
+
+    return Watched
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req: Any) -> Any:
+        return self.do_open(_watched(http.client.HTTPConnection, self.deadline), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__(context=_tls_context())
+        self.deadline = deadline
+
+    def https_open(self, req: Any) -> Any:
+        return self.do_open(
+            _watched(http.client.HTTPSConnection, self.deadline), req, context=_tls_context()
+        )
+
+
 def fetch(
     url: str,
     *,
@@ -65,10 +148,20 @@ def fetch(
     max_body: int = MAX_BODY,
 ) -> Fetched:
     """GET ``url`` within ``timeout`` seconds in total; raise FetchError."""
-    deadline = time.monotonic() + timeout
+    with _Deadline(timeout) as deadline:
+        try:
+            return _fetch(url, deadline, etag, allow_http, max_body)
+        except FetchError:
+            if deadline.expired:
+                raise FetchError(f"timed out (over {timeout:g} s in total)") from None
+            raise
+
+
+def _fetch(
+    url: str, deadline: _Deadline, etag: str | None, allow_http: bool, max_body: int
+) -> Fetched:
     handlers: list[Any] = [
-        _SameHostRedirects(url, allow_http),
-        urllib.request.HTTPSHandler(context=_tls_context()),
+        _SameHostRedirects(url, allow_http), _HTTPHandler(deadline), _HTTPSHandler(deadline)
     ]
     if urlsplit(url).hostname in _LOOPBACK:
         handlers.append(urllib.request.ProxyHandler({}))  # a proxy cannot reach our loopback
@@ -76,11 +169,14 @@ def fetch(
     headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
     if etag:
         headers["If-None-Match"] = etag
+    url = _credentials_to_header(url, headers)
     request = urllib.request.Request(url, headers=headers)
     try:
-        with opener.open(request, timeout=timeout) as response:
-            body = _read_bounded(response, deadline, max_body)
+        with opener.open(request, timeout=deadline.timeout) as response:
+            body = _read_bounded(response, deadline.at, max_body)
             etag = response.headers.get("ETag")
+        if deadline.expired:  # the read ended because the deadline shut the socket
+            raise FetchError("timed out")
     except FetchError:
         raise
     except urllib.error.HTTPError as error:
@@ -95,6 +191,18 @@ def fetch(
     except Exception as error:  # http.client's protocol errors, bad URLs
         raise FetchError(f"failed: {type(error).__name__}") from None
     return Fetched(_parse(body), etag)
+
+
+def _credentials_to_header(url: str, headers: dict[str, str]) -> str:
+    """``url`` without its userinfo, which goes into an HTTP basic
+    ``Authorization`` header instead (urllib would take it for the host)."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url
+    credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=host))
 
 
 @functools.cache

@@ -74,12 +74,28 @@ class PageRecord:
             return None
 
 
+#: Seconds a reading may be dated ahead of this host's clock (ordinary NTP
+#: skew between hosts) and still count as fresh. Further ahead, its writer's
+#: clock is wrong: the reading is stale and refetched, so how long it is
+#: acted on never depends on another host's clock alone.
+CLOCK_TOLERANCE = 1.0
+
+
+def age(raw: Any, now: float) -> float | None:
+    """Seconds since the record was checked; None when it has no usable
+    check time (missing, or dated in the future beyond ``CLOCK_TOLERANCE``)."""
+    checked = raw.get("checked_at") if isinstance(raw, Mapping) else None
+    if isinstance(checked, bool) or not isinstance(checked, (int, float)):
+        return None
+    elapsed = now - checked
+    return None if elapsed < -CLOCK_TOLERANCE else elapsed
+
+
 def current_state(page: StatusPage, raw: Any, now: float) -> PageState:
-    """The state routing acts on: unknown when missing or too old."""
-    if not isinstance(raw, Mapping):
-        return PageState.UNKNOWN
-    checked = raw.get("checked_at")
-    if not isinstance(checked, (int, float)) or now - checked > page.stale_after:
+    """The state routing acts on: unknown when missing, too old or dated in
+    the future."""
+    elapsed = age(raw, now)
+    if elapsed is None or elapsed > page.stale_after:
         return PageState.UNKNOWN
     try:
         return PageState(str(raw.get("state")))
@@ -88,8 +104,9 @@ def current_state(page: StatusPage, raw: Any, now: float) -> PageState:
 
 
 def reason(page: StatusPage, raw: Any) -> str:
-    """Why routing acts on the page (``raw``: a record whose state is known)."""
-    return f"status page {page.host} says {raw.get('worst') or raw.get('state')}"
+    """Why routing acts on the page (``raw``: the stored record, if any)."""
+    said = (raw.get("worst") or raw.get("state")) if isinstance(raw, Mapping) else None
+    return f"status page {page.host} says {said or 'nothing yet'}"
 
 
 _NONE: Mapping[str, str] = MappingProxyType({})
@@ -132,13 +149,14 @@ def effects(
     for slot, page in pages.items():
         raw: Any = found.get(slot)
         try:
-            if raw["state"] == "operational" and now - raw["checked_at"] < page.refresh:
+            if (raw["state"] == "operational"
+                    and -CLOCK_TOLERANCE <= now - raw["checked_at"] < page.refresh):
                 continue  # the common case, decided without building anything
         except (TypeError, KeyError):
             pass
-        checked = raw.get("checked_at") if isinstance(raw, Mapping) else None
-        if not isinstance(checked, (int, float)) or now - checked >= page.refresh:
-            stale(page)  # due for a refresh, or never fetched
+        elapsed = age(raw, now)
+        if elapsed is None or elapsed >= page.refresh:
+            stale(page)  # due for a refresh, never fetched, or dated in the future
         state = current_state(page, raw, now)
         if state is PageState.DOWN:
             skip = skip or {}

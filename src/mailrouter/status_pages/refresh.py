@@ -37,6 +37,8 @@ from .sources import UnexpectedDocument
 logger = logging.getLogger("mailrouter")
 
 Clock = Callable[[], float]
+#: (page, store, clock, force) queued for the background refresher.
+Job = tuple[StatusPage, HealthStore, Clock, bool]
 #: Seconds between two refresh requests for one page from one process.
 REQUEST_INTERVAL = 1.0
 #: How long records stay in the cache past their staleness (for ``status``).
@@ -121,19 +123,24 @@ class BackgroundRefresher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._queue: queue.SimpleQueue[tuple[StatusPage, HealthStore, Clock]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._pid = 0
         #: (alias, record part) → when it was last queued (monotonic).
         self._requested: dict[tuple[str, str], float] = {}
         self._pending = 0
 
-    def request(self, page: StatusPage, store: HealthStore, clock: Clock) -> None:
-        """Queue a refresh of ``page`` (cheap; never waits, never does I/O)."""
+    def request(
+        self, page: StatusPage, store: HealthStore, clock: Clock, *, force: bool = False
+    ) -> None:
+        """Queue a refresh of ``page`` (cheap; never waits, never does I/O).
+        ``force``: fetch without the refresh lease, however recently asked
+        (a webhook hint, already rate-limited fleet-wide)."""
         now = time.monotonic()
         slot = (page.alias, page.record_part)
         last = self._requested.get(slot)
-        if last is not None and now - last < REQUEST_INTERVAL and self._pid == os.getpid():
+        if (not force and last is not None and now - last < REQUEST_INTERVAL
+                and self._pid == os.getpid()):
             return
         with self._lock:
             if self._pid != os.getpid():
@@ -145,7 +152,7 @@ class BackgroundRefresher:
                 self._pid = os.getpid()
             self._requested[slot] = now
             self._pending += 1
-            self._queue.put((page, store, clock))
+            self._queue.put((page, store, clock, force))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, args=(self._queue,), name="mailrouter-status-pages",
@@ -153,11 +160,11 @@ class BackgroundRefresher:
                 )
                 self._thread.start()
 
-    def _run(self, jobs: queue.SimpleQueue[tuple[StatusPage, HealthStore, Clock]]) -> None:
+    def _run(self, jobs: queue.SimpleQueue[Job]) -> None:
         while True:
-            page, store, clock = jobs.get()
+            page, store, clock, force = jobs.get()
             try:
-                refresh_page(page, store, clock)
+                refresh_page(page, store, clock, force=force)
             except Exception:  # never let the thread die: later pages still need it
                 logger.exception("refreshing the status page of %s failed", page.alias)
             finally:

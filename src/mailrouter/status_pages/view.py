@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..health.store import HealthStore
-from .record import PageRecord, PageState, current_state, reason
+from .record import PageRecord, PageState, age, current_state, reason
 from .settings import StatusPage
 
 if TYPE_CHECKING:
@@ -47,7 +47,9 @@ def page_row(page: StatusPage, raw: Any, now: float) -> dict[str, Any]:
     if record is None:
         row["last_error"] = "not fetched yet"
     elif state is PageState.UNKNOWN and record.state is not PageState.UNKNOWN:
-        row["last_error"] = f"last reading ({record.state.value}) is too old"
+        when = "dated in the future (its host's clock is ahead)" if age(raw, now) is None else (
+            "too old")
+        row["last_error"] = f"last reading ({record.state.value}) is {when}"
     return row
 
 
@@ -87,13 +89,13 @@ def explain_pages(
         if page is None or candidate.health in ("untracked", "unknown"):
             explained.append(candidate)
             continue
-        state = current_state(page, records[candidate.alias], now)
-        why = redact(reason(page, records[candidate.alias]))
+        raw = records[candidate.alias]
+        state = current_state(page, raw, now)
         if state is PageState.DOWN and candidate.skip is None:
-            candidate = replace(candidate, skip=why)
+            candidate = replace(candidate, skip=redact(reason(page, raw)))
         elif state is PageState.DEGRADED:
             demoted.add(candidate.alias)
-            note = f"{why}: tried after the healthy candidates"
+            note = f"{redact(reason(page, raw))}: tried after the healthy candidates"
             candidate = replace(candidate, note=f"{candidate.note}; {note}" if candidate.note
                                 else note)
         explained.append(candidate)

@@ -347,7 +347,7 @@ class Command(BaseCommand):
         probed = probe_mailer(alias, self.table, router.config, self._redact, timeout=timeout)
         result: dict[str, Any] = {"alias": alias, "ok": probed.ok}
         if probed.ok:
-            result["detail"] = probed.detail
+            result |= {"proven": probed.proven, "detail": probed.detail}
         else:
             assert probed.outcome is not None
             result |= {
@@ -361,19 +361,22 @@ class Command(BaseCommand):
             raise CommandError(f"probe of {alias} failed", returncode=EXIT_FAILED)
 
     def _emit_probe(self, result: dict[str, Any], as_json: bool) -> None:
+        # Success and failure texts both go through the redactor again: a
+        # detail or error quoting a configured URL must not print its secrets.
         if as_json:
-            self._emit_json(result)
+            self._emit_json({k: self._redact(v) if isinstance(v, str) else v
+                             for k, v in result.items()})
         elif result["ok"]:
             detail = f"; {result['detail']}" if result["detail"] else ""
-            self.stdout.write(
-                f"{result['alias']}: ok (opened and closed in {result['seconds'] * 1000:.0f} ms"
-                f"{detail})"
-            )
+            self.stdout.write(self._redact(
+                f"{result['alias']}: ok, {result['proven']} (opened and closed in "
+                f"{result['seconds'] * 1000:.0f} ms{detail})"
+            ))
         else:
-            self.stdout.write(
+            self.stdout.write(self._redact(
                 f"{result['alias']}: failed ({result['outcome']}) after "
                 f"{result['seconds'] * 1000:.0f} ms: {result['error_type']}: {result['error']}"
-            )
+            ))
 
 
     # -- refresh-status -----------------------------------------------------------------------

@@ -91,6 +91,12 @@ class ESPFormat(ABC):
     def error_body(self, status: int, detail: str | None = None) -> dict[str, Any]:
         """An error answer shaped as this ESP's, for HTTP ``status``."""
 
+    def account_read(self, method: str, path: str) -> Any:
+        """The answer to one of this ESP's cheap authenticated read endpoints
+        (what a probe asks to check credentials), or None if ``path`` is not
+        one. Such requests consume no fault."""
+        return None
+
 
 def addr_specs(values: Iterable[str]) -> tuple[str, ...]:
     """The addr-specs of address header values (display names dropped)."""

@@ -86,6 +86,16 @@ class ESPFault(StrEnum):
     TLS_BREAK = "tls_break"
 
 
+#: Base modes in which an account read (a probe) gets an error answer too.
+_ACCOUNT_ERRORS = {
+    ESPFault.ERROR_500: 500,
+    ESPFault.ERROR_503: 503,
+    ESPFault.RATE_LIMITED_429: 429,
+    ESPFault.UNAUTHORIZED_401: 401,
+    ESPFault.FORBIDDEN_403: 403,
+    ESPFault.BAD_GATEWAY_502: 502,
+    ESPFault.GATEWAY_TIMEOUT_504: 504,
+}
 # Faults after which the ESP may well have accepted the message, from the
 # client's point of view: the request was fully transmitted but no usable
 # answer came back.
@@ -230,6 +240,7 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         super().__init__(FaultPlan(ESPFault, mode, ESPFault.OK, frozenset({ESPFault.REFUSE})))
         self._maybe: list[ReceivedESPMessage] = []
         self._requests_seen = 0
+        self._account_reads: list[str] = []
         # Live connections: socket -> (handler thread, busy-with-a-request flag).
         self._conns: dict[socket.socket, threading.Thread] = {}
         self._busy: set[socket.socket] = set()
@@ -330,6 +341,13 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
             return list(self._maybe)
 
     @property
+    def account_reads(self) -> list[str]:
+        """Request targets (path and query) of the account reads a probe made
+        (Mailgun's domain, Postmark's server)."""
+        with self._lock:
+            return list(self._account_reads)
+
+    @property
     def requests_seen(self) -> int:
         """Number of HTTP requests read so far, whatever their outcome."""
         with self._lock:
@@ -338,6 +356,7 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
     def _reset_locked(self) -> None:
         self._maybe.clear()
         self._requests_seen = 0
+        self._account_reads.clear()
 
     # ------------------------------------------------------------------
     # Listener management
@@ -507,6 +526,11 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         if path == ses.ACCOUNT_PATH and h.command == "GET":
             self._ses_account(h)
             return
+        for candidate in self._formats:
+            account = candidate.account_read(h.command, path)
+            if account is not None:
+                self._account(h, candidate, account)
+                return
         esp = next((f for f in self._formats if f.handles(path)), None)
         if esp is None:
             self._send_json(h, 404, {"message": f"Not found: {path}", "ErrorCode": 404})
@@ -609,6 +633,20 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
                 # The client sent more bytes without waiting for a reply; do
                 # not spin on them.
                 self._stopping.wait(0.05)
+
+    def _account(self, h: _Handler, esp: ESPFormat, body: Any) -> None:
+        """A read of the account (what a probe asks): answered as the base
+        mode's HTTP status when that is an error answer, consuming no fault."""
+        with self._lock:
+            self._account_reads.append(h.path)
+        if not esp.check_auth(h.headers, self.api_key)[1]:
+            self._send_json(h, 401, esp.error_body(401))
+            return
+        status = _ACCOUNT_ERRORS.get(self._plan.mode)
+        if status is not None:
+            self._send_json(h, status, esp.error_body(status))
+            return
+        self._send_json(h, 200, body)
 
     def _ses_account(self, h: _Handler) -> None:
         """SES v2 GetAccount (read-only: what a probe asks); consumes no fault."""

@@ -1,5 +1,7 @@
 """Mailgun's send API: ``POST /v3/<domain>/messages``, form-urlencoded (or
-multipart with attachments), HTTP basic auth ``api:<key>``."""
+multipart with attachments), HTTP basic auth ``api:<key>``; and the domain
+read a probe makes to check credentials: ``GET /v3/domains/<domain>`` (or
+``GET /v3/domains`` for the list)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from urllib.parse import parse_qs
 from ._common import ESPFormat, PayloadError, ReceivedESPMessage, addr_specs
 
 PATH = re.compile(r"^/v3/([^/]+)/messages/?$")
+DOMAINS = re.compile(r"^/v3/domains(?:/([^/]+))?/?$")
 ERROR_MESSAGES = {
     400: "'to' parameter is not a valid address. please check documentation",
     401: "Invalid private key",
@@ -115,3 +118,13 @@ class Mailgun(ESPFormat):
 
     def error_body(self, status: int, detail: str | None = None) -> dict[str, Any]:
         return {"message": detail or ERROR_MESSAGES.get(status, "Error")}
+
+    def account_read(self, method: str, path: str) -> Any:
+        match = DOMAINS.match(path) if method == "GET" else None
+        if match is None:
+            return None
+        domain = {"name": match.group(1) or "mg.example.com", "state": "active",
+                  "type": "custom", "spam_action": "disabled"}
+        if match.group(1) is None:
+            return {"total_count": 1, "items": [domain]}
+        return {"domain": domain, "receiving_dns_records": [], "sending_dns_records": []}

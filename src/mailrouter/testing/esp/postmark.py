@@ -1,6 +1,7 @@
 """Postmark's send API: ``POST /email`` and ``/email/withTemplate/`` (one JSON
 message), ``/email/batch`` (a JSON list) and ``/email/batchWithTemplates``
-(``{"Messages": [...]}``); credentials in ``X-Postmark-Server-Token``."""
+(``{"Messages": [...]}``); credentials in ``X-Postmark-Server-Token``; and
+``GET /server``, what a probe asks to check the token."""
 
 from __future__ import annotations
 
@@ -116,3 +117,9 @@ class Postmark(ESPFormat):
     def error_body(self, status: int, detail: str | None = None) -> dict[str, Any]:
         code, message = ERROR_CODES.get(status, (status, "Error"))
         return {"ErrorCode": code, "Message": detail or message}
+
+    def account_read(self, method: str, path: str) -> Any:
+        if method != "GET" or path.rstrip("/") != "/server":
+            return None
+        return {"ID": 1, "Name": "Fake Postmark server", "ApiTokens": [],
+                "Color": "blue", "DeliveryType": "Live"}
