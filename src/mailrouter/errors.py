@@ -14,7 +14,11 @@ if TYPE_CHECKING:
 
 
 def message_id_of(message: EmailMessage) -> str:
-    """The message's Message-ID header, or ``?`` (also for a malformed message)."""
+    """The Message-ID the router sent the message with, else its Message-ID
+    header, or ``?`` (also for a malformed message)."""
+    used = getattr(message, "mailrouter_message_id", None)
+    if used:
+        return str(used)
     headers = getattr(message, "extra_headers", None)
     if not isinstance(headers, Mapping):
         return "?"

@@ -63,7 +63,10 @@ class Attempt:
     ``error`` is already redacted: it never contains configured secrets. On an
     accepted attempt it is None, or notes recipients the mailer refused while
     accepting the message for the others.
-    ``duration`` is in seconds (wall clock, monotonic).
+    ``duration`` is in seconds (wall clock, monotonic). ``message_id`` is the
+    Message-ID the message carried (the same in every attempt of one send).
+    ``via`` is set when ``alias`` is a nested router: the mailers inside it the
+    message went through, down to the leaf that accepted it (``leaf``).
     """
 
     alias: str
@@ -71,10 +74,18 @@ class Attempt:
     error: str | None = None
     error_type: str | None = None
     duration: float = 0.0
+    message_id: str | None = None
+    via: tuple[str, ...] = ()
+
+    @property
+    def leaf(self) -> str:
+        """The leaf mailer this attempt reached (``alias`` unless nested)."""
+        return self.via[-1] if self.via else self.alias
 
     def describe(self) -> str:
         """One line for logs and error messages."""
-        text = f"{self.alias}: {self.outcome.value} ({self.duration * 1000:.1f} ms)"
+        path = "".join(f" → {alias}" for alias in self.via)
+        text = f"{self.alias}{path}: {self.outcome.value} ({self.duration * 1000:.1f} ms)"
         if self.error_type:
             text += f" {self.error_type}"
         if self.error:
