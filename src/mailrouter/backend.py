@@ -18,9 +18,9 @@ from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
 from . import report
-from .compat import BACKENDS_TAKE_ALIAS, drop_ignored_options
+from .compat import BACKENDS_TAKE_ALIAS, drop_ignored_options, ignore_unknown_kwargs
 from .concurrent_batch import ConcurrentSender
-from .config import MailerTable, RouterConfig, legacy_settings
+from .config import ROUTER_OPTION_KEYS, MailerTable, RouterConfig, legacy_settings
 from .delivery import (
     BatchState,
     DeliveryResult,
@@ -29,7 +29,7 @@ from .delivery import (
     message_problem,
     restore_caller_headers,
 )
-from .errors import ConfigurationError, DeliveryError, FailedMessage
+from .errors import ConfigurationError, DeliveryError, FailedMessage, InvalidMessageError
 from .health.breaker import State
 from .health.monitor import build_health
 from .operations import Explanation, explain_message
@@ -50,6 +50,24 @@ logger = logging.getLogger("mailrouter")
 _ROUTING: ContextVar[tuple[tuple[str | None, int], ...]] = ContextVar(
     "mailrouter_routing", default=()
 )
+
+
+def _raise_for(failures: list[FailedMessage], sent: int, *, fail_silently: bool) -> None:
+    """The error for a batch's failed messages, the mailer's own exception as
+    its cause. A message Django found invalid is the caller's bug, raised as
+    a ValueError even with ``fail_silently`` (as Django's backends raise it)."""
+    invalid = [f for f in failures if f.attempts and f.attempts[-1].is_callers_error]
+    if invalid:
+        raise InvalidMessageError(failures if not fail_silently else invalid, sent) from (
+            invalid[0].attempts[-1].exception
+        )
+    if fail_silently:
+        return
+    cause = next(
+        (a.exception for f in failures for a in reversed(f.attempts) if a.exception is not None),
+        None,
+    )
+    raise DeliveryError(failures, sent) from cause
 
 
 class RouterBackend(BaseEmailBackend):
@@ -82,16 +100,13 @@ class RouterBackend(BaseEmailBackend):
         self.alias = alias
         self.fail_silently = fail_silently
         if alias is None:
-            # Legacy style: options come from MAILROUTER; Django < 6.1's
-            # send_mail() always passes username/password (usually None).
+            # Legacy style: options come from MAILROUTER; keyword arguments
+            # that are not router options are ignored, as Django's backends do
+            # (Django < 6.1's send_mail() always passes username/password).
             raw = legacy_settings().get("OPTIONS", {})
             if not isinstance(raw, dict):
                 raise ConfigurationError(["MAILROUTER['OPTIONS'] must be a dict"])
-            given = {
-                key: value
-                for key, value in options.items()
-                if not (key in ("username", "password") and value is None)
-            }
+            given = ignore_unknown_kwargs(type(self), options, ROUTER_OPTION_KEYS)
             options = {**raw, **given}
         self._runtime: RouterRuntime = load_runtime(alias, options)
         config = self._runtime.config
@@ -214,8 +229,8 @@ class RouterBackend(BaseEmailBackend):
                     self._pool.close_all()
                     if self._workers is not None:
                         self._workers.close()
-        if failures and not self.fail_silently:
-            raise DeliveryError(failures, sent)
+        if failures:
+            _raise_for(failures, sent, fail_silently=self.fail_silently)
         return sent
 
     def _send_one(self, message: EmailMessage, batch: BatchState) -> FailedMessage | None:

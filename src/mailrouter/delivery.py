@@ -468,14 +468,16 @@ class Dispatcher:
                 verdict = esp_answer.from_error(error)
         if verdict is None:
             outcome = self._classify(error, stage)
-            return Attempt(alias, outcome, text, type(error).__name__, duration)
+            return Attempt(alias, outcome, text, type(error).__name__, duration, exception=error)
         if verdict.outcome is Outcome.ACCEPTED:
             # The ESP took it; the error came later (a post_send receiver, a
             # partly refused batch). Never sent again.
             late = f"{verdict.note or 'accepted'}; then {type(error).__name__}: {text}"
             return self._accepted(alias, self._redact(late)[:MAX_ERROR_TEXT], duration)
         text = self._redact(verdict.note or text)[:MAX_ERROR_TEXT]
-        return Attempt(alias, verdict.outcome, text, type(error).__name__, duration)
+        return Attempt(
+            alias, verdict.outcome, text, type(error).__name__, duration, exception=error
+        )
 
     def _accepted(self, alias: str, note: str | None, duration: float) -> Attempt:
         if note is not None:

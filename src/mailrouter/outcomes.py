@@ -7,7 +7,8 @@ signals and logged without any risk of a later attempt changing them.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 class Outcome(enum.StrEnum):
@@ -76,6 +77,22 @@ class Attempt:
     duration: float = 0.0
     message_id: str | None = None
     via: tuple[str, ...] = ()
+    #: The exception the mailer raised (in this process only: not compared,
+    #: not pickled), chained as the ``__cause__`` of the ``DeliveryError``.
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+
+    def __reduce__(self) -> tuple[type[Attempt], tuple[Any, ...]]:
+        # Task queues pickle attempts (inside a DeliveryError); the exception
+        # may not pickle, and its text is already in ``error``.
+        return (type(self), (self.alias, self.outcome, self.error, self.error_type,
+                             self.duration, self.message_id, self.via))
+
+    @property
+    def is_callers_error(self) -> bool:
+        """Django's own signal of a bug in the message, raised before anything
+        was sent (an invalid address, a newline in a header): a ValueError
+        judged "rejected" (every mailer would refuse it)."""
+        return self.outcome is Outcome.REJECTED and isinstance(self.exception, ValueError)
 
     @property
     def leaf(self) -> str:
