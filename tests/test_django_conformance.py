@@ -32,11 +32,6 @@ PAGE = Path(__file__).resolve().parents[1] / "docs" / "reference" / "django-diff
 
 
 
-@pytest.mark.skipif(
-    django.VERSION < (6, 1),
-    reason="Django 5.2/6.0's tests/mail build backends from EMAIL_BACKEND settings, not "
-    "create_backend(): their run through the router is not wired up yet",
-)
 def test_djangos_backend_tests_pass_through_the_router_but_the_listed_differences() -> None:
     module = django_mail_tests()
     ran, failing_anyway = run_backend_tests(module, through_router=False)
