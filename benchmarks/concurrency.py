@@ -146,8 +146,8 @@ def timed_send(backend: Any, messages: list[Any]) -> float:
 
 def check_received(esp: ESPProcess, messages: list[Any]) -> None:
     received = sorted(esp.received())
-    expected = sorted(m.extra_headers["Message-ID"] for m in messages
-                      if "Message-ID" in m.extra_headers)  # fmt: skip
+    expected = sorted(m.mailrouter_message_id for m in messages
+                      if getattr(m, "mailrouter_message_id", None))  # fmt: skip
     if len(received) != len(messages) or (expected and received != expected):
         raise SystemExit(f"the ESP received {len(received)} messages, expected {len(messages)}")
 

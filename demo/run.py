@@ -339,7 +339,7 @@ def attempts_text(message: mail.EmailMessage) -> str:
 
 
 def message_id(message: mail.EmailMessage) -> str:
-    return str(message.extra_headers["Message-ID"])
+    return str(message.mailrouter_message_id)  # type: ignore[attr-defined]
 
 
 def describe_when(when: dict[str, list[str]] | None) -> str:

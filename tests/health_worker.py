@@ -142,7 +142,7 @@ def main() -> None:
             log.write(json.dumps({
                 "w": worker, "event": "send", "t": began, "end": now,
                 "status": str(message.mailrouter_status),  # type: ignore[attr-defined]
-                "mid": message.extra_headers.get("Message-ID"),
+                "mid": message.mailrouter_message_id,
                 "attempts": [[a.alias, a.outcome.value, a.duration] for a in attempts],
             }) + "\n")
         if interval:

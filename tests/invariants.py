@@ -23,7 +23,7 @@ def assert_each_ends_exactly_once(batch: Sequence[EmailMessage], delivery: str) 
         attempts = message.mailrouter_attempts  # type: ignore[attr-defined]
         status = message.mailrouter_status  # type: ignore[attr-defined]
         kinds = [a.outcome for a in attempts]
-        mid = message.extra_headers.get("Message-ID")
+        mid = message.mailrouter_message_id
         assert status in set(MessageStatus)
         # Accepted by exactly one mailer, and that is the last attempt.
         assert kinds.count(Outcome.ACCEPTED) == (1 if status is MessageStatus.SENT else 0)

@@ -41,7 +41,7 @@ def test_accepted_by_mailgun_with_the_message_id(esps: Any) -> None:
     message = msg()
     assert router.send_messages([message]) == 1
     assert kinds(message) == [("mailgun", "accepted")]
-    assert primary.messages[0].message_id == message.extra_headers["Message-ID"]
+    assert primary.messages[0].message_id == message.mailrouter_message_id
     assert message.anymail_status.status == {"queued"}
     assert backup.requests_seen == 0
 
@@ -57,7 +57,7 @@ def test_not_sent_fails_over_to_postmark_with_the_same_message_id(esps: Any, mod
     assert router.send_messages([message]) == 1
     assert kinds(message) == [("mailgun", "not_sent"), ("postmark", "accepted")]
     (received,) = backup.messages
-    assert received.message_id == message.extra_headers["Message-ID"]
+    assert received.message_id == message.mailrouter_message_id
     assert primary.messages == [] and primary.maybe_delivered == []
 
 
@@ -116,7 +116,7 @@ def test_postmark_422_is_classified_by_its_error_code(
         assert kinds(message) == [("postmark", "rejected")] and backup.requests_seen == 0
     else:
         assert kinds(message) == [("postmark", expected), ("mailgun", "accepted")]
-        assert backup.messages[0].message_id == message.extra_headers["Message-ID"]
+        assert backup.messages[0].message_id == message.mailrouter_message_id
     assert primary.messages == []
 
 
@@ -161,10 +161,10 @@ def test_amazon_ses_through_boto3_is_classified_by_error_code(
     trail = kinds(message)
     assert trail[0] == ("ses", expected)
     if expected == "accepted":
-        assert primary.messages[0].message_id == message.extra_headers["Message-ID"]
+        assert primary.messages[0].message_id == message.mailrouter_message_id
     elif expected in ("not_sent", "incompatible"):
         assert trail == [("ses", expected), ("postmark", "accepted")]
-        assert backup.messages[0].message_id == message.extra_headers["Message-ID"]
+        assert backup.messages[0].message_id == message.mailrouter_message_id
     else:
         assert trail == [("ses", expected)] and backup.requests_seen == 0
     # One request per attempt: botocore made no retries of its own.
@@ -273,7 +273,7 @@ def test_mailgun_failing_part_way_through_a_batch(esps: Any) -> None:
     assert router.send_messages(batch) == 8
     assert [m.sent_using for m in batch] == ["mailgun"] * 3 + ["postmark"] * 5
     ids = [r.message_id for r in primary.messages + backup.messages]
-    assert sorted(ids) == sorted(m.extra_headers["Message-ID"] for m in batch)
+    assert sorted(ids) == sorted(m.mailrouter_message_id for m in batch)
 
 
 def test_failed_attempt_leaves_no_anymail_status_behind(esps: Any) -> None:
@@ -375,7 +375,7 @@ def test_esp_fault_schedules_end_every_message_once(
         finally:
             post_send.disconnect(audit)
         for message in batch:
-            mid = message.extra_headers["Message-ID"]
+            mid = message.mailrouter_message_id
             attempts = message.mailrouter_attempts  # type: ignore[attr-defined]
             got = {alias: [r.message_id for r in s.messages].count(mid)
                    for alias, s in servers.items()}  # fmt: skip

@@ -18,7 +18,6 @@ from mailrouter.pool import MailerPool
 from . import fakes
 from .conftest import LOCMEM
 from .messages import kinds, msg
-from .processes import child_env
 
 SCRIPTED = "tests.fakes.ScriptedBackend"
 MAILERS = {alias: {"BACKEND": SCRIPTED, "OPTIONS": {"name": alias}} for alias in ("a", "b", "c")}
@@ -85,7 +84,7 @@ def test_django_file_and_console_backends_as_leaves(configure: Any, tmp_path: An
     assert "Subject: Hallo" in written.read_text()
     assert "Subject: Hello" in stream.getvalue()
     # Both carry the Message-ID the router fixed before the first attempt.
-    assert other.extra_headers["Message-ID"] in stream.getvalue()
+    assert other.mailrouter_message_id in stream.getvalue()
 
 
 def test_iterator_input_and_empty_input(configure: Any) -> None:
@@ -252,7 +251,7 @@ def test_message_id_is_fixed_before_first_attempt_and_kept(configure: Any) -> No
     message = msg()
     router.send_messages([message])
     (received_a,), (received_c,) = fakes.RECEIVED["a"], fakes.RECEIVED["c"]
-    assert received_a == received_c == message.extra_headers["Message-ID"]
+    assert received_a == received_c == message.mailrouter_message_id
 
 
 def test_a_message_object_reused_for_another_message_gets_a_new_id(configure: Any) -> None:
@@ -262,57 +261,58 @@ def test_a_message_object_reused_for_another_message_gets_a_new_id(configure: An
     for user in ("ann@example.com", "bob@example.com"):
         message.to = [user]
         router.send_messages([message])
-        ids.append(message.extra_headers["Message-ID"])
+        ids.append(message.mailrouter_message_id)
     assert ids[0] != ids[1]
     assert fakes.RECEIVED["a"] == ids
 
 
-def test_the_same_message_sent_again_keeps_its_id(configure: Any) -> None:
-    """An application retrying a message that ended uncertain: a duplicate
-    downstream then carries the same Message-ID, so it is detectable."""
+def test_the_same_message_sent_twice_gets_two_message_ids(configure: Any) -> None:
+    """Sent again on purpose, it is a second message, as with Django's own
+    backends (a new Message-ID at every ``message()``): a receiving server
+    must not discard it as a duplicate of the first."""
+    router = configure({"x": {"BACKEND": LOCMEM}}, {"routes": [{"mailers": ["x"]}]})
+    headers = {"X-Campaign": "spring"}
+    message = EmailMessage("s", "b", "app@example.com", ["u@example.com"], headers=headers)
+    ids = []
+    for _ in range(2):
+        assert router.send_messages([message]) == 1
+        ids.append(message.mailrouter_message_id)  # type: ignore[attr-defined]
+        # The caller's headers, as the caller wrote them: the same dict, unchanged.
+        assert message.extra_headers is headers and headers == {"X-Campaign": "spring"}
+    assert ids[0] != ids[1]
+    assert [copy.message()["Message-ID"] for copy in mail.outbox] == ids
+
+
+def test_one_message_id_per_send_shared_by_its_attempts_and_records(configure: Any) -> None:
+    router = configure(MAILERS, {**FAILOVER, "delivery": "at_least_once"})
+    script("a", "refuse_connect")
+    failing, uncertain = msg("failing"), msg("uncertain")
+    script("b", "drop_after_body")  # "b" timed out: skipped for the rest of the batch
+    script("c", "tempfail", "reject")
+    with pytest.raises(DeliveryError) as raised:
+        router.send_messages([uncertain, failing])
+    for message in (uncertain, failing):
+        used = message.mailrouter_message_id  # type: ignore[attr-defined]
+        attempts = message.mailrouter_attempts  # type: ignore[attr-defined]
+        # Every record, the skipped "a" included, names the ID the send used.
+        assert len(attempts) == 3 and {a.message_id for a in attempts} == {used}
+        assert used in str(raised.value)
+        assert "Message-ID" not in message.extra_headers
+    # What the mailers got carried it: "b" (uncertain), then "c", the same ID.
+    seen = [(alias, mid) for alias, mid, subject, _ in fakes.SEEN if subject == "uncertain"]
+    used = uncertain.mailrouter_message_id  # type: ignore[attr-defined]
+    assert seen == [("b", used), ("c", used)]  # "a" refused the connection
+
+
+def test_a_callers_message_id_is_kept_on_every_send(configure: Any) -> None:
+    """An application that wants one ID across its own retries sets it."""
     router = configure(MAILERS, {"routes": [{"mailers": ["a"]}]})
-    script("a", "drop_after_body")
     message = msg()
-    router.fail_silently = True
+    message.extra_headers = {"Message-ID": "<order-42@example.com>"}
     router.send_messages([message])
     router.send_messages([message])
-    assert [kinds(message)] == [[("a", "accepted")]]
-    assert fakes.RECEIVED["a"] == [message.extra_headers["Message-ID"]] * 2
-
-
-SEND_AGAIN_ELSEWHERE = """
-import pickle, sys
-from django.conf import settings
-settings.configure()
-import django
-django.setup()
-from mailrouter.delivery import ensure_message_id
-message = pickle.loads(sys.stdin.buffer.read())
-if sys.argv[1] == "changed":
-    message.to = ["someone-else@example.com"]
-ensure_message_id(message)
-print(message.extra_headers["Message-ID"])
-"""
-
-
-@pytest.mark.parametrize(("change", "same_id"), [("same", True), ("changed", False)])
-def test_a_message_retried_in_another_process_keeps_its_id(change: str, same_id: bool) -> None:
-    """A task queue retries a pickled message in another worker process."""
-    import pickle
-    import subprocess
-    import sys
-
-    from mailrouter.delivery import ensure_message_id
-
-    message = msg()
-    ensure_message_id(message)
-    completed = subprocess.run(
-        [sys.executable, "-c", SEND_AGAIN_ELSEWHERE, change],
-        input=pickle.dumps(message), capture_output=True, timeout=60, check=True,
-        env=child_env(PYTHONHASHSEED="12345"),
-    )
-    elsewhere = completed.stdout.decode().strip()
-    assert (elsewhere == message.extra_headers["Message-ID"]) is same_id
+    assert fakes.RECEIVED["a"] == ["<order-42@example.com>"] * 2
+    assert message.mailrouter_message_id == "<order-42@example.com>"  # type: ignore[attr-defined]
 
 
 def test_existing_message_id_is_respected_and_shared_headers_untouched(configure: Any) -> None:
@@ -325,7 +325,7 @@ def test_existing_message_id_is_respected_and_shared_headers_untouched(configure
     )
     router.send_messages([first, second, mine])
     assert shared == {}
-    assert first.extra_headers["Message-ID"] != second.extra_headers["Message-ID"]
+    assert first.mailrouter_message_id != second.mailrouter_message_id
     assert fakes.RECEIVED["a"][2] == "None"  # the fake reads "Message-ID"; ours was lower-case
     assert (
         "Message-ID" not in mine.extra_headers
@@ -491,7 +491,7 @@ def test_nested_router_fails_over_inside_and_reports_outside(configure: Any) -> 
     failed_over = msg()
     assert router.send_messages([failed_over]) == 1
     assert kinds(failed_over) == [("eu", "accepted")]
-    assert fakes.RECEIVED["b"] == [failed_over.extra_headers["Message-ID"]]
+    assert fakes.RECEIVED["b"] == [failed_over.mailrouter_message_id]
     script("a", "reject")
     rejected = msg()
     with pytest.raises(DeliveryError, match="a: rejected"):

@@ -272,7 +272,7 @@ def test_anymail_backends_over_http_keep_alive_with_concurrency(esps: Any) -> No
     with router_settings(leaves, options):
         assert make_router().send_messages(batch) == 12
     received = [r.message_id for r in mg.messages] + [r.message_id for r in pm.messages]
-    assert sorted(received) == sorted(m.extra_headers["Message-ID"] for m in batch)
+    assert sorted(received) == sorted(m.mailrouter_message_id for m in batch)
     assert len(pm.messages) == 2 and len(mg.messages) == 10
     assert not worker_threads()
 
@@ -339,6 +339,8 @@ def test_a_nested_router_is_reached_from_the_callers_thread() -> None:
         batch = [msg(f"n{i}", f"u{i}@{'nested.test' if i % 2 else 'example.com'}")
                  for i in range(8)]  # fmt: skip
         assert make_router().send_messages(batch) == 8
-    assert [m.sent_using for m in batch] == ["b", "inner"] * 4  # type: ignore[attr-defined]
+    # sent_using is the leaf; the way through "inner" is in the attempt record.
+    assert [m.sent_using for m in batch] == ["b", "a"] * 4  # type: ignore[attr-defined]
+    assert [m.mailrouter_attempts[-1].via for m in batch] == [(), ("a",)] * 4  # type: ignore[attr-defined]
     assert len(fakes.RECEIVED["a"]) == 4 and len(fakes.RECEIVED["b"]) == 4
     assert not worker_threads()

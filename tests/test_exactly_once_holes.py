@@ -59,7 +59,7 @@ def test_a_post_send_receiver_error_after_acceptance_is_not_a_failure(
     assert kinds(message) == [("mailgun", "accepted")]
     note = message.mailrouter_attempts[0].error  # type: ignore[attr-defined]
     assert note is not None and type(raised).__name__ in note
-    assert [r.message_id for r in primary.messages] == [message.extra_headers["Message-ID"]]
+    assert [r.message_id for r in primary.messages] == [message.mailrouter_message_id]
     assert backup.requests_seen == 0 and relay.transactions == 0
 
 
@@ -415,7 +415,7 @@ def test_ses_bulk_results_decide_the_attempt_recipient_by_recipient(
             fails_over = expected in ("not_sent", "incompatible")
             assert kinds(message)[1:] == ([("mailgun", "accepted")] if fails_over else [])
             assert [m.message_id for m in backup.messages] == (
-                [message.extra_headers["Message-ID"]] if fails_over else []
+                [message.mailrouter_message_id] if fails_over else []
             )
 
 

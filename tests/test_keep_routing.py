@@ -44,8 +44,7 @@ def test_mailer_fails_goes_through_the_real_classifier(
         message = send()
     assert [(a.alias, a.outcome.value) for a in message.mailrouter_attempts] == tried  # type: ignore[attr-defined]
     assert message.mailrouter_status is status  # type: ignore[attr-defined]
-    sent = [m for m in mail.outbox if m.extra_headers["Message-ID"] == message.extra_headers[
-        "Message-ID"]]
+    sent = [m for m in mail.outbox if m.mailrouter_message_id == message.mailrouter_message_id]
     assert len(sent) == (status is MessageStatus.SENT)
     if sent:
         assert sent[0].sent_using == "second"  # type: ignore[attr-defined]

@@ -123,7 +123,9 @@ def test_worker_delivers_with_the_message_id_fixed_at_enqueue(outbox: Any) -> No
     primary, _ = outbox()
     message = EmailMessage("Hi", "body", to=["user@example.com"])
     message.send()
-    enqueued_id = message.extra_headers["Message-ID"]
+    enqueued_id = message.mailrouter_message_id
+    # Fixed in the row, not in the caller's headers.
+    assert message.extra_headers == {} and only_row().message_id == enqueued_id
     sent: list[OutboxMessage] = []
     signals.row_sent.connect(lambda sender, row, **kw: sent.append(row), weak=False)
     try:
@@ -174,6 +176,8 @@ def test_failed_delivery_is_retried_later_then_given_up(outbox: Any) -> None:
     row = only_row()
     assert (row.status, row.delivery_count) == (RowStatus.FAILED, 2)
     assert len(row.attempts) == 4
+    # Both deliveries, every attempt: the row's one Message-ID.
+    assert {a["message_id"] for a in row.attempts} == {row.message_id}
     assert "450" in row.last_error
     assert [r.pk for r in failed] == [row.pk]
     assert not primary.messages and not backup.messages

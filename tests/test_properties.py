@@ -167,12 +167,14 @@ def test_every_message_ends_exactly_once(
     batch = [m for m in batch if m not in malformed]
     # Every mailer got the message as the caller wrote it.
     for _alias, mid, subject, recipients in fakes.SEEN:
-        [message] = [m for m in batch if m.extra_headers.get("Message-ID") == mid]
+        [message] = [m for m in batch if m.mailrouter_message_id == mid]
         assert (subject, recipients) == originals[id(message)]
     failures = tuple(f for f in failures if f.message not in malformed)
     # Whatever observers did, each message is left as the caller wrote it.
     for message in batch:
         assert (message.subject, tuple(message.recipients())) == originals[id(message)]
+        # The Message-ID the send used is no header of the caller's.
+        assert "Message-ID" not in message.extra_headers
 
     sent = [m for m in batch if m.mailrouter_status is MessageStatus.SENT]
     assert returned == len(sent)

@@ -97,14 +97,19 @@ def test_every_message_ends_once_and_loops_fail_at_once(
         for message, (domain, pin) in zip(sent, batch, strict=True):
             candidates = list(dict.fromkeys(pin or ["a"]))
             copies = [m for m in mail.outbox
-                      if m.extra_headers["Message-ID"] == message.extra_headers["Message-ID"]]
+                      if m.mailrouter_message_id == message.mailrouter_message_id]
             if any(loops(c, domain, nested, ("default",)) for c in candidates):
                 assert message.mailrouter_status is MessageStatus.FAILED  # type: ignore[attr-defined]
                 assert message.mailrouter_attempts == []  # type: ignore[attr-defined]
                 assert copies == []
             else:
                 assert message.mailrouter_status is MessageStatus.SENT  # type: ignore[attr-defined]
-                assert message.sent_using == candidates[0]  # type: ignore[attr-defined]
+                # Always a leaf: the one the first candidate's routes lead to.
+                leaf, path = candidates[0], []
+                while leaf in nested:
+                    path.append(leaf := route_of(nested[leaf], domain))
+                assert message.sent_using == leaf  # type: ignore[attr-defined]
+                assert message.mailrouter_attempts[-1].via == tuple(path)  # type: ignore[attr-defined]
                 assert len(copies) == 1
         # One ERROR line per failed message, nothing else.
         failed = sum(m.mailrouter_status is MessageStatus.FAILED for m in sent)  # type: ignore[attr-defined]

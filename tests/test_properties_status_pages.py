@@ -95,7 +95,7 @@ def run(router: RouterBackend, server: StatusPageServer, states: dict[str, str],
         if message.sent_using is not None:  # type: ignore[attr-defined]
             # Never skipped by a page into a worse mailer... and each message ends once.
             assert fakes.RECEIVED[message.sent_using].count(  # type: ignore[attr-defined]
-                fakes.message_id(message)) == 1
+                message.mailrouter_message_id) == 1
         traces.append([(a.alias, a.outcome.value, a.error_type) for a in attempts])
     return traces
 

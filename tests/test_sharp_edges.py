@@ -95,7 +95,11 @@ def test_a_pin_to_a_nested_router_works_and_the_router_is_not_health_tracked(
                                 "health": {"failure_threshold": 1}})
     pinned = msg(mailers=["eu"])
     assert router.send_messages([pinned]) == 1
-    assert pinned.sent_using == "eu"  # type: ignore[attr-defined]
+    # sent_using is always a leaf; the way through the nested router is in the attempt.
+    assert pinned.sent_using == "a"  # type: ignore[attr-defined]
+    [attempt] = pinned.mailrouter_attempts  # type: ignore[attr-defined]
+    assert (attempt.alias, attempt.via, attempt.leaf) == ("eu", ("a",), "a")
+    assert "eu → a: accepted" in attempt.describe()
     explanation = router.explain(msg(mailers=["eu"]))
     assert [(c.alias, c.health) for c in explanation.candidates] == [("eu", "untracked")]
 
@@ -111,7 +115,7 @@ def _nested_router_leading_back(router: Any) -> None:
     looping = msg(to="x@paris.fr", mailers=["loopy"])
     with pytest.raises(DeliveryError) as raised:
         router.send_messages([fine, looping])
-    assert fine.sent_using == "loopy"  # type: ignore[attr-defined]
+    assert fine.sent_using == "c"  # type: ignore[attr-defined]
     assert looping.mailrouter_status is MessageStatus.FAILED  # type: ignore[attr-defined]
     assert looping.mailrouter_attempts == []  # type: ignore[attr-defined]
     assert "default → loopy → default" in str(raised.value.failures[0].reason)
@@ -125,7 +129,8 @@ def test_legacy_message_send_through_nested_routers_keeps_working(configure: Any
     state = message.__dict__
     state["_connection" if "_connection" in state else "connection"] = router
     assert router.send_messages([message]) == 1
-    assert message.sent_using == "eu"  # type: ignore[attr-defined]
+    assert message.sent_using == "a"  # type: ignore[attr-defined]
+    assert [a.via for a in message.mailrouter_attempts] == [("a",)]  # type: ignore[attr-defined]
 
 
 # -- 2. an invalid `when` reports only the real error ----------------------------------------
@@ -261,7 +266,7 @@ def test_failures_before_any_attempt_name_the_message_id(configure: Any) -> None
     message = msg(to="x@example.com")
     with pytest.raises(DeliveryError) as raised:
         router.send_messages([message])
-    assert message.extra_headers["Message-ID"] in str(raised.value)
+    assert message.mailrouter_message_id in str(raised.value)
     assert "- ? " not in str(raised.value)
 
 

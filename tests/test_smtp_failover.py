@@ -50,7 +50,7 @@ def test_accepted_with_one_stable_message_id(pair: Any) -> None:
     message = msg()
     assert router.send_messages([message]) == 1
     (received,) = primary.messages
-    assert received.message_id == message.extra_headers["Message-ID"]
+    assert received.message_id == message.mailrouter_message_id
     assert kinds(message) == [("primary", "accepted")] and backup.messages == []
 
 
@@ -72,7 +72,7 @@ def test_not_sent_fails_over(pair: Any, mode: str, error_type: str) -> None:
     assert kinds(message) == [("primary", "not_sent"), ("backup", "accepted")]
     assert message.mailrouter_attempts[0].error_type == error_type
     assert primary.messages == [] and len(backup.messages) == 1
-    assert backup.messages[0].message_id == message.extra_headers["Message-ID"]
+    assert backup.messages[0].message_id == message.mailrouter_message_id
 
 
 @pytest.mark.parametrize("mode", ["reject_rcpt", "reject_data"])
@@ -103,7 +103,7 @@ def test_too_large_for_one_relay_goes_to_the_next_without_hurting_its_health(
     assert kinds(big) == [("small", "incompatible"), ("large", "accepted")]
     # failure_threshold 1: a not_sent would have opened small's breaker.
     assert [kinds(m) for m in batch[1:]] == [[("small", "accepted")]] * 2
-    assert [m.message_id for m in large.messages] == [big.extra_headers["Message-ID"]]
+    assert [m.message_id for m in large.messages] == [big.mailrouter_message_id]
 
 
 def test_partial_recipient_refusal_is_accepted(pair: Any) -> None:
@@ -135,7 +135,7 @@ def test_at_least_once_resends_after_uncertain(pair: Any) -> None:
     message = msg()
     assert router.send_messages([message]) == 1
     assert kinds(message) == [("primary", "uncertain"), ("backup", "accepted")]
-    assert backup.messages[0].message_id == message.extra_headers["Message-ID"]
+    assert backup.messages[0].message_id == message.mailrouter_message_id
 
 
 def test_hanging_mailer_costs_its_timeout_once_per_batch(pair: Any) -> None:
@@ -172,7 +172,7 @@ def test_primary_failing_part_way_loses_and_duplicates_nothing(pair: Any) -> Non
     assert router.send_messages(batch) == 6
     assert [m.sent_using for m in batch] == ["primary"] * 2 + ["backup"] * 4
     received = Counter(r.message_id for r in primary.messages + backup.messages)
-    assert set(received) == {m.extra_headers["Message-ID"] for m in batch}
+    assert set(received) == {m.mailrouter_message_id for m in batch}
     assert set(received.values()) == {1}
 
 
@@ -255,7 +255,7 @@ def test_real_smtp_fault_schedules_end_every_message_once(
     error = send(router, *batch)
     received = Counter(r.message_id for s in servers for r in s.messages)
     for message in batch:
-        mid = message.extra_headers["Message-ID"]
+        mid = message.mailrouter_message_id
         status = message.mailrouter_status
         if status is MessageStatus.SENT:
             target = servers[aliases.index(message.sent_using)]

@@ -12,7 +12,13 @@ exceptions, which all derive from ``MailRouterError``.
 """
 
 from .classify import Classifier, Stage, default_classifier
-from .errors import ConfigurationError, DeliveryError, FailedMessage, MailRouterError
+from .errors import (
+    ConfigurationError,
+    DeliveryError,
+    FailedMessage,
+    InvalidMessageError,
+    MailRouterError,
+)
 from .health.breaker import State
 from .operations import CandidateExplanation, Explanation
 from .outcomes import Attempt, MessageStatus, Outcome
@@ -28,6 +34,7 @@ __all__ = [
     "DeliveryError",
     "Explanation",
     "FailedMessage",
+    "InvalidMessageError",
     "MailRouterError",
     "MessageStatus",
     "Outcome",

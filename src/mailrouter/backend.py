@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
+from dataclasses import replace
 from typing import Any
 
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
 
 from . import report
-from .compat import BACKENDS_TAKE_ALIAS, drop_ignored_options
+from .compat import BACKENDS_TAKE_ALIAS, drop_ignored_options, ignore_unknown_kwargs
 from .concurrent_batch import ConcurrentSender
-from .config import MailerTable, RouterConfig, legacy_settings
-from .delivery import BatchState, DeliveryResult, Dispatcher, ensure_message_id, message_problem
-from .errors import ConfigurationError, DeliveryError, FailedMessage
+from .config import ROUTER_OPTION_KEYS, MailerTable, RouterConfig, legacy_settings
+from .delivery import (
+    BatchState,
+    DeliveryResult,
+    Dispatcher,
+    ensure_message_id,
+    message_problem,
+    restore_caller_headers,
+)
+from .errors import ConfigurationError, DeliveryError, FailedMessage, InvalidMessageError
 from .health.breaker import State
 from .health.monitor import build_health
 from .operations import Explanation, explain_message
@@ -42,6 +50,24 @@ logger = logging.getLogger("mailrouter")
 _ROUTING: ContextVar[tuple[tuple[str | None, int], ...]] = ContextVar(
     "mailrouter_routing", default=()
 )
+
+
+def _raise_for(failures: list[FailedMessage], sent: int, *, fail_silently: bool) -> None:
+    """The error for a batch's failed messages, the mailer's own exception as
+    its cause. A message Django found invalid is the caller's bug, raised as
+    a ValueError even with ``fail_silently`` (as Django's backends raise it)."""
+    invalid = [f for f in failures if f.attempts and f.attempts[-1].is_callers_error]
+    if invalid:
+        raise InvalidMessageError(failures if not fail_silently else invalid, sent) from (
+            invalid[0].attempts[-1].exception
+        )
+    if fail_silently:
+        return
+    cause = next(
+        (a.exception for f in failures for a in reversed(f.attempts) if a.exception is not None),
+        None,
+    )
+    raise DeliveryError(failures, sent) from cause
 
 
 class RouterBackend(BaseEmailBackend):
@@ -74,16 +100,13 @@ class RouterBackend(BaseEmailBackend):
         self.alias = alias
         self.fail_silently = fail_silently
         if alias is None:
-            # Legacy style: options come from MAILROUTER; Django < 6.1's
-            # send_mail() always passes username/password (usually None).
+            # Legacy style: options come from MAILROUTER; keyword arguments
+            # that are not router options are ignored, as Django's backends do
+            # (Django < 6.1's send_mail() always passes username/password).
             raw = legacy_settings().get("OPTIONS", {})
             if not isinstance(raw, dict):
                 raise ConfigurationError(["MAILROUTER['OPTIONS'] must be a dict"])
-            given = {
-                key: value
-                for key, value in options.items()
-                if not (key in ("username", "password") and value is None)
-            }
+            given = ignore_unknown_kwargs(type(self), options, ROUTER_OPTION_KEYS)
             options = {**raw, **given}
         self._runtime: RouterRuntime = load_runtime(alias, options)
         config = self._runtime.config
@@ -101,6 +124,9 @@ class RouterBackend(BaseEmailBackend):
         self._held_open = False
         self._lock = threading.RLock()
         self._matcher_failures: set[str] = set()
+        #: Messages of the running send whose Message-ID we generated: the
+        #: caller's headers to put back when the message is finished.
+        self._caller_headers: dict[int, tuple[EmailMessage, Mapping[str, Any]]] = {}
         self._context = self._runtime.routing_context(
             (alias,), is_this_router=self._is_this_router, matcher_failed=self._matcher_failed
         )
@@ -193,6 +219,9 @@ class RouterBackend(BaseEmailBackend):
                     else:
                         failures.append(failure)
             finally:
+                for message, headers in self._caller_headers.values():
+                    restore_caller_headers(message, headers)
+                self._caller_headers.clear()
                 if limiter is not None:
                     limiter.end_batch()
                 self._dispatcher.health.end_batch()
@@ -200,8 +229,8 @@ class RouterBackend(BaseEmailBackend):
                     self._pool.close_all()
                     if self._workers is not None:
                         self._workers.close()
-        if failures and not self.fail_silently:
-            raise DeliveryError(failures, sent)
+        if failures:
+            _raise_for(failures, sent, fail_silently=self.fail_silently)
         return sent
 
     def _send_one(self, message: EmailMessage, batch: BatchState) -> FailedMessage | None:
@@ -225,6 +254,7 @@ class RouterBackend(BaseEmailBackend):
         message.sent_using = None  # type: ignore[attr-defined]
         message.mailrouter_attempts = []  # type: ignore[attr-defined]
         message.mailrouter_route = None  # type: ignore[attr-defined]
+        message.mailrouter_message_id = None  # type: ignore[attr-defined]
         # Every step before the first attempt runs on the caller's object and
         # may raise (a str in ``to``, ``extra_headers=None``, a broken
         # ``recipients()``): that message fails with the reason, the batch goes on.
@@ -237,7 +267,10 @@ class RouterBackend(BaseEmailBackend):
                     message.mailrouter_status = MessageStatus.NO_RECIPIENTS  # type: ignore[attr-defined]
                     return None
                 # Before routing: every failure, even "no route", names the message by it.
-                ensure_message_id(message)
+                # Nested, the outer router's ID is in the headers: kept.
+                caller_headers = ensure_message_id(message)
+                if caller_headers is not None:
+                    self._caller_headers[id(message)] = (message, caller_headers)
                 context = self._context if not frames else self._routing_context(frames, message)
                 selection = select(message, self._runtime.config, self._runtime.table, context)
                 message.mailrouter_route = selection.route  # type: ignore[attr-defined]
@@ -255,6 +288,7 @@ class RouterBackend(BaseEmailBackend):
 
     def _unroutable(self, message: EmailMessage, selection: Selection) -> FailedMessage:
         """Fail a message no attempt can be made for (no route, a bad message)."""
+        self._give_back_headers(message)
         reason = self._runtime.redact(selection.problem or "the message cannot be routed")
         message.mailrouter_status = MessageStatus.FAILED  # type: ignore[attr-defined]
         report.message_failed(self, message, MessageStatus.FAILED, [], reason)
@@ -277,17 +311,32 @@ class RouterBackend(BaseEmailBackend):
         self, message: EmailMessage, selection: Selection, result: DeliveryResult
     ) -> FailedMessage | None:
         """Store a delivered message's outcome on it and report it."""
+        self._give_back_headers(message)
+        message_id = message.mailrouter_message_id  # type: ignore[attr-defined]
+        # Skipped candidates' records too carry the ID the message was sent with.
+        attempts = [
+            attempt if attempt.message_id == message_id else replace(attempt, message_id=message_id)
+            for attempt in result.attempts
+        ]
+        # Always a leaf: through a nested router, the leaf that accepted it.
+        sent_using = attempts[-1].leaf if result.status is MessageStatus.SENT else None
         # Again: a nested router it went through has set its own.
         message.mailrouter_route = selection.route  # type: ignore[attr-defined]
-        message.sent_using = result.sent_using  # type: ignore[attr-defined]
-        message.mailrouter_attempts = result.attempts  # type: ignore[attr-defined]
+        message.sent_using = sent_using  # type: ignore[attr-defined]
+        message.mailrouter_attempts = attempts  # type: ignore[attr-defined]
         message.mailrouter_status = result.status  # type: ignore[attr-defined]
-        if result.status is MessageStatus.SENT:
-            assert result.sent_using is not None
-            report.message_sent(self, message, result.sent_using, result.attempts)
+        if sent_using is not None:
+            report.message_sent(self, message, sent_using, attempts)
             return None
-        report.message_failed(self, message, result.status, result.attempts, None)
-        return FailedMessage(message, result.status, tuple(result.attempts))
+        report.message_failed(self, message, result.status, attempts, None)
+        return FailedMessage(message, result.status, tuple(attempts))
+
+    def _give_back_headers(self, message: EmailMessage) -> None:
+        """The caller's ``extra_headers`` back on a finished message (the
+        Message-ID it was sent with stays in ``mailrouter_message_id``)."""
+        entry = self._caller_headers.pop(id(message), None)
+        if entry is not None:
+            restore_caller_headers(message, entry[1])
 
     def _routing_context(
         self, frames: tuple[tuple[str | None, int], ...], message: EmailMessage

@@ -10,6 +10,8 @@ settings are read, and keeps a message's deprecated ``connection`` in
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, cast
 
 import django
@@ -42,6 +44,36 @@ def drop_ignored_options(options: dict[str, Any]) -> None:
     naming them (they are not router options)."""
     for name in options.pop("_ignore_unknown_kwargs", None) or ():
         options.pop(name, None)
+
+
+def ignore_unknown_kwargs(
+    backend: type, options: dict[str, Any], known: Collection[str]
+) -> dict[str, Any]:
+    """``options`` without the keyword arguments ``backend`` does not know,
+    for a backend built without an alias (``get_connection(**kwargs)``, the
+    pre-6.1 path), which ignores them as Django's own backends do: Django 6.1
+    with a ``RemovedInDjango2028Warning`` (it will raise ``TypeError`` in
+    Django 2028), 5.2 and 6.0 silently (their ``BaseEmailBackend`` accepts any
+    ``**kwargs``). ``username``/``password`` of None are what ``send_mail()``
+    passes when no credentials were given: never warned about."""
+    unknown = [
+        key for key in options
+        if key not in known and not (key in ("username", "password") and options[key] is None)
+    ]
+    if unknown and HAS_MAILERS:
+        from django.utils.deprecation import (  # type: ignore[attr-defined,unused-ignore]
+            RemovedInDjango2028Warning,
+        )
+
+        names = ", ".join(repr(key) for key in unknown)
+        warnings.warn(
+            f"{backend.__module__}.{backend.__qualname__}.__init__() does not support "
+            f"{names}. In Django 2028, BaseEmailBackend will raise a TypeError for "
+            "unknown keyword arguments.",
+            RemovedInDjango2028Warning,
+            stacklevel=3,
+        )
+    return {key: value for key, value in options.items() if key in known}
 
 
 def legacy_connection(message: EmailMessage) -> Any:

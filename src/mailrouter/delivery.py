@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import make_msgid
 from typing import Any, Protocol
 
@@ -115,44 +115,44 @@ def message_problem(message: EmailMessage) -> str | None:
     return None
 
 
-def ensure_message_id(message: EmailMessage) -> None:
-    """Fix the Message-ID before the first attempt so every attempt carries it.
+def ensure_message_id(message: EmailMessage) -> Mapping[str, Any] | None:
+    """Fix the Message-ID every attempt of this send will carry.
 
-    A caller's own Message-ID is always kept. One we generated is kept when
-    the same message is sent again (an application retrying it: duplicates stay
-    detectable), but replaced when the object now holds another message — the
-    common ``message.to = [next_user]; message.send()`` loop — because distinct
-    messages must not share an ID (bounce handling maps IDs to recipients).
+    A Message-ID the caller set in ``extra_headers`` is kept (an application
+    that wants one ID across its own retries sets it). Otherwise a new one is
+    made for this send (Django makes a new one for every ``message()``: the
+    same object sent twice on purpose is two messages, and a receiving server
+    may discard a second message with the first one's ID). It goes into a new
+    headers dict installed for the send; the caller's own dict is never
+    changed. Returns that dict of the caller's, for ``restore_caller_headers``
+    after the send, or None when the caller's Message-ID is used.
+    ``message.mailrouter_message_id`` says which ID the send used.
     """
     headers = message.extra_headers
-    content = _content_key(message)
-    generated: tuple[str, tuple[Any, ...]] | None = getattr(
-        message, "_mailrouter_generated_id", None
-    )
     for name, value in headers.items():
         if name.lower() == "message-id":
-            if generated is None or value != generated[0] or generated[1] == content:
-                return
-            headers = {k: v for k, v in headers.items() if k != name}
-            break
+            message.mailrouter_message_id = str(value)  # type: ignore[attr-defined]
+            return None
     message_id = make_msgid(domain=DNS_NAME.get_fqdn())
-    # A new dict: callers often share one headers dict between messages.
     message.extra_headers = {**headers, "Message-ID": message_id}
-    message._mailrouter_generated_id = (message_id, content)  # type: ignore[attr-defined]
+    message.mailrouter_message_id = message_id  # type: ignore[attr-defined]
+    return headers
 
 
-def _content_key(message: EmailMessage) -> tuple[Any, ...]:
-    """Identifies "the same message": envelope, subject and body. The values
-    themselves (references, no copies), not ``hash()``: a message retried from a
-    task queue is compared in another process, where ``hash()`` differs."""
-    return (
-        message.from_email,
-        tuple(message.to),
-        tuple(message.cc),
-        tuple(message.bcc),
-        message.subject,
-        message.body,
-    )
+def restore_caller_headers(message: EmailMessage, caller_headers: Mapping[str, Any]) -> None:
+    """Take the generated Message-ID out of ``extra_headers`` after the send:
+    the caller's own dict comes back, unless a leaf that accepted the message
+    changed the headers (then its changes stay, without the ID)."""
+    message_id = getattr(message, "mailrouter_message_id", None)
+    current = message.extra_headers
+    if not isinstance(current, Mapping):
+        return
+    rest = {
+        name: value for name, value in current.items()
+        if not (name == "Message-ID" and value == message_id)
+    }
+    restored: Mapping[str, Any] = caller_headers if rest == dict(caller_headers) else rest
+    message.extra_headers = restored  # type: ignore[assignment,unused-ignore]
 
 
 #: Per leaf class: can ``connection`` only ever be a plain instance attribute?
@@ -236,6 +236,20 @@ def _esp_only_feature(message: EmailMessage, backend: Any) -> str | None:
         if value is not None and not (isinstance(value, type) and value.__name__ == "UNSET"):
             return name
     return None
+
+
+def _nested_path(message: EmailMessage, candidate: Candidate, attempt: Attempt) -> tuple[str, ...]:
+    """Where a nested router (``candidate``) took the message: the mailers
+    inside it down to the leaf that accepted it, read from the attempts the
+    nested router left on the message."""
+    if attempt.outcome is not Outcome.ACCEPTED or candidate.tracked:
+        return ()
+    inner = getattr(message, "mailrouter_attempts", None) or ()
+    accepted = next(
+        (a for a in reversed(inner) if isinstance(a, Attempt) and a.outcome is Outcome.ACCEPTED),
+        None,
+    )
+    return () if accepted is None else (accepted.alias, *accepted.via)
 
 
 def _is_timeout(error: BaseException) -> bool:
@@ -367,6 +381,16 @@ class Dispatcher:
         return DeliveryResult(status_from_attempts(attempts), None, attempts)
 
     def _attempt(self, message: EmailMessage, candidate: Candidate, batch: BatchState) -> Attempt:
+        attempt = self._try_candidate(message, candidate, batch)
+        return replace(
+            attempt,
+            message_id=getattr(message, "mailrouter_message_id", None),
+            via=_nested_path(message, candidate, attempt),
+        )
+
+    def _try_candidate(
+        self, message: EmailMessage, candidate: Candidate, batch: BatchState
+    ) -> Attempt:
         alias = candidate.alias
         key: Any = (
             alias if candidate.connection is None else ("connection", id(candidate.connection))
@@ -444,14 +468,16 @@ class Dispatcher:
                 verdict = esp_answer.from_error(error)
         if verdict is None:
             outcome = self._classify(error, stage)
-            return Attempt(alias, outcome, text, type(error).__name__, duration)
+            return Attempt(alias, outcome, text, type(error).__name__, duration, exception=error)
         if verdict.outcome is Outcome.ACCEPTED:
             # The ESP took it; the error came later (a post_send receiver, a
             # partly refused batch). Never sent again.
             late = f"{verdict.note or 'accepted'}; then {type(error).__name__}: {text}"
             return self._accepted(alias, self._redact(late)[:MAX_ERROR_TEXT], duration)
         text = self._redact(verdict.note or text)[:MAX_ERROR_TEXT]
-        return Attempt(alias, verdict.outcome, text, type(error).__name__, duration)
+        return Attempt(
+            alias, verdict.outcome, text, type(error).__name__, duration, exception=error
+        )
 
     def _accepted(self, alias: str, note: str | None, duration: float) -> Attempt:
         if note is not None:

@@ -14,7 +14,11 @@ if TYPE_CHECKING:
 
 
 def message_id_of(message: EmailMessage) -> str:
-    """The message's Message-ID header, or ``?`` (also for a malformed message)."""
+    """The Message-ID the router sent the message with, else its Message-ID
+    header, or ``?`` (also for a malformed message)."""
+    used = getattr(message, "mailrouter_message_id", None)
+    if used:
+        return str(used)
     headers = getattr(message, "extra_headers", None)
     if not isinstance(headers, Mapping):
         return "?"
@@ -101,3 +105,14 @@ class DeliveryError(MailRouterError):
     def __reduce__(self) -> tuple[type[DeliveryError], tuple[tuple[FailedMessage, ...], int]]:
         # Task queues pickle exceptions; rebuild from the data, not the text.
         return (type(self), (self.failures, self.sent))
+
+
+class InvalidMessageError(DeliveryError, ValueError):
+    """A message of the batch is invalid as written: Django raised ``ValueError``
+    for it before anything was sent (an invalid address, a newline in a
+    header), as Django's own backends do even with ``fail_silently``.
+
+    Raised after the whole batch was processed, also with ``fail_silently``
+    (then naming only such messages); ``except ValueError`` catches it, as it
+    catches Django's error, which is its ``__cause__``.
+    """

@@ -7,7 +7,8 @@ signals and logged without any risk of a later attempt changing them.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 class Outcome(enum.StrEnum):
@@ -63,7 +64,10 @@ class Attempt:
     ``error`` is already redacted: it never contains configured secrets. On an
     accepted attempt it is None, or notes recipients the mailer refused while
     accepting the message for the others.
-    ``duration`` is in seconds (wall clock, monotonic).
+    ``duration`` is in seconds (wall clock, monotonic). ``message_id`` is the
+    Message-ID the message carried (the same in every attempt of one send).
+    ``via`` is set when ``alias`` is a nested router: the mailers inside it the
+    message went through, down to the leaf that accepted it (``leaf``).
     """
 
     alias: str
@@ -71,10 +75,34 @@ class Attempt:
     error: str | None = None
     error_type: str | None = None
     duration: float = 0.0
+    message_id: str | None = None
+    via: tuple[str, ...] = ()
+    #: The exception the mailer raised (in this process only: not compared,
+    #: not pickled), chained as the ``__cause__`` of the ``DeliveryError``.
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+
+    def __reduce__(self) -> tuple[type[Attempt], tuple[Any, ...]]:
+        # Task queues pickle attempts (inside a DeliveryError); the exception
+        # may not pickle, and its text is already in ``error``.
+        return (type(self), (self.alias, self.outcome, self.error, self.error_type,
+                             self.duration, self.message_id, self.via))
+
+    @property
+    def is_callers_error(self) -> bool:
+        """Django's own signal of a bug in the message, raised before anything
+        was sent (an invalid address, a newline in a header): a ValueError
+        judged "rejected" (every mailer would refuse it)."""
+        return self.outcome is Outcome.REJECTED and isinstance(self.exception, ValueError)
+
+    @property
+    def leaf(self) -> str:
+        """The leaf mailer this attempt reached (``alias`` unless nested)."""
+        return self.via[-1] if self.via else self.alias
 
     def describe(self) -> str:
         """One line for logs and error messages."""
-        text = f"{self.alias}: {self.outcome.value} ({self.duration * 1000:.1f} ms)"
+        path = "".join(f" → {alias}" for alias in self.via)
+        text = f"{self.alias}{path}: {self.outcome.value} ({self.duration * 1000:.1f} ms)"
         if self.error_type:
             text += f" {self.error_type}"
         if self.error:

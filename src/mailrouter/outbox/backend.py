@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..compat import BACKENDS_TAKE_ALIAS, drop_ignored_options
-from ..delivery import ensure_message_id
+from ..delivery import ensure_message_id, restore_caller_headers
 from .models import OutboxMessage, RowStatus
 from .options import OutboxOptions, cached_options, legacy_raw_options
 from .payload import PayloadError, encode, encoded_size
@@ -27,8 +27,10 @@ class OutboxBackend(BaseEmailBackend):
 
     ``send_messages()`` returns the number of rows stored (messages without
     recipients are skipped, as Django's own backends skip them). Each stored
-    message gets ``outbox_id`` (the row's primary key) and keeps the
-    Message-ID fixed here for every later attempt. A message that cannot be
+    message gets ``outbox_id`` (the row's primary key) and
+    ``mailrouter_message_id``: the Message-ID fixed here, stored in the row's
+    payload, that every delivery of the row carries (the caller's
+    ``extra_headers`` are left as they were). A message that cannot be
     stored faithfully (an attribute JSON cannot hold, a payload over
     ``max_payload_bytes``) raises ``PayloadError`` before anything of the
     batch is stored, even with ``fail_silently``: it would otherwise be lost.
@@ -86,12 +88,15 @@ class OutboxBackend(BaseEmailBackend):
         return len(rows)
 
     def _row(self, index: int, message: EmailMessage, now: Any) -> OutboxMessage:
-        ensure_message_id(message)
+        caller_headers = ensure_message_id(message)
         where = f"message {index} (subject {str(message.subject)[:60]!r})"
         try:
             payload = encode(message)
         except PayloadError as error:
             raise PayloadError(f"{where}: {error}; nothing of this batch was stored") from None
+        finally:
+            if caller_headers is not None:
+                restore_caller_headers(message, caller_headers)
         size = encoded_size(payload)
         if size > self.options.max_payload_bytes:
             raise PayloadError(
@@ -99,10 +104,7 @@ class OutboxBackend(BaseEmailBackend):
                 f"{self.options.max_payload_bytes} (option 'max_payload_bytes'); nothing of "
                 "this batch was stored"
             )
-        message_id = next(
-            str(value) for name, value in message.extra_headers.items()
-            if name.lower() == "message-id"
-        )
+        message_id: str = message.mailrouter_message_id  # type: ignore[attr-defined]
         return OutboxMessage(
             status=RowStatus.QUEUED,
             outbox_alias=self.options.alias,

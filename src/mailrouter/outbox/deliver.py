@@ -84,6 +84,8 @@ def attempt_record(attempt: Attempt, delivery: int, at: datetime.datetime) -> di
         "error": attempt.error,
         "error_type": attempt.error_type,
         "duration": round(attempt.duration, 6),
+        "message_id": attempt.message_id,
+        "via": list(attempt.via),
     }
 
 
