@@ -158,7 +158,9 @@ def _pinned(pinned: Any, table: MailerTable, context: RoutingContext) -> Selecti
     outboxes = [alias for alias in aliases if alias in table.outboxes]
     if outboxes:
         # A row pinned to its own outbox would be stored again at every delivery.
-        return Selection(PINNED, problem=f"message.mailers names {outboxes[0]!r}, {OUTBOX_CANDIDATE}")
+        return Selection(
+            PINNED, problem=f"message.mailers names {outboxes[0]!r}, {OUTBOX_CANDIDATE}"
+        )
     return Selection(
         PINNED,
         tuple(

@@ -20,7 +20,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.db import connections, transaction
 from django.utils import timezone
 
-from ..compat import BACKENDS_TAKE_ALIAS, drop_ignored_options
+from ..compat import BACKENDS_TAKE_ALIAS, check_addresses, drop_ignored_options
 from ..config import OUTBOX_CANDIDATE, load_mailer_table, parse_alias_list
 from ..delivery import ensure_message_id
 from .models import OutboxMessage, RowStatus
@@ -109,8 +109,8 @@ class OutboxBackend(BaseEmailBackend):
         if problem is not None:
             raise PayloadError(f"{where}: {problem}; nothing of this batch was stored")
         # What a direct send raises before any I/O (a newline in a header, an
-        # unusable header value), raised as Django raises it.
-        message.message()
+        # unusable header value, an invalid address), raised as Django raises it.
+        check_addresses(message, message.message())
         if size > self.options.max_payload_bytes:
             raise PayloadError(
                 f"{where} is {size} bytes as stored; {self.options.label} allows at most "
