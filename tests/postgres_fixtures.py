@@ -4,8 +4,9 @@
 default with fsync and synchronous commits off (the data is disposable, and
 the drains run faster); ``durable=True`` keeps PostgreSQL's durable defaults,
 which the outbox requires (docs/guides/outbox.md): crash tests run on those.
-PostgreSQL refuses to run as root: when the suite runs as root, the server runs as the ``postgres`` user (created by
-the Debian package that scripts/test.sh installs). If PostgreSQL is missing
+PostgreSQL refuses to run as root: when the suite runs as root, the server
+runs as the ``postgres`` user (created by the Debian package that
+scripts/test.sh installs). If PostgreSQL is missing
 the tests FAIL with how to fix it, unless ``MAILROUTER_ALLOW_NO_POSTGRES=1``
 is set, in which case they are skipped with that reason shown.
 """
