@@ -19,6 +19,8 @@ from django.core import mail
 from django.core.mail import EmailMessage
 from django.db import transaction
 from django.test.utils import override_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mailrouter.backend import RouterBackend
 from mailrouter.compat import HAS_MAILERS
@@ -26,10 +28,11 @@ from mailrouter.config import load_mailer_table
 from mailrouter.errors import ConfigurationError, MailRouterError
 from mailrouter.leaves import build_mailer
 from mailrouter.outbox.models import OutboxMessage
-from mailrouter.outbox.payload import PayloadError
+from mailrouter.outbox.payload import PayloadError, decode
 from mailrouter.testing import FaultySMTPServer
 from mailrouter.testing.settings import ROUTER
 
+from .conftest import examples
 from .outbox_fixtures import OUTBOX, outbox_settings
 from .smtp_fixtures import smtp_mailer
 
@@ -192,3 +195,53 @@ def test_a_route_to_the_outbox_fails_at_startup_naming_router_route_and_alias(
         ]
         with pytest.raises(ConfigurationError, match="which is an outbox"):
             mail.mailers["router"]  # type: ignore[attr-defined]
+
+
+# -- property: stored faithfully, or refused before the INSERT ---------------------------
+
+#: Any code point: NUL, newlines and lone surrogates included.
+odd_text = st.text(st.characters(exclude_categories=()), max_size=6)
+odd_values = st.one_of(
+    odd_text, st.floats(), st.sampled_from([math.nan, math.inf]), st.integers(), st.none()
+)
+
+
+@settings(max_examples=examples(60), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(subject=odd_text, body=odd_text, header=odd_text, score=odd_values)
+def test_a_message_is_stored_faithfully_or_refused_without_harm(
+    relay: FaultySMTPServer, subject: str, body: str, header: str, score: Any
+) -> None:
+    from anymail.message import AnymailMessage
+
+    def build() -> AnymailMessage:
+        built = AnymailMessage(subject, body, "app@example.com", ["user@example.com"],
+                               headers={"X-Tag": header})
+        built.metadata = {"score": score}
+        return built
+
+    made = build()
+    with transaction.atomic():
+        try:
+            mail.get_connection().send_messages([made])
+        except PayloadError as error:
+            # Only what no database here can hold, named.
+            assert re.search(r"(subject|body|headers\['X-Tag'\]|metadata\['score'\]) "
+                             r"(contains a lone surrogate|is (nan|inf|-inf))", str(error))
+            assert not hasattr(made, "outbox_id")
+        except ValueError as error:
+            # Django's own refusal (a line break in a header), as it raises it;
+            # never an encoding error (a lone surrogate is a PayloadError).
+            assert not isinstance(error, UnicodeError), error
+            with pytest.raises(type(error), match=re.escape(str(error))):
+                build().message()
+            assert not hasattr(made, "outbox_id")
+        else:
+            row = OutboxMessage.objects.get(pk=made.outbox_id)  # type: ignore[attr-defined]
+            stored = decode(row.payload)
+            assert (stored.subject, stored.body, stored.extra_headers["X-Tag"]) == (
+                subject, body, header)
+            assert stored.metadata == {"score": score}  # type: ignore[attr-defined]
+            assert not (isinstance(score, float) and not math.isfinite(score))
+        # The caller's transaction goes on either way.
+        assert mail.get_connection().send_messages([message(subject="after")]) == 1
