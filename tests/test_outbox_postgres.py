@@ -30,20 +30,10 @@ from mailrouter.testing import FakeESPServer, FaultySMTPServer
 from mailrouter.testing.redis import RedisServer
 
 from .health_fixtures import redis_binary
-from .postgres_fixtures import PostgresServer, running_postgres, wait_until
+from .postgres_fixtures import PostgresServer, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PENDING = ("queued", "claimed", "sending")
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    yield from running_postgres()
-
-
-@pytest.fixture(scope="module")
-def durable_postgres() -> Iterator[PostgresServer]:
-    yield from running_postgres(durable=True)
 
 
 class Fleet:

@@ -24,18 +24,8 @@ import pytest
 
 from mailrouter.testing import FakeESPServer, FaultySMTPServer
 
-from .postgres_fixtures import PostgresServer, running_postgres
+from .postgres_fixtures import PostgresServer
 from .processes import ROOT, child_env
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    yield from running_postgres()
-
-
-@pytest.fixture(scope="module")
-def durable_postgres() -> Iterator[PostgresServer]:
-    yield from running_postgres(durable=True)
 
 
 class Project:
