@@ -125,7 +125,6 @@ def test_a_nul_in_a_mailers_answer_is_recorded_and_the_row_ends_as_it_should(
 def check_output(postgres: PostgresServer, name: str, *args: str) -> str:
     made = Project(postgres, name)
     try:
-        assert made.run("-m", "django", "migrate", "-v0").returncode == 0
         result = made.run("-m", "django", "check", *args)
     finally:
         made.close()
