@@ -5,7 +5,9 @@ and fake ESP servers.
   rows: every row ends sent, and no server receives a Message-ID twice.
 - Crash test: workers are killed with SIGKILL at random moments during a
   drain and replaced: nothing is lost, nothing is sent twice, and every
-  ``uncertain`` row was being sent by a worker that was killed.
+  ``uncertain`` row was being sent by a worker that was killed. Crash tests
+  run on a durable server (fsync and synchronous commits on, as the outbox
+  requires); the others on a fast one.
 """
 
 from __future__ import annotations
@@ -28,17 +30,10 @@ from mailrouter.testing import FakeESPServer, FaultySMTPServer
 from mailrouter.testing.redis import RedisServer
 
 from .health_fixtures import redis_binary
-from .postgres_fixtures import PostgresServer, require_postgres, wait_until
+from .postgres_fixtures import PostgresServer, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PENDING = ("queued", "claimed", "sending")
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer(require_postgres()).start()
-    yield server
-    server.stop()
 
 
 class Fleet:
@@ -89,6 +84,14 @@ class Fleet:
                 "FROM mailrouter_outbox_outboxmessage"
             ))
 
+    def setting(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.dsn) as conn:
+            row = conn.execute(f"SHOW {name}").fetchone()
+        assert row is not None
+        return str(row[0])
+
     def sending_pids(self) -> list[int]:
         return [pid_of(row["claimed_by"]) for row in self.rows() if row["status"] == "sending"]
 
@@ -116,9 +119,12 @@ class Fleet:
 def fleet(postgres: PostgresServer, request: pytest.FixtureRequest) -> Iterator[Any]:
     fleets: list[Fleet] = []
 
-    def make(lease: float = 300, esp_latency: float = 0.0, **extra: Any) -> Fleet:
+    def make(
+        lease: float = 300, esp_latency: float = 0.0, *, durable: bool = False, **extra: Any
+    ) -> Fleet:
         name = f"outbox_{request.node.name.lower()[:40]}_{len(fleets)}"
-        made = Fleet(postgres, name, lease, esp_latency, **extra)
+        server = request.getfixturevalue("durable_postgres") if durable else postgres
+        made = Fleet(server, name, lease, esp_latency, **extra)
         fleets.append(made)
         return made
 
@@ -161,7 +167,8 @@ def test_several_workers_drain_thousands_of_rows_each_sent_once(fleet: Any) -> N
 def test_sigkilled_workers_lose_nothing_and_send_nothing_twice(fleet: Any) -> None:
     # A 50 ms ESP: a third of the rows keep a worker busy mid-send for a while,
     # so kills land before, during and after sends.
-    outbox: Fleet = fleet(lease=2.0, esp_latency=0.05)
+    outbox: Fleet = fleet(lease=2.0, esp_latency=0.05, durable=True)
+    assert (outbox.setting("fsync"), outbox.setting("synchronous_commit")) == ("on", "on")
     outbox.enqueue(400)
     rng = random.Random(1234)
     args = ("--batch", "5", "--poll-interval", "0.1")
@@ -210,7 +217,7 @@ def test_sigkilled_workers_lose_nothing_and_send_nothing_twice(fleet: Any) -> No
 
 def test_a_worker_killed_mid_send_leaves_its_row_uncertain_never_resent(fleet: Any) -> None:
     # The ESP takes a minute to answer: the worker is certainly mid-send.
-    outbox: Fleet = fleet(lease=1.0, esp_latency=60)
+    outbox: Fleet = fleet(lease=1.0, esp_latency=60, durable=True)
     outbox.enqueue(1)  # message 0 goes to the ESP
     first = outbox.start_worker("--poll-interval", "0.1")
     wait_until(lambda: bool(outbox.sending_pids()), 60, "the worker to start sending")

@@ -22,10 +22,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core import checks
 from django.core.cache import caches
 
+from .compat import uses_mailers_setting
 from .config import (
     MailerTable,
     RouterConfig,
@@ -38,6 +40,7 @@ from .config import (
 from .errors import ConfigurationError
 from .health.store import cache_kind
 from .leaves import build_leaves, retries_on_its_own
+from .outbox import NOT_INSTALLED
 from .ratelimit import redis_client
 from .runtime import build_redactor
 
@@ -46,6 +49,8 @@ W_NONATOMIC = "mailrouter.W102"
 W_EMBEDDED = "mailrouter.W103"
 W_NO_SOCKET_TIMEOUT = "mailrouter.W104"
 W_RATE_PER_PROCESS = "mailrouter.W105"
+E_OUTBOX_NOT_INSTALLED = "mailrouter.E111"
+OUTBOX_BACKEND = "mailrouter.outbox.OutboxBackend"
 
 
 @checks.register("mailrouter", checks.Tags.compatibility)
@@ -90,6 +95,31 @@ def check_mailrouter(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
     return messages
 
 
+@checks.register("mailrouter", checks.Tags.compatibility)
+def check_outbox_installed(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """An OutboxBackend without its app has no table to store messages in."""
+    if apps.is_installed("mailrouter.outbox"):
+        return []
+    try:
+        table = load_mailer_table()
+    except ConfigurationError:
+        return []  # mailrouter.E001 reports it
+    places = [
+        table.label(alias) for alias, spec in table.entries.items()
+        if spec.backend == OUTBOX_BACKEND or alias in table.outboxes
+    ]
+    if not uses_mailers_setting() and getattr(settings, "EMAIL_BACKEND", "") == OUTBOX_BACKEND:
+        places.append("EMAIL_BACKEND")
+    return [
+        checks.Error(
+            f"{place}: {NOT_INSTALLED}",
+            hint='Add "mailrouter.outbox" to INSTALLED_APPS, then run manage.py migrate.',
+            id=E_OUTBOX_NOT_INSTALLED,
+        )
+        for place in places
+    ]
+
+
 def _self_retrying_leaves(
     leaves: Mapping[str, Any], table: MailerTable
 ) -> Iterator[checks.CheckMessage]:
@@ -118,7 +148,6 @@ def _valid_routers() -> Iterator[tuple[str | None, RouterConfig, MailerTable]]:
         except (ConfigurationError, TypeError, AttributeError):
             continue
         yield alias, config, table
-
 
 
 @checks.register("mailrouter", checks.Tags.caches)

@@ -36,6 +36,10 @@ DEFAULT_SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 #: (``RouterBackend`` and its subclasses): lets configuration code tell routers
 #: from leaves without importing the backend, which depends on it.
 ROUTER_MARKER = "is_mailrouter"
+#: Set to True on ``mailrouter.outbox.OutboxBackend``: an outbox stores what it
+#: is given, so a router must never hand it a message (each delivery would
+#: store the message again instead of sending it).
+OUTBOX_MARKER = "is_mailrouter_outbox"
 
 
 class Delivery(enum.StrEnum):
@@ -89,6 +93,14 @@ class MailerTable:
     def routers(self) -> frozenset[str]:
         """The aliases whose backend is a router (see ``ROUTER_MARKER``)."""
         return frozenset(alias for alias, spec in self.entries.items() if is_router_spec(spec))
+
+    @cached_property
+    def outboxes(self) -> frozenset[str]:
+        """The aliases whose backend is an outbox (see ``OUTBOX_MARKER``)."""
+        return frozenset(
+            alias for alias, spec in self.entries.items()
+            if getattr(backend_class(spec), OUTBOX_MARKER, False) is True
+        )
 
 
 @dataclass(frozen=True)
@@ -318,6 +330,8 @@ def _parse_routes(raw: Any, label: str, table: MailerTable, problems: list[str])
                 problems.append(
                     f"{where}: 'mailers' names {alias!r}, which is not in {table.source}"
                 )
+            elif alias in table.outboxes:
+                problems.append(f"{where}: 'mailers' names {alias!r}, {OUTBOX_CANDIDATE}")
         if len(set(mailers)) != len(mailers):
             problems.append(f"{where}: 'mailers' lists an alias twice: {list(mailers)!r}")
         strategy = parse_strategy(entry, mailers, where, problems)
@@ -330,6 +344,14 @@ def _parse_routes(raw: Any, label: str, table: MailerTable, problems: list[str])
                 "so the routes after it can never match; put the catch-all route last"
             )
     return routes
+
+
+#: Why an outbox cannot be a router's candidate (a route's or a pin's).
+OUTBOX_CANDIDATE = (
+    "which is an outbox (mailrouter.outbox.OutboxBackend): each delivery would store the "
+    "message again instead of sending it; name the mailers (or the router) the outbox "
+    "delivers through"
+)
 
 
 def parse_alias_list(value: Any) -> tuple[str, ...] | None:

@@ -37,6 +37,7 @@ from .claiming import rows
 from .models import OutboxMessage, RowStatus
 from .options import OutboxOptions, RetryPolicy, options_for
 from .payload import PayloadError, decode
+from .storable import storable
 
 logger = logging.getLogger("mailrouter.outbox")
 
@@ -208,13 +209,15 @@ class RowDeliverer:
         records = list(row.attempts or []) + [
             attempt_record(attempt, deliveries, now) for attempt in attempts
         ]
-        changes: dict[str, Any] = {
+        # A mailer's answer may hold what the database cannot store (a NUL in
+        # a reason phrase): the outcome must be written all the same.
+        changes: dict[str, Any] = storable({
             "status": status,
             "attempts": records,
             "last_error": "" if status is RowStatus.SENT else error,
             "sent_using": sent_using or "",
             "lease_until": None,
-        }
+        })
         if status is RowStatus.QUEUED:
             changes["next_attempt_at"] = now + datetime.timedelta(seconds=delay)
             changes["claimed_by"] = ""
