@@ -10,7 +10,7 @@ threads, are context managers, and leave no thread behind after ``stop()``.
 Standard library only: importing this package adds no runtime dependency.
 
 For routing in your own test suite (see ``mailrouter.testing.routing``, loaded
-on first use): :class:`keep_routing`, :class:`RoutingTestRunner`
+on first use): :func:`keep_routing`, :class:`RoutingTestRunner`
 (``TEST_RUNNER = "mailrouter.testing.RoutingTestRunner"``), :func:`mailer_fails`
 and :class:`LocmemMailer`.
 
@@ -25,7 +25,10 @@ from typing import Any
 from .esp import ESPFault, FakeESPServer, ReceivedESPMessage, ReceivedRequest
 from .smtp import FaultySMTPServer, ReceivedMessage, SMTPFault
 
-_ROUTING_NAMES = ("LocmemMailer", "RoutingTestRunner", "keep_routing", "mailer_fails")
+_ROUTING_NAMES = (
+    "KeepRouting", "LocmemMailer", "RoutingTestRunner", "keep_routing", "mailer_fails",
+    "reset_routing_state",
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -42,6 +45,7 @@ __all__ = [
     "ESPFault",
     "FakeESPServer",
     "FaultySMTPServer",
+    "KeepRouting",
     "LocmemMailer",
     "ReceivedESPMessage",
     "ReceivedMessage",
@@ -50,4 +54,5 @@ __all__ = [
     "SMTPFault",
     "keep_routing",
     "mailer_fails",
+    "reset_routing_state",
 ]
