@@ -29,7 +29,7 @@ from django.core.cache import caches
 from .config import (
     MailerTable,
     RouterConfig,
-    backend_class,
+    backend_import,
     load_mailer_table,
     parse_router_options,
     router_label,
@@ -55,11 +55,15 @@ def check_mailrouter(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
         table = load_mailer_table()
     except ConfigurationError as error:
         return [checks.Error(problem, id="mailrouter.E001") for problem in error.problems]
+    unimportable = set()
     for alias, spec in table.entries.items():
-        if backend_class(spec) is None:
+        problem = backend_import(spec)[1]
+        if problem is not None:
+            unimportable.add(alias)
             messages.append(
                 checks.Error(
-                    f"{table.label(alias)}: BACKEND {spec.backend!r} cannot be imported",
+                    f"{table.label(alias)}: BACKEND {spec.backend!r} cannot be imported: "
+                    f"{problem}",
                     id="mailrouter.E002",
                 )
             )
@@ -83,7 +87,8 @@ def check_mailrouter(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
                 )
             )
         redact = build_redactor(table)
-        leaves, problems = build_leaves(config, table, redact)
+        # A leaf whose BACKEND does not import is E002's (one mistake, one error).
+        leaves, problems = build_leaves(config, table, redact, skip=unimportable)
         messages.extend(checks.Error(problem, id="mailrouter.E003") for problem in problems)
         if not problems:
             messages.extend(_self_retrying_leaves(leaves, table))

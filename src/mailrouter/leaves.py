@@ -8,7 +8,7 @@ construction build every leaf once to surface its own OPTIONS errors early.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from django.core.mail.backends.base import BaseEmailBackend
@@ -45,14 +45,21 @@ def route_leaves(config: RouterConfig, table: MailerTable) -> Iterator[tuple[str
 
 
 def build_leaves(
-    config: RouterConfig, table: MailerTable, redact: Callable[[str], str]
+    config: RouterConfig,
+    table: MailerTable,
+    redact: Callable[[str], str],
+    *,
+    skip: Collection[str] = (),
 ) -> tuple[dict[str, BaseEmailBackend], list[str]]:
     """Build every leaf the routes name once (no I/O: backends connect in
     ``open()``), so a leaf's own OPTIONS errors surface at startup, not at the
-    first send. Returns the leaves built and the problems of the others."""
+    first send. Returns the leaves built and the problems of the others;
+    the ``skip`` aliases (already reported) are neither."""
     leaves: dict[str, BaseEmailBackend] = {}
     problems: list[str] = []
     for alias, route_name in route_leaves(config, table):
+        if alias in skip:
+            continue
         try:
             leaves[alias] = build_mailer(alias, table)
         except Exception as error:
