@@ -249,12 +249,14 @@ def test_the_router_as_email_backend_without_mailrouter_says_so() -> None:
 
     from mailrouter.testing.settings import default_mailer
 
-    with router_settings(LEAVES, {"routes": [{"mailers": ["a"]}]}, style="legacy"):
-        with override_settings():
-            del settings.MAILROUTER
-            found = [m.msg for m in check_mailrouter() if m.level >= checks.ERROR]
-            with pytest.raises(ImproperlyConfigured) as raised:
-                default_mailer()
+    with (
+        router_settings(LEAVES, {"routes": [{"mailers": ["a"]}]}, style="legacy"),
+        override_settings(),
+    ):
+        del settings.MAILROUTER
+        found = [m.msg for m in check_mailrouter() if m.level >= checks.ERROR]
+        with pytest.raises(ImproperlyConfigured) as raised:
+            default_mailer()
     assert len(found) == 1 and found[0].startswith("the MAILROUTER setting is missing"), found
     assert "'OPTIONS': {'routes': [" in found[0]
     assert "the MAILROUTER setting is missing" in str(raised.value)
