@@ -148,3 +148,22 @@ def test_statuspage_command_takes_a_mailer_out_and_puts_it_back(kind: str) -> No
             assert page.post(f"to={up}") == {"state": up}
             call_command("mailrouter", "refresh-status", stdout=StringIO())
             assert kinds(send()) == [("a", "accepted")]
+
+
+def test_every_option_of_the_command_is_documented() -> None:
+    import argparse
+
+    from mailrouter.testing.command import build_parser
+
+    from .processes import ROOT
+
+    page = (ROOT / "docs/reference/commands.md").read_text()
+    section = page[page.index("## `python -m mailrouter.testing`"):]
+    [subparsers] = [a for a in build_parser()._actions
+                    if isinstance(a, argparse._SubParsersAction)]  # fmt: skip
+    for name, parser in subparsers.choices.items():
+        assert f"python -m mailrouter.testing {name} " in section, name
+        for action in parser._actions:
+            for option in action.option_strings:
+                if option not in ("-h", "--help"):
+                    assert f"`{option}`" in section, (name, option)
