@@ -71,9 +71,10 @@ ISOLATION_TESTS = {
 }
 
 
-def health_keys(redis: RedisServer) -> dict[bytes, bytes | None]:
+def stored(redis: RedisServer) -> dict[bytes, bytes | None]:
+    """Every key in the Redis (health records, drains, rate budgets) and its value."""
     client = redis.client()
-    return {key: client.get(key) for key in client.keys("*mailrouter:health:*")}
+    return {key: client.get(key) for key in client.keys("*")}
 
 
 @pytest.mark.parametrize("runner", ["django", "pytest"])
@@ -82,7 +83,7 @@ def test_tests_keep_routing_state_to_themselves(redis: RedisServer, runner: str)
     env = {"SHOP_REDIS_URL": redis.url}
     run("manage.py", "mailrouter", "--settings=shop.settings_redis", "drain", "eu_smtp",
         "--reason", "relay maintenance", env_extra=env)
-    before = health_keys(redis)
+    before = stored(redis)
     assert [key.decode() for key in before] == [":1:mailrouter:health:eu_smtp:drain"]
     args = ISOLATION_TESTS[runner]
     forwards = run(*args, env_extra=env)
@@ -95,4 +96,12 @@ def test_tests_keep_routing_state_to_themselves(redis: RedisServer, runner: str)
         assert "FAIL" not in output and "ERROR" not in output, output
     ran = [list(dict.fromkeys(re.findall(r"test_(\d)_", out))) for out in (forwards, backwards)]
     assert ran == [["1", "2", "3", "4"], ["4", "3", "2", "1"]], ran
-    assert health_keys(redis) == before
+    if runner == "django":
+        # The system checks judge the configured Redis, not the tests' memory.
+        assert "mailrouter.W10" not in forwards, forwards
+        # Each --parallel worker empties the state before each of its tests too.
+        parallel = run("manage.py", "test", "shop.tests_isolation", "shop.tests_runner",
+                       "--settings=shop.settings_redis_runner", "--parallel", "2",
+                       env_extra=env)
+        assert re.search(r"^Ran 8 tests .*\n\nOK", parallel, re.MULTILINE), parallel
+    assert stored(redis) == before

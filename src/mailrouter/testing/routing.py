@@ -413,6 +413,12 @@ class RoutingTestRunner(DiscoverRunner):
         _runner_routing = KeepRouting()
         _runner_routing.enable()
 
+    def run_checks(self, databases: Any) -> None:
+        # The checks judge the configured health cache (W103-W105), not the
+        # per-test memory the tests use.
+        with KeepRouting(shared_state=True):
+            super().run_checks(databases)
+
     def teardown_test_environment(self, **kwargs: Any) -> None:
         global _runner_routing
         if _runner_routing is not None:
