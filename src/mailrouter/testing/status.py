@@ -63,7 +63,7 @@ def postmark(services: Mapping[str, str], wrapped: bool = False) -> Page:
 
 
 class StatusPageServer:
-    """Serves ``pages`` on ``host``:``port`` (0: a free port, in :attr:`port`)
+    """Serves ``pages`` on ``host``:``port`` (0: a free port, in ``port``)
     from a background thread; a context manager, or ``start()`` / ``stop()``."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
