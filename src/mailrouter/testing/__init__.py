@@ -15,9 +15,13 @@ on first use): :func:`keep_routing`, :class:`RoutingTestRunner`
 and :class:`LocmemMailer`.
 
 Submodules, imported on their own: ``mailrouter.testing.redis``
-(``RedisServer``, a throw-away ``redis-server`` for fleet-wide health) and
+(``RedisServer``, a throw-away ``redis-server`` for fleet-wide health),
 ``mailrouter.testing.settings`` (``router_settings()`` / ``mail_settings()``:
-the router configured as a project does, in either settings style).
+the router configured as a project does, in either settings style) and
+``mailrouter.testing.status`` (``StatusPageServer``: ESP status pages).
+
+``python -m mailrouter.testing smtp|esp|statuspage`` runs the servers as a
+command, to rehearse failover by hand (``mailrouter.testing.command``).
 """
 
 from typing import Any
