@@ -31,7 +31,7 @@ from .compat import uses_mailers_setting
 from .config import (
     MailerTable,
     RouterConfig,
-    backend_class,
+    backend_import,
     load_mailer_table,
     parse_router_options,
     router_label,
@@ -39,7 +39,7 @@ from .config import (
 )
 from .errors import ConfigurationError
 from .health.store import cache_kind
-from .leaves import build_leaves, retries_on_its_own
+from .leaves import ROUTER_DECIDES, build_leaves, retries_on_its_own, route_leaves
 from .outbox import NOT_INSTALLED
 from .ratelimit import redis_client
 from .runtime import build_redactor
@@ -51,6 +51,7 @@ W_NO_SOCKET_TIMEOUT = "mailrouter.W104"
 W_RATE_PER_PROCESS = "mailrouter.W105"
 E_OUTBOX_NOT_INSTALLED = "mailrouter.E111"
 OUTBOX_BACKEND = "mailrouter.outbox.OutboxBackend"
+W_LEAF_FAIL_SILENTLY = "mailrouter.W003"
 
 
 @checks.register("mailrouter", checks.Tags.compatibility)
@@ -60,14 +61,19 @@ def check_mailrouter(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
         table = load_mailer_table()
     except ConfigurationError as error:
         return [checks.Error(problem, id="mailrouter.E001") for problem in error.problems]
+    unimportable = set()
     for alias, spec in table.entries.items():
-        if backend_class(spec) is None:
+        problem = backend_import(spec)[1]
+        if problem is not None:
+            unimportable.add(alias)
             messages.append(
                 checks.Error(
-                    f"{table.label(alias)}: BACKEND {spec.backend!r} cannot be imported",
+                    f"{table.label(alias)}: BACKEND {spec.backend!r} cannot be imported: "
+                    f"{problem}",
                     id="mailrouter.E002",
                 )
             )
+    routed: set[str] = set()
     for router_alias, options in router_options(table):
         label = router_label(router_alias, table)
         if not isinstance(options, Mapping):
@@ -87,11 +93,14 @@ def check_mailrouter(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
                     id="mailrouter.W001",
                 )
             )
+        routed.update(alias for alias, _ in route_leaves(config, table))
         redact = build_redactor(table)
-        leaves, problems = build_leaves(config, table, redact)
+        # A leaf whose BACKEND does not import is E002's (one mistake, one error).
+        leaves, problems = build_leaves(config, table, redact, skip=unimportable)
         messages.extend(checks.Error(problem, id="mailrouter.E003") for problem in problems)
         if not problems:
             messages.extend(_self_retrying_leaves(leaves, table))
+    messages.extend(_quiet_leaves(routed, table))
     return messages
 
 
@@ -118,6 +127,21 @@ def check_outbox_installed(app_configs: Any = None, **kwargs: Any) -> list[check
         )
         for place in places
     ]
+
+
+def _quiet_leaves(routed: set[str], table: MailerTable) -> Iterator[checks.CheckMessage]:
+    """Routed leaves whose OPTIONS set fail_silently, once each (the router
+    takes the option out: see ``leaves.ROUTER_DECIDES``)."""
+    for alias, spec in table.entries.items():
+        if alias in routed and ROUTER_DECIDES in spec.options:
+            yield checks.Warning(
+                f"{table.label(alias)}: OPTIONS {ROUTER_DECIDES!r} is ignored: the router "
+                "must see every error of this mailer to fail over, and the router's own "
+                "fail_silently decides what reaches the caller",
+                hint=f"Remove {ROUTER_DECIDES!r} from this mailer's OPTIONS; pass "
+                "fail_silently to send_mail() / send() (or the router) instead.",
+                id=W_LEAF_FAIL_SILENTLY,
+            )
 
 
 def _self_retrying_leaves(
