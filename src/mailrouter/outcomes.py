@@ -64,6 +64,9 @@ class Attempt:
     accepted attempt it is None, or notes recipients the mailer refused while
     accepting the message for the others.
     ``duration`` is in seconds (wall clock, monotonic).
+    ``last_resort`` is set when the mailer was out of rotation (drained,
+    circuit open, status page down) and tried only because no mailer in
+    rotation could take the message: why it was out of rotation.
     """
 
     alias: str
@@ -71,6 +74,7 @@ class Attempt:
     error: str | None = None
     error_type: str | None = None
     duration: float = 0.0
+    last_resort: str | None = None
 
     def describe(self) -> str:
         """One line for logs and error messages."""
@@ -79,6 +83,8 @@ class Attempt:
             text += f" {self.error_type}"
         if self.error:
             text += f": {self.error}"
+        if self.last_resort:
+            text += f" [last resort, despite: {self.last_resort}]"
         return text
 
 

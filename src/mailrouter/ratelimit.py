@@ -4,19 +4,26 @@ Strategy separated from storage, as in the ``limits`` package:
 
 - The strategy is GCRA (a token bucket kept as one number, the "theoretical
   arrival time" ``tat``): a limit of ``N`` per period refills one token every
-  ``period / N`` seconds and holds at most ``N``. Reserving ``n`` tokens moves
-  ``tat`` forward by ``n`` intervals; a reservation may be granted in part.
+  ``period / N`` seconds (rounded up to the microsecond) and holds ``burst``
+  tokens, 1 unless configured. With the default, grants are at least one
+  interval apart, so any window of the period admits at most ``N``; a
+  ``burst`` of ``B`` lets ``B`` go at once, and a window then admits at most
+  ``N + B - 1``.
 - The storage keeps ``tat`` per mailer: :class:`MemoryStorage` per process
   (the embedded default), :class:`RedisStorage` in the health cache's Redis,
-  where ONE Lua script reads the server clock, returns unused tokens,
+  where ONE Lua script reads the server clock, returns refunded tokens,
   reserves what is available and answers how long until the next token — one
   round trip per reservation, atomic across every process.
 
-:class:`RateLimiter` is what a router's failover loop uses. It reserves
-budget for the whole batch at once (as many tokens as the batch has messages
-left, up to the limit), hands them out from memory, remembers locally until
-when an exhausted mailer has no budget (no round trip per overflowing
-message), and gives unused tokens back at the end of the batch.
+:class:`RateLimiter` is what a router's failover loop uses. It takes one
+token per attempt, right before the attempt, and holds none in advance: a
+process that dies mid-batch strands nothing (the token of the attempt it
+died in counts as used: that message may have gone out), and a batch takes
+budget only for the messages that actually reach the mailer. It remembers
+locally until when an exhausted mailer has no budget, so overflowing
+messages cost no round trip. A token taken for an attempt that did not
+happen goes back to the storage that granted it — never to Redis for a token
+the per-process fallback lent during an outage.
 
 If Redis cannot be reached, limits are enforced per process until it answers
 again (a warning is logged): sending never stops because of the cache.
@@ -31,7 +38,7 @@ import re
 import threading
 import time
 from collections.abc import Collection, Container, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from django.core.signals import setting_changed
@@ -53,16 +60,28 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """``count`` messages per ``period`` seconds, with bursts of at most ``count``."""
+    """``count`` messages per ``period`` seconds; ``burst`` of them at once."""
 
     count: int
     period: float
     text: str
+    burst: int = 1
+
+    @property
+    def interval_us(self) -> int:
+        """Microseconds per token, rounded up: ``count`` intervals never
+        span less than the period (``"3/s"`` is 333,334 µs, not 333,333)."""
+        return math.ceil(self.period * 1_000_000 / self.count)
 
     @property
     def interval(self) -> float:
         """Seconds per token."""
-        return self.period / self.count
+        return self.interval_us / 1_000_000
+
+    @property
+    def label(self) -> str:
+        """How ``status`` and skip reasons name the limit."""
+        return self.text if self.burst == 1 else f"{self.text} burst {self.burst}"
 
 
 def parse_rate(text: Any) -> RateLimit | None:
@@ -82,24 +101,42 @@ def parse_rate(text: Any) -> RateLimit | None:
 def parse_rate_limits(
     raw: Any, label: str, aliases: Container[str], problems: list[str]
 ) -> dict[str, RateLimit]:
-    """Validate the router option ``rate_limits``: alias → ``"N/unit"``."""
+    """Validate the router option ``rate_limits``: alias → ``"N/unit"``, or
+    alias → ``{"rate": "N/unit", "burst": B}``."""
     if not isinstance(raw, Mapping):
         problems.append(f"{label}: 'rate_limits' must be a dict of mailer alias → rate like '14/s'")
         return {}
     limits: dict[str, RateLimit] = {}
-    for alias, text in raw.items():
+    for alias, value in raw.items():
         if alias not in aliases:
             problems.append(f"{label}: 'rate_limits' names {alias!r}, which is not a mailer alias")
             continue
-        limit = parse_rate(text)
-        if limit is None:
-            problems.append(
-                f"{label}: 'rate_limits'[{alias!r}] must be a rate such as '14/s', '1000/m', "
-                f"'50000/h' or '10/5s', not {text!r}"
-            )
-            continue
-        limits[alias] = limit
+        limit = _parse_one(value, f"{label}: 'rate_limits'[{alias!r}]", problems)
+        if limit is not None:
+            limits[alias] = limit
     return limits
+
+
+def _parse_one(value: Any, where: str, problems: list[str]) -> RateLimit | None:
+    burst: Any = 1
+    text = value
+    if isinstance(value, Mapping):
+        unknown = sorted(str(key) for key in value if key not in ("rate", "burst"))
+        if unknown:
+            problems.append(f"{where}: unknown key(s) {', '.join(unknown)} (use 'rate', 'burst')")
+            return None
+        text, burst = value.get("rate"), value.get("burst", 1)
+    limit = parse_rate(text)
+    if limit is None:
+        problems.append(
+            f"{where} must be a rate such as '14/s', '1000/m', '50000/h' or '10/5s' "
+            f"(or {{'rate': '14/s', 'burst': 5}}), not {text!r}"
+        )
+        return None
+    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+        problems.append(f"{where}: 'burst' must be a whole number of messages ≥ 1, not {burst!r}")
+        return None
+    return RateLimit(limit.count, limit.period, limit.text, burst)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +144,11 @@ class Reservation:
     granted: int
     #: Seconds until the next token, when fewer were granted than wanted.
     retry_after: float
-    #: Tokens in use (consumed and not yet refilled) after this call.
+    #: Tokens of the burst in use (consumed and not yet refilled) after this call.
     used: int
+    #: The storage that granted the tokens: the only one a refund may go to
+    #: (a fallback's answer names its per-process storage, not Redis).
+    lender: RateStorage | None = None
 
 
 class RateStorage(Protocol):
@@ -120,22 +160,28 @@ class RateStorage(Protocol):
 
 
 def _gcra(
-    tat: float, now: float, limit: RateLimit, wanted: int, refund: int
-) -> tuple[float, Reservation]:
-    """The strategy itself, for :class:`MemoryStorage` (the Lua script is the
-    same computation in integer microseconds)."""
-    interval = limit.interval
+    tat: int, now: int, limit: RateLimit, wanted: int, refund: int
+) -> tuple[int, Reservation]:
+    """The strategy itself, for :class:`MemoryStorage`: the Lua script is the
+    same computation in integer microseconds (and so is this one, passed
+    microseconds)."""
+    interval = limit.interval_us
+    tolerance = limit.burst * interval
     tat = max(tat, now)
     if refund:
         tat = max(now, tat - refund * interval)
-    available = max(0, math.floor((now + limit.period - tat) / interval + 1e-9))
+    available = max(0, (now + tolerance - tat) // interval)
     granted = min(available, wanted)
     tat += granted * interval
-    retry = 0.0
+    retry = 0
     if granted < wanted:
-        retry = max(0.0, tat + interval - limit.period - now)
-    used = min(limit.count, math.ceil((tat - now) / interval - 1e-9))
-    return tat, Reservation(granted, retry, used)
+        retry = max(0, tat + interval - tolerance - now)
+    used = min(limit.burst, -((now - tat) // interval))
+    return tat, Reservation(granted, retry / 1_000_000, used)
+
+
+def _now_us() -> int:
+    return time.monotonic_ns() // 1000
 
 
 class MemoryStorage:
@@ -144,22 +190,22 @@ class MemoryStorage:
     label = "per process"
 
     def __init__(self) -> None:
-        self._tat: dict[str, float] = {}
+        self._tat: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def reserve(self, alias: str, limit: RateLimit, wanted: int, refund: int = 0) -> Reservation:
         with self._lock:
-            now = time.monotonic()
+            now = _now_us()
             tat, reservation = _gcra(self._tat.get(alias, now), now, limit, wanted, refund)
             self._tat[alias] = tat
-            return reservation
+            return replace(reservation, lender=self)
 
     def clear(self) -> None:
         with self._lock:
             self._tat.clear()
 
 
-#: KEYS[1] = the mailer's tat key; ARGV = interval µs, capacity (tokens),
+#: KEYS[1] = the mailer's tat key; ARGV = interval µs, burst (tokens),
 #: tokens wanted, tokens refunded. Returns {granted, µs until the next token,
 #: tokens in use}. Integers in microseconds: exact in Lua's doubles until 2255.
 GCRA_SCRIPT = """
@@ -173,8 +219,8 @@ local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local stored = tonumber(redis.call('GET', KEYS[1]) or '0')
 local tat = math.max(stored, now)
 if refund > 0 then tat = math.max(now, tat - refund * interval) end
-local period = capacity * interval
-local available = math.max(0, math.floor((now + period - tat) / interval))
+local tolerance = capacity * interval
+local available = math.max(0, math.floor((now + tolerance - tat) / interval))
 local granted = math.min(available, wanted)
 tat = tat + granted * interval
 if granted > 0 or refund > 0 then
@@ -186,7 +232,7 @@ if granted > 0 or refund > 0 then
   end
 end
 local retry = 0
-if granted < wanted then retry = math.max(0, tat + interval - period - now) end
+if granted < wanted then retry = math.max(0, tat + interval - tolerance - now) end
 local used = math.min(capacity, math.ceil((tat - now) / interval))
 return {granted, retry, used}
 """
@@ -224,7 +270,7 @@ class RedisStorage:
         from django.core.cache import caches
 
         client = redis_client(caches[self.cache_alias])
-        args = (round(limit.interval * 1_000_000), limit.count, wanted, refund)
+        args = (limit.interval_us, limit.burst, wanted, refund)
         key = self.key(alias)
         from redis.exceptions import NoScriptError
 
@@ -233,7 +279,7 @@ class RedisStorage:
         except NoScriptError:  # first use on this server (or after SCRIPT FLUSH)
             reply = client.eval(GCRA_SCRIPT, 1, key, *args)
         granted, retry_us, used = (int(value) for value in reply)
-        return Reservation(granted, retry_us / 1_000_000, used)
+        return Reservation(granted, retry_us / 1_000_000, used, self)
 
 
 class FallbackStorage:
@@ -248,14 +294,17 @@ class FallbackStorage:
         self._lock = threading.Lock()
 
     def reserve(self, alias: str, limit: RateLimit, wanted: int, refund: int = 0) -> Reservation:
+        """Reserve from Redis, or per process while Redis fails. A refund
+        given here goes to Redis; give tokens back to the reservation's
+        ``lender`` instead (see :meth:`RateLimiter.release`)."""
         failed_at = self._failed_at
         if failed_at is not None and time.monotonic() < failed_at + RETRY_INTERVAL:
-            return self.local.reserve(alias, limit, wanted, refund)
+            return self.local.reserve(alias, limit, wanted, 0)
         try:
             reservation = self.shared.reserve(alias, limit, wanted, refund)
         except Exception as error:  # any client error: limits must not stop sending
             self._failed(error)
-            return self.local.reserve(alias, limit, wanted, refund)
+            return self.local.reserve(alias, limit, wanted, 0)
         self._failed_at = None
         return reservation
 
@@ -321,53 +370,53 @@ def _on_setting_changed(*, setting: str, **_: Any) -> None:
 setting_changed.connect(_on_setting_changed, dispatch_uid="mailrouter.ratelimit")
 
 
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One token taken for one attempt, and who lent it."""
+
+    alias: str
+    lender: RateStorage | None
+
+
 class RateLimiter:
-    """One router's view of its rate limits during a batch. Thread-safe: the
-    worker threads of a concurrent batch share it."""
+    """One router's rate limits, as its failover loop uses them. Thread-safe:
+    the worker threads of a concurrent batch share it."""
 
     def __init__(self, limits: Mapping[str, RateLimit], storage: RateStorage) -> None:
         self.limits = limits
         self.storage = storage
         self._lock = threading.Lock()
-        self._held: dict[str, int] = {}
         #: alias → monotonic time before which the shared budget is known empty.
         self._empty_until: dict[str, float] = {}
-        self._remaining = 0
 
-    def begin_batch(self, size: int) -> None:
-        with self._lock:
-            self._remaining = size
-
-    def acquire(self, alias: str) -> str | None:
-        """Take one token for ``alias``: None when granted, else why not (the
-        reason of the ``skipped`` attempt)."""
+    def acquire(self, alias: str) -> Token | str:
+        """Take one token for an attempt at ``alias`` now: the token, or why
+        there is none (the reason of the ``skipped`` attempt)."""
         limit = self.limits.get(alias)
         if limit is None:
-            return None
+            return Token(alias, None)
+        now = time.monotonic()
         with self._lock:
-            if self._held.get(alias, 0) > 0:
-                self._held[alias] -= 1
-                self._remaining = max(0, self._remaining - 1)
-                return None
-            now = time.monotonic()
             empty_until = self._empty_until.get(alias, 0.0)
-            if now < empty_until:
-                return self._reason(limit, empty_until - now)
-            wanted = max(1, min(limit.count, self._remaining))
-            reservation = self.storage.reserve(alias, limit, wanted)
-            if reservation.granted < wanted:
-                self._empty_until[alias] = now + max(reservation.retry_after, 0.001)
-            if reservation.granted == 0:
-                return self._reason(limit, reservation.retry_after)
-            self._held[alias] = reservation.granted - 1
-            self._remaining = max(0, self._remaining - 1)
-            return None
-
-    def release(self, alias: str) -> None:
-        """Give back a token taken for an attempt that did not happen."""
-        if alias in self.limits:
+        if now < empty_until:
+            return self._reason(limit, empty_until - now)
+        reservation = self.storage.reserve(alias, limit, 1)
+        if reservation.granted == 0:
             with self._lock:
-                self._held[alias] = self._held.get(alias, 0) + 1
+                self._empty_until[alias] = now + max(reservation.retry_after, 0.001)
+            return self._reason(limit, reservation.retry_after)
+        return Token(alias, reservation.lender)
+
+    def release(self, token: Token) -> None:
+        """Give back a token taken for an attempt that did not happen, to the
+        storage that lent it (if that fails, nowhere: it expires on its own)."""
+        limit = self.limits.get(token.alias)
+        if limit is None or token.lender is None:
+            return
+        try:
+            token.lender.reserve(token.alias, limit, 0, refund=1)
+        except Exception as error:
+            logger.debug("mailrouter: returning rate budget of %s failed: %r", token.alias, error)
 
     def seconds_until_budget(self, aliases: Collection[str]) -> float:
         """How long until one of ``aliases`` may have budget again (0: now)."""
@@ -376,20 +425,9 @@ class RateLimiter:
             waits = [max(0.0, self._empty_until.get(alias, 0.0) - now) for alias in aliases]
         return min(waits, default=0.0)
 
-    def end_batch(self) -> None:
-        """Give unused tokens back, so other processes can use them."""
-        with self._lock:
-            held, self._held = self._held, {}
-        for alias, count in held.items():
-            if count > 0:
-                try:
-                    self.storage.reserve(alias, self.limits[alias], 0, refund=count)
-                except Exception as error:  # the tokens expire on their own
-                    logger.debug("mailrouter: returning rate budget of %s failed: %r", alias, error)
-
     @staticmethod
     def _reason(limit: RateLimit, retry_after: float) -> str:
-        return f"{RATE_LIMITED} {limit.text} reached; budget again in {retry_after:.2f}s"
+        return f"{RATE_LIMITED} {limit.label} reached; budget again in {retry_after:.2f}s"
 
 
 def current_use(alias: str, limit: RateLimit, storage: RateStorage) -> int:
@@ -404,8 +442,8 @@ def status_columns(router: Any, alias: str, row: dict[str, Any]) -> None:
         return
     storage = storage_for(router.config.health_settings.cache)
     row.update(
-        rate_limit=limit.text,
+        rate_limit=limit.label,
         rate_used=current_use(alias, limit, storage),
-        rate_capacity=limit.count,
+        rate_capacity=limit.burst,
         rate_storage=storage.label,
     )
