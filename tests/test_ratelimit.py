@@ -1,11 +1,13 @@
 """Router option ``rate_limits``: budgets per mailer, per process or shared
 through Redis; an exhausted budget skips to the next candidate (recorded, not
-a health failure) or waits up to ``max_wait``; never a lost message."""
+a health failure) or waits up to ``max_wait``; never a lost message. A limit
+of N per period admits at most N in any window of the period unless a
+``burst`` allows more; tokens are taken per attempt, so a killed process
+strands none, and a refund goes only to the storage that lent the token."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -18,7 +20,7 @@ from django.test import override_settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailrouter import ratelimit
+from mailrouter import ratelimit, signals
 from mailrouter.errors import ConfigurationError, DeliveryError
 from mailrouter.health.store import store_for
 from mailrouter.outcomes import MessageStatus, Outcome
@@ -29,6 +31,7 @@ from mailrouter.testing.settings import router_settings
 from . import fakes
 from .conftest import examples, make_router
 from .health_fixtures import redis_caches
+from .invariants import worst_window
 from .test_command import run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,9 +93,9 @@ def test_bad_rate_limit_settings_fail_at_startup(value: dict[str, Any], expected
 # -- the strategy, per process -------------------------------------------------------------
 
 
-def test_gcra_grants_a_batch_in_part_then_says_when_the_next_token_comes() -> None:
+def test_gcra_grants_a_burst_in_part_then_says_when_the_next_token_comes() -> None:
     storage = MemoryStorage()
-    limit = RateLimit(10, 3600.0, "10/h")
+    limit = RateLimit(10, 3600.0, "10/h", burst=10)
     first = storage.reserve("x", limit, 7)
     assert (first.granted, first.retry_after, first.used) == (7, 0.0, 7)
     second = storage.reserve("x", limit, 7)
@@ -101,10 +104,21 @@ def test_gcra_grants_a_batch_in_part_then_says_when_the_next_token_comes() -> No
     assert storage.reserve("x", limit, 1).granted == 0
     # Unused tokens given back can be reserved again.
     assert storage.reserve("x", limit, 2, refund=2).granted == 2
+    # Without a burst, one token at a time, one interval apart.
+    single = RateLimit(10, 3600.0, "10/h")
+    assert storage.reserve("y", single, 5).granted == 1
+    assert storage.reserve("y", single, 1).granted == 0
+
+
+def test_an_interval_is_rounded_up_so_n_tokens_never_fit_in_less_than_the_period() -> None:
+    limit = parse_rate("3/s")
+    assert limit is not None and limit.interval_us == 333_334
+    assert 3 * limit.interval_us >= 1_000_000
 
 
 def test_exhausted_budget_overflows_to_the_next_candidate_without_health_damage() -> None:
-    with router_settings(MAILERS, options(rate_limits={"a": "3/h"}, max_wait=0)):
+    with router_settings(MAILERS, options(rate_limits={"a": {"rate": "3/h", "burst": 3}},
+                                          max_wait=0)):
         batch = [msg(f"m{i}") for i in range(5)]
         assert make_router().send_messages(batch) == 5
         later = msg("later")
@@ -116,14 +130,14 @@ def test_exhausted_budget_overflows_to_the_next_candidate_without_health_damage(
     assert [m.sent_using for m in batch] == ["a", "a", "a", "b", "b"]  # type: ignore[attr-defined]
     assert trail(batch[3]) == [("a", "skipped"), ("b", "accepted")]
     reason = batch[3].mailrouter_attempts[0].error  # type: ignore[attr-defined]
-    assert reason.startswith("rate limit 3/h reached; budget again in ")
+    assert reason.startswith("rate limit 3/h burst 3 reached; budget again in ")
     assert trail(later) == [("a", "skipped"), ("b", "accepted")]
     assert fakes.TRIED["a"] == 3  # no request was made for a skipped attempt
     assert health.consecutive == 0 and health.last_error is None
 
 
 def test_out_of_budget_everywhere_fails_the_message_with_its_attempts_never_silently() -> None:
-    limits = {"a": "2/h", "b": "1/h"}
+    limits = {"a": {"rate": "2/h", "burst": 2}, "b": "1/h"}
     with router_settings(MAILERS, options(rate_limits=limits, max_wait=0)):
         batch = [msg(f"m{i}") for i in range(5)]
         with pytest.raises(DeliveryError) as raised:
@@ -139,7 +153,8 @@ def test_out_of_budget_everywhere_fails_the_message_with_its_attempts_never_sile
 
 def test_max_wait_waits_for_budget_instead_of_failing() -> None:
     # 40 tokens at once, then one every 25 ms: the last 5 messages wait.
-    with router_settings(MAILERS, options(rate_limits={"a": "40/s", "b": "1/h"}, max_wait=5)):
+    limits = {"a": {"rate": "40/s", "burst": 40}, "b": "1/h"}
+    with router_settings(MAILERS, options(rate_limits=limits, max_wait=5)):
         batch = [msg(f"m{i}") for i in range(46)]
         assert make_router().send_messages(batch) == 46
     assert [m.sent_using for m in batch].count("a") == 45  # type: ignore[attr-defined]
@@ -148,39 +163,50 @@ def test_max_wait_waits_for_budget_instead_of_failing() -> None:
 
 
 def test_concurrent_workers_share_the_budget() -> None:
-    opts = options(rate_limits={"a": "25/h"}, max_wait=0, concurrency=4)
+    opts = options(rate_limits={"a": {"rate": "25/h", "burst": 25}}, max_wait=0, concurrency=4)
     with router_settings(MAILERS, opts):
         batch = [msg(f"m{i}") for i in range(60)]
         assert make_router().send_messages(batch) == 60
     assert [m.sent_using for m in batch].count("a") == 25  # type: ignore[attr-defined]
 
 
-def test_unused_budget_is_given_back_and_status_shows_use() -> None:
-    with router_settings(MAILERS, options(rate_limits={"a": "100/h"})):
-        batch = [msg(f"m{i}") for i in range(10)]
-        for message in batch[5:]:
-            message.mailers = ["b"]  # type: ignore[attr-defined]
-        make_router().send_messages(batch)
-        # The batch reserved 10 for "a", used 5 and returned the rest.
+def test_a_batch_takes_budget_only_for_messages_that_reach_the_mailer() -> None:
+    """One message through "a", nine pinned to "b": while the nine are sent,
+    "a" has lent one token, not ten (other processes may use the rest)."""
+    use_seen: list[int] = []
+
+    def sampled(message: EmailMessage, **kwargs: Any) -> None:
         limit = make_router().config.rate_limits["a"]
-        assert ratelimit.current_use("a", limit, storage_for(None)) == 5
+        use_seen.append(ratelimit.current_use("a", limit, storage_for(None)))
+
+    with router_settings(MAILERS, options(rate_limits={"a": {"rate": "100/h", "burst": 100}})):
+        batch = [msg(f"m{i}") for i in range(10)]
+        for message in batch[1:]:
+            message.mailers = ["b"]  # type: ignore[attr-defined]
+        signals.message_sent.connect(sampled, weak=False)
+        try:
+            make_router().send_messages(batch)
+        finally:
+            signals.message_sent.disconnect(sampled)
+        assert use_seen == [1] * 10
         code, out = run("status")
-        assert code == 0 and "5/100 used (100/h)" in out
+        assert code == 0 and "1/100 used (100/h burst 100)" in out
         code, out = run("status", "--json")
         row = next(r for r in json.loads(out)["mailers"] if r["alias"] == "a")
-        assert (row["rate_used"], row["rate_limit"]) == (5, "100/h")
+        assert (row["rate_used"], row["rate_limit"]) == (1, "100/h burst 100")
 
 
 # -- shared through Redis -------------------------------------------------------------------
 
 
-def test_redis_budget_is_shared_by_routers_and_costs_one_command_per_reservation(
+def test_redis_budget_is_shared_by_routers_and_costs_one_command_per_attempt(
     redis: RedisServer,
 ) -> None:
     import redis as redis_py
 
     client = redis_py.Redis.from_url(redis.url)
-    opts = options(rate_limits={"a": "30/h"}, max_wait=0, health={"cache": "health"})
+    limits = {"a": {"rate": "30/h", "burst": 30}}
+    opts = options(rate_limits=limits, max_wait=0, health={"cache": "health"})
     with override_settings(CACHES=redis_caches(redis)), router_settings(MAILERS, opts):
         assert isinstance(storage_for("health"), ratelimit.FallbackStorage)
         client.script_load(ratelimit.GCRA_SCRIPT)  # as after the first use
@@ -193,10 +219,13 @@ def test_redis_budget_is_shared_by_routers_and_costs_one_command_per_reservation
         # Another router instance (as in another process) sees the budget left.
         second = [msg(f"y{i}") for i in range(20)]
         make_router().send_messages(second)
-    assert evals == 1  # one reservation for the whole batch, nothing to give back
+    assert evals == 20  # one token per attempt, taken right before it; none given back
     sent_a = [m.sent_using for m in first + second].count("a")  # type: ignore[attr-defined]
     assert sent_a == 30
     assert [m.sent_using for m in second].count("b") == 10  # type: ignore[attr-defined]
+    # Once "a" is found empty, the overflowing messages cost no round trip.
+    assert sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0)
+               for name in ("evalsha", "eval")) == 20  # fmt: skip
     assert any(key.startswith(b":1:mailrouter:rate:") for key in client.keys("*"))
 
 
@@ -206,7 +235,8 @@ def test_redis_storage_is_atomic_across_processes(redis: RedisServer, tmp_path: 
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     start = tmp_path / "start"
-    config = {"redis": redis.url, "rate_limits": {"primary": "40/h"}, "messages": 30,
+    config = {"redis": redis.url, "rate_limits": {"primary": {"rate": "40/h", "burst": 40}},
+              "messages": 30,
               "batch": 3, "concurrency": 2, "start": str(start)}  # fmt: skip
     processes = [
         subprocess.Popen([sys.executable, "-m", "tests.ratelimit_worker", json.dumps(config)],
@@ -226,7 +256,8 @@ def test_redis_storage_is_atomic_across_processes(redis: RedisServer, tmp_path: 
 def test_redis_down_limits_per_process_and_keeps_sending(
     redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    opts = options(rate_limits={"a": "4/h"}, max_wait=0, health={"cache": "health"})
+    opts = options(rate_limits={"a": {"rate": "4/h", "burst": 4}}, max_wait=0,
+                   health={"cache": "health"})
     with override_settings(CACHES=redis_caches(redis)), router_settings(MAILERS, opts):
         redis.stop()
         batch = [msg(f"m{i}") for i in range(6)]
@@ -236,7 +267,7 @@ def test_redis_down_limits_per_process_and_keeps_sending(
 
 
 def test_redis_script_and_memory_strategy_agree(redis: RedisServer) -> None:
-    limit = RateLimit(5, 3600.0, "5/h")
+    limit = RateLimit(5, 3600.0, "5/h", burst=5)
     with override_settings(CACHES=redis_caches(redis)):
         shared = RedisStorage("health")
         local = MemoryStorage()
@@ -265,35 +296,36 @@ def test_system_check_warns_when_budgets_are_per_process(redis: RedisServer) -> 
 @settings(max_examples=examples(300), deadline=None)
 @given(
     count=st.integers(1, 20),
+    burst=st.sampled_from([1, 1, 2, 5]),
     period=st.sampled_from([1.0, 60.0, 3600.0]),
-    steps=st.lists(
-        st.tuples(st.integers(0, 25), st.floats(0, 2), st.booleans()), min_size=1, max_size=40
-    ),
+    steps=st.lists(st.tuples(st.integers(0, 25), st.floats(0, 2)), min_size=1, max_size=40),
 )
-def test_gcra_never_grants_more_than_the_burst_plus_the_refill(
-    count: int, period: float, steps: list[tuple[int, float, bool]]
+def test_gcra_admits_at_most_n_plus_burst_minus_one_in_any_window_of_the_period(
+    count: int, burst: int, period: float, steps: list[tuple[int, float]]
 ) -> None:
-    """Whatever is asked when, the tokens granted (minus those given back)
-    by any moment never exceed ``count`` plus one token per interval since
-    the start; and a refill is never refused."""
-    limit = RateLimit(count, period, f"{count}/{period:g}s")
-    now = tat = 1000.0
-    start = now
-    granted_total = 0
-    for wanted, advance, give_back in steps:
-        now += advance * limit.interval
-        refund = min(granted_total, 1) if give_back else 0
-        before = tat
-        tat, reservation = ratelimit._gcra(tat, now, limit, wanted, refund)
-        granted_total += reservation.granted - refund
+    """Whatever is asked when: in any window of one period at most ``count``
+    tokens are granted without a burst (``count + burst - 1`` with one); a
+    bucket idle for a whole period grants its burst in full; and when
+    fewer are granted than wanted, the next token comes at ``retry_after``."""
+    limit = RateLimit(count, period, f"{count}/{period:g}s", burst)
+    now = tat = 10**12
+    grants: list[int] = []
+    for wanted, advance in steps:
+        now += round(advance * limit.interval_us)
+        idle = tat <= now - limit.burst * limit.interval_us
+        tat, reservation = ratelimit._gcra(tat, now, limit, wanted, 0)
+        grants += [now] * reservation.granted
         assert 0 <= reservation.granted <= wanted
-        assert granted_total <= count + math.floor((now - start) / limit.interval + 1e-6)
-        assert 0 <= reservation.used <= count
+        assert 0 <= reservation.used <= burst
+        if idle:
+            assert reservation.granted == min(wanted, burst)
         if reservation.granted < wanted:
-            assert 0 < reservation.retry_after <= limit.interval + 1e-9
-        # A bucket that has fully refilled grants in full.
-        if before <= now - limit.period:
-            assert reservation.granted == min(wanted, count)
+            later = now + round(reservation.retry_after * 1_000_000)
+            assert ratelimit._gcra(tat, later, limit, 1, 0)[1].granted == 1
+            assert ratelimit._gcra(tat, later - 1, limit, 1, 0)[1].granted == 0
+    window = round(period * 1_000_000)
+    assert worst_window(grants, window) <= count + burst - 1
+
 
 
 def test_a_rate_limit_on_a_router_alias_fails_at_startup() -> None:
