@@ -151,7 +151,7 @@ def test_a_drained_mailer_takes_no_overflow_when_the_others_lack_budget(
     router = configure(mailers, {
         "routes": [{"mailers": ["a", "relay"]}],
         "health": {"clock": "tests.health_fixtures.CLOCK"},
-        "rate_limits": {"a": {"rate": "5/h", "burst": 5}},
+        "rate_limits": {"a": "5/h"},
         "max_wait": 0,
     })  # fmt: skip
     store = health_store.store_for(router.config.health_settings)

@@ -1,9 +1,9 @@
 """Router option ``rate_limits``: budgets per mailer, per process or shared
 through Redis; an exhausted budget skips to the next candidate (recorded, not
 a health failure) or waits up to ``max_wait``; never a lost message. A limit
-of N per period admits at most N in any window of the period unless a
-``burst`` allows more; tokens are taken per attempt, so a killed process
-strands none, and a refund goes only to the storage that lent the token."""
+of N per period admits at most N in any window of the period (up to N at
+once); tokens are taken per attempt, so a killed process strands none, and a
+refund goes only to the storage that lent the token."""
 
 from __future__ import annotations
 
@@ -93,31 +93,28 @@ def test_bad_rate_limit_settings_fail_at_startup(value: dict[str, Any], expected
 # -- the strategy, per process -------------------------------------------------------------
 
 
-def test_gcra_grants_a_burst_in_part_then_says_when_the_next_token_comes() -> None:
+def test_a_window_grants_in_part_then_says_when_the_next_token_comes() -> None:
     storage = MemoryStorage()
-    limit = RateLimit(10, 3600.0, "10/h", burst=10)
+    limit = RateLimit(10, 3600.0, "10/h")
     first = storage.reserve("x", limit, 7)
     assert (first.granted, first.retry_after, first.used) == (7, 0.0, 7)
     second = storage.reserve("x", limit, 7)
     assert second.granted == 3 and second.used == 10
-    assert 359 < second.retry_after <= 360  # one token per 360 s
+    # The first tokens leave the window one period (plus at most one slice) later.
+    assert 3600 < second.retry_after <= 3600 * (1 + 1 / ratelimit.BUCKETS)
     assert storage.reserve("x", limit, 1).granted == 0
-    # Unused tokens given back can be reserved again.
-    assert storage.reserve("x", limit, 2, refund=2).granted == 2
-    # Without a burst, one token at a time, one interval apart.
-    single = RateLimit(10, 3600.0, "10/h")
-    assert storage.reserve("y", single, 5).granted == 1
-    assert storage.reserve("y", single, 1).granted == 0
+    # A token given back to its slice can be reserved again.
+    again = storage.reserve("x", limit, 1, refund=1, refund_at=second.bucket)
+    assert again.granted == 1
 
 
-def test_an_interval_is_rounded_up_so_n_tokens_never_fit_in_less_than_the_period() -> None:
-    limit = parse_rate("3/s")
-    assert limit is not None and limit.interval_us == 333_334
-    assert 3 * limit.interval_us >= 1_000_000
+def test_a_slice_is_rounded_up_so_the_window_never_spans_less_than_the_period() -> None:
+    limit = parse_rate("3/7s")
+    assert limit is not None and limit.bucket_us * ratelimit.BUCKETS >= 7_000_000
 
 
 def test_exhausted_budget_overflows_to_the_next_candidate_without_health_damage() -> None:
-    with router_settings(MAILERS, options(rate_limits={"a": {"rate": "3/h", "burst": 3}},
+    with router_settings(MAILERS, options(rate_limits={"a": "3/h"},
                                           max_wait=0)):
         batch = [msg(f"m{i}") for i in range(5)]
         assert make_router().send_messages(batch) == 5
@@ -130,14 +127,14 @@ def test_exhausted_budget_overflows_to_the_next_candidate_without_health_damage(
     assert [m.sent_using for m in batch] == ["a", "a", "a", "b", "b"]  # type: ignore[attr-defined]
     assert trail(batch[3]) == [("a", "skipped"), ("b", "accepted")]
     reason = batch[3].mailrouter_attempts[0].error  # type: ignore[attr-defined]
-    assert reason.startswith("rate limit 3/h burst 3 reached; budget again in ")
+    assert reason.startswith("rate limit 3/h reached; budget again in ")
     assert trail(later) == [("a", "skipped"), ("b", "accepted")]
     assert fakes.TRIED["a"] == 3  # no request was made for a skipped attempt
     assert health.consecutive == 0 and health.last_error is None
 
 
 def test_out_of_budget_everywhere_fails_the_message_with_its_attempts_never_silently() -> None:
-    limits = {"a": {"rate": "2/h", "burst": 2}, "b": "1/h"}
+    limits = {"a": "2/h", "b": "1/h"}
     with router_settings(MAILERS, options(rate_limits=limits, max_wait=0)):
         batch = [msg(f"m{i}") for i in range(5)]
         with pytest.raises(DeliveryError) as raised:
@@ -153,7 +150,7 @@ def test_out_of_budget_everywhere_fails_the_message_with_its_attempts_never_sile
 
 def test_max_wait_waits_for_budget_instead_of_failing() -> None:
     # 40 tokens at once, then one every 25 ms: the last 5 messages wait.
-    limits = {"a": {"rate": "40/s", "burst": 40}, "b": "1/h"}
+    limits = {"a": "40/s", "b": "1/h"}
     with router_settings(MAILERS, options(rate_limits=limits, max_wait=5)):
         batch = [msg(f"m{i}") for i in range(46)]
         assert make_router().send_messages(batch) == 46
@@ -163,7 +160,7 @@ def test_max_wait_waits_for_budget_instead_of_failing() -> None:
 
 
 def test_concurrent_workers_share_the_budget() -> None:
-    opts = options(rate_limits={"a": {"rate": "25/h", "burst": 25}}, max_wait=0, concurrency=4)
+    opts = options(rate_limits={"a": "25/h"}, max_wait=0, concurrency=4)
     with router_settings(MAILERS, opts):
         batch = [msg(f"m{i}") for i in range(60)]
         assert make_router().send_messages(batch) == 60
@@ -179,7 +176,7 @@ def test_a_batch_takes_budget_only_for_messages_that_reach_the_mailer() -> None:
         limit = make_router().config.rate_limits["a"]
         use_seen.append(ratelimit.current_use("a", limit, storage_for(None)))
 
-    with router_settings(MAILERS, options(rate_limits={"a": {"rate": "100/h", "burst": 100}})):
+    with router_settings(MAILERS, options(rate_limits={"a": "100/h"})):
         batch = [msg(f"m{i}") for i in range(10)]
         for message in batch[1:]:
             message.mailers = ["b"]  # type: ignore[attr-defined]
@@ -190,10 +187,10 @@ def test_a_batch_takes_budget_only_for_messages_that_reach_the_mailer() -> None:
             signals.message_sent.disconnect(sampled)
         assert use_seen == [1] * 10
         code, out = run("status")
-        assert code == 0 and "1/100 used (100/h burst 100)" in out
+        assert code == 0 and "1/100 used (100/h)" in out
         code, out = run("status", "--json")
         row = next(r for r in json.loads(out)["mailers"] if r["alias"] == "a")
-        assert (row["rate_used"], row["rate_limit"]) == (1, "100/h burst 100")
+        assert (row["rate_used"], row["rate_limit"]) == (1, "100/h")
 
 
 # -- shared through Redis -------------------------------------------------------------------
@@ -205,11 +202,11 @@ def test_redis_budget_is_shared_by_routers_and_costs_one_command_per_attempt(
     import redis as redis_py
 
     client = redis_py.Redis.from_url(redis.url)
-    limits = {"a": {"rate": "30/h", "burst": 30}}
+    limits = {"a": "30/h"}
     opts = options(rate_limits=limits, max_wait=0, health={"cache": "health"})
     with override_settings(CACHES=redis_caches(redis)), router_settings(MAILERS, opts):
         assert isinstance(storage_for("health"), ratelimit.FallbackStorage)
-        client.script_load(ratelimit.GCRA_SCRIPT)  # as after the first use
+        client.script_load(ratelimit.WINDOW_SCRIPT)  # as after the first use
         client.config_resetstat()
         first = [msg(f"x{i}") for i in range(20)]
         make_router().send_messages(first)
@@ -226,7 +223,7 @@ def test_redis_budget_is_shared_by_routers_and_costs_one_command_per_attempt(
     # Once "a" is found empty, the overflowing messages cost no round trip.
     assert sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0)
                for name in ("evalsha", "eval")) == 20  # fmt: skip
-    assert any(key.startswith(b":1:mailrouter:rate:") for key in client.keys("*"))
+    assert any(key.startswith(b":1:mailrouter:ratewin:") for key in client.keys("*"))
 
 
 def test_redis_storage_is_atomic_across_processes(redis: RedisServer, tmp_path: Path) -> None:
@@ -235,7 +232,7 @@ def test_redis_storage_is_atomic_across_processes(redis: RedisServer, tmp_path: 
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     start = tmp_path / "start"
-    config = {"redis": redis.url, "rate_limits": {"primary": {"rate": "40/h", "burst": 40}},
+    config = {"redis": redis.url, "rate_limits": {"primary": "40/h"},
               "messages": 30,
               "batch": 3, "concurrency": 2, "start": str(start)}  # fmt: skip
     processes = [
@@ -256,7 +253,7 @@ def test_redis_storage_is_atomic_across_processes(redis: RedisServer, tmp_path: 
 def test_redis_down_limits_per_process_and_keeps_sending(
     redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    opts = options(rate_limits={"a": {"rate": "4/h", "burst": 4}}, max_wait=0,
+    opts = options(rate_limits={"a": "4/h"}, max_wait=0,
                    health={"cache": "health"})
     with override_settings(CACHES=redis_caches(redis)), router_settings(MAILERS, opts):
         redis.stop()
@@ -267,7 +264,7 @@ def test_redis_down_limits_per_process_and_keeps_sending(
 
 
 def test_redis_script_and_memory_strategy_agree(redis: RedisServer) -> None:
-    limit = RateLimit(5, 3600.0, "5/h", burst=5)
+    limit = RateLimit(5, 3600.0, "5/h")
     with override_settings(CACHES=redis_caches(redis)):
         shared = RedisStorage("health")
         local = MemoryStorage()
@@ -275,7 +272,8 @@ def test_redis_script_and_memory_strategy_agree(redis: RedisServer) -> None:
             a = shared.reserve("k", limit, wanted, refund)
             b = local.reserve("k", limit, wanted, refund)
             assert (a.granted, a.used) == (b.granted, b.used)
-            assert abs(a.retry_after - b.retry_after) < 1.0
+            # Slices start at different moments on the two clocks.
+            assert abs(a.retry_after - b.retry_after) <= limit.bucket_us / 1_000_000
 
 
 def test_system_check_warns_when_budgets_are_per_process(redis: RedisServer) -> None:
@@ -296,36 +294,39 @@ def test_system_check_warns_when_budgets_are_per_process(redis: RedisServer) -> 
 @settings(max_examples=examples(300), deadline=None)
 @given(
     count=st.integers(1, 20),
-    burst=st.sampled_from([1, 1, 2, 5]),
     period=st.sampled_from([1.0, 60.0, 3600.0]),
-    steps=st.lists(st.tuples(st.integers(0, 25), st.floats(0, 2)), min_size=1, max_size=40),
-)
-def test_gcra_admits_at_most_n_plus_burst_minus_one_in_any_window_of_the_period(
-    count: int, burst: int, period: float, steps: list[tuple[int, float]]
+    steps=st.lists(st.tuples(st.integers(0, 25), st.floats(0, 0.6), st.booleans()),
+                   min_size=1, max_size=40),
+)  # fmt: skip
+def test_the_window_admits_at_most_n_in_any_window_of_the_period(
+    count: int, period: float, steps: list[tuple[int, float, bool]]
 ) -> None:
-    """Whatever is asked when: in any window of one period at most ``count``
-    tokens are granted without a burst (``count + burst - 1`` with one); a
-    bucket idle for a whole period grants its burst in full; and when
-    fewer are granted than wanted, the next token comes at ``retry_after``."""
-    limit = RateLimit(count, period, f"{count}/{period:g}s", burst)
-    now = tat = 10**12
-    grants: list[int] = []
-    for wanted, advance in steps:
-        now += round(advance * limit.interval_us)
-        idle = tat <= now - limit.burst * limit.interval_us
-        tat, reservation = ratelimit._gcra(tat, now, limit, wanted, 0)
-        grants += [now] * reservation.granted
+    """Whatever is asked when (and given back): in any window of one period
+    at most ``count`` tokens are kept; a window that held nothing for a whole
+    period grants in full, up to ``count`` at once; and when fewer are
+    granted than wanted, the next token comes at ``retry_after``, not later."""
+    limit = RateLimit(count, period, f"{count}/{period:g}s")
+    span = round(period * 1_000_000)
+    now = 10**12
+    counts: dict[int, int] = {}
+    kept: list[int] = []
+    for wanted, advance, give_back in steps:
+        now += round(advance * span)
+        quiet = all(moment <= now - span - limit.bucket_us for moment in kept)
+        reservation = ratelimit._window(counts, now, limit, wanted, 0, 0)
+        kept += [now] * reservation.granted
         assert 0 <= reservation.granted <= wanted
-        assert 0 <= reservation.used <= burst
-        if idle:
-            assert reservation.granted == min(wanted, burst)
+        assert 0 <= reservation.used <= count
+        if quiet:
+            assert reservation.granted == min(wanted, count)
         if reservation.granted < wanted:
             later = now + round(reservation.retry_after * 1_000_000)
-            assert ratelimit._gcra(tat, later, limit, 1, 0)[1].granted == 1
-            assert ratelimit._gcra(tat, later - 1, limit, 1, 0)[1].granted == 0
-    window = round(period * 1_000_000)
-    assert worst_window(grants, window) <= count + burst - 1
-
+            assert ratelimit._window(dict(counts), later - 1, limit, 1, 0, 0).granted == 0
+            assert ratelimit._window(dict(counts), later, limit, 1, 0, 0).granted == 1
+        if give_back and reservation.granted:
+            ratelimit._window(counts, now, limit, 0, 1, reservation.bucket)
+            kept.pop()
+        assert worst_window(kept, span) <= count
 
 
 def test_a_rate_limit_on_a_router_alias_fails_at_startup() -> None:

@@ -2,18 +2,18 @@
 
 Strategy separated from storage, as in the ``limits`` package:
 
-- The strategy is GCRA (a token bucket kept as one number, the "theoretical
-  arrival time" ``tat``): a limit of ``N`` per period refills one token every
-  ``period / N`` seconds (rounded up to the microsecond) and holds ``burst``
-  tokens, 1 unless configured. With the default, grants are at least one
-  interval apart, so any window of the period admits at most ``N``; a
-  ``burst`` of ``B`` lets ``B`` go at once, and a window then admits at most
-  ``N + B - 1``.
-- The storage keeps ``tat`` per mailer: :class:`MemoryStorage` per process
-  (the embedded default), :class:`RedisStorage` in the health cache's Redis,
-  where ONE Lua script reads the server clock, returns refunded tokens,
-  reserves what is available and answers how long until the next token — one
-  round trip per reservation, atomic across every process.
+- The strategy is a sliding window kept in ``BUCKETS`` counters: a limit of
+  ``N`` per period admits at most ``N`` messages in ANY window of one period
+  (not "per calendar second"), and up to ``N`` of them at once. The period is
+  cut into ``BUCKETS`` slices; a token is granted only while the slices that
+  may still hold a message of the last period (one more than ``BUCKETS``, so
+  the count is never short) hold fewer than ``N``. So a message counts for at
+  most one period plus one slice (2 % more), never less.
+- The storage keeps the slice counters per mailer: :class:`MemoryStorage`
+  per process (the embedded default), :class:`RedisStorage` in the health
+  cache's Redis (one hash per mailer), where ONE Lua script reads the server
+  clock, takes back a refunded token, reserves what is available and answers
+  how long until the next token — one round trip, atomic across processes.
 
 :class:`RateLimiter` is what a router's failover loop uses. It takes one
 token per attempt, right before the attempt, and holds none in advance: a
@@ -47,7 +47,9 @@ logger = logging.getLogger("mailrouter")
 
 #: Seconds a message waits for budget when every candidate is out of it.
 DEFAULT_MAX_WAIT = 10.0
-KEY_PREFIX = "mailrouter:rate:"
+KEY_PREFIX = "mailrouter:ratewin:"
+#: Slices of a period the sliding window counts in.
+BUCKETS = 50
 #: How the reason of a ``skipped`` attempt for want of budget begins.
 RATE_LIMITED = "rate limit"
 #: Seconds to enforce limits per process after Redis failed, before retrying it.
@@ -60,28 +62,17 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """``count`` messages per ``period`` seconds; ``burst`` of them at once."""
+    """At most ``count`` messages in any window of ``period`` seconds."""
 
     count: int
     period: float
     text: str
-    burst: int = 1
 
     @property
-    def interval_us(self) -> int:
-        """Microseconds per token, rounded up: ``count`` intervals never
-        span less than the period (``"3/s"`` is 333,334 µs, not 333,333)."""
-        return math.ceil(self.period * 1_000_000 / self.count)
-
-    @property
-    def interval(self) -> float:
-        """Seconds per token."""
-        return self.interval_us / 1_000_000
-
-    @property
-    def label(self) -> str:
-        """How ``status`` and skip reasons name the limit."""
-        return self.text if self.burst == 1 else f"{self.text} burst {self.burst}"
+    def bucket_us(self) -> int:
+        """Microseconds per slice, rounded up: ``BUCKETS`` slices never span
+        less than the period."""
+        return math.ceil(self.period * 1_000_000 / BUCKETS)
 
 
 def parse_rate(text: Any) -> RateLimit | None:
@@ -101,42 +92,24 @@ def parse_rate(text: Any) -> RateLimit | None:
 def parse_rate_limits(
     raw: Any, label: str, aliases: Container[str], problems: list[str]
 ) -> dict[str, RateLimit]:
-    """Validate the router option ``rate_limits``: alias → ``"N/unit"``, or
-    alias → ``{"rate": "N/unit", "burst": B}``."""
+    """Validate the router option ``rate_limits``: alias → ``"N/unit"``."""
     if not isinstance(raw, Mapping):
         problems.append(f"{label}: 'rate_limits' must be a dict of mailer alias → rate like '14/s'")
         return {}
     limits: dict[str, RateLimit] = {}
-    for alias, value in raw.items():
+    for alias, text in raw.items():
         if alias not in aliases:
             problems.append(f"{label}: 'rate_limits' names {alias!r}, which is not a mailer alias")
             continue
-        limit = _parse_one(value, f"{label}: 'rate_limits'[{alias!r}]", problems)
-        if limit is not None:
-            limits[alias] = limit
+        limit = parse_rate(text)
+        if limit is None:
+            problems.append(
+                f"{label}: 'rate_limits'[{alias!r}] must be a rate such as '14/s', '1000/m', "
+                f"'50000/h' or '10/5s', not {text!r}"
+            )
+            continue
+        limits[alias] = limit
     return limits
-
-
-def _parse_one(value: Any, where: str, problems: list[str]) -> RateLimit | None:
-    burst: Any = 1
-    text = value
-    if isinstance(value, Mapping):
-        unknown = sorted(str(key) for key in value if key not in ("rate", "burst"))
-        if unknown:
-            problems.append(f"{where}: unknown key(s) {', '.join(unknown)} (use 'rate', 'burst')")
-            return None
-        text, burst = value.get("rate"), value.get("burst", 1)
-    limit = parse_rate(text)
-    if limit is None:
-        problems.append(
-            f"{where} must be a rate such as '14/s', '1000/m', '50000/h' or '10/5s' "
-            f"(or {{'rate': '14/s', 'burst': 5}}), not {text!r}"
-        )
-        return None
-    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
-        problems.append(f"{where}: 'burst' must be a whole number of messages ≥ 1, not {burst!r}")
-        return None
-    return RateLimit(limit.count, limit.period, limit.text, burst)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +117,10 @@ class Reservation:
     granted: int
     #: Seconds until the next token, when fewer were granted than wanted.
     retry_after: float
-    #: Tokens of the burst in use (consumed and not yet refilled) after this call.
+    #: Messages counted in the window (the last period) after this call.
     used: int
+    #: The slice the tokens were counted in: a refund names it.
+    bucket: int = 0
     #: The storage that granted the tokens: the only one a refund may go to
     #: (a fallback's answer names its per-process storage, not Redis).
     lender: RateStorage | None = None
@@ -154,30 +129,41 @@ class Reservation:
 class RateStorage(Protocol):
     label: str
 
-    def reserve(self, alias: str, limit: RateLimit, wanted: int, refund: int = 0) -> Reservation:
-        """Give back ``refund`` unused tokens, then reserve up to ``wanted``."""
+    def reserve(
+        self, alias: str, limit: RateLimit, wanted: int, refund: int = 0, refund_at: int = 0
+    ) -> Reservation:
+        """Give back ``refund`` tokens counted in slice ``refund_at``, then
+        reserve up to ``wanted``."""
         ...
 
 
-def _gcra(
-    tat: int, now: int, limit: RateLimit, wanted: int, refund: int
-) -> tuple[int, Reservation]:
-    """The strategy itself, for :class:`MemoryStorage`: the Lua script is the
-    same computation in integer microseconds (and so is this one, passed
-    microseconds)."""
-    interval = limit.interval_us
-    tolerance = limit.burst * interval
-    tat = max(tat, now)
-    if refund:
-        tat = max(now, tat - refund * interval)
-    available = max(0, (now + tolerance - tat) // interval)
-    granted = min(available, wanted)
-    tat += granted * interval
+def _window(
+    counts: dict[int, int], now: int, limit: RateLimit, wanted: int, refund: int, refund_at: int
+) -> Reservation:
+    """The strategy itself, on ``counts`` (slice → messages; updated in
+    place), at ``now`` in microseconds: the Lua script is the same computation."""
+    size = limit.bucket_us
+    current = now // size
+    oldest = current - BUCKETS
+    for stale in [index for index in counts if index < oldest]:
+        del counts[stale]
+    if refund and refund_at in counts:
+        counts[refund_at] = max(0, counts[refund_at] - refund)
+    used = sum(counts.values())
+    granted = min(wanted, max(0, limit.count - used))
+    if granted:
+        counts[current] = counts.get(current, 0) + granted
+    used += granted
     retry = 0
     if granted < wanted:
-        retry = max(0, tat + interval - tolerance - now)
-    used = min(limit.burst, -((now - tat) // interval))
-    return tat, Reservation(granted, retry / 1_000_000, used)
+        # The oldest slices leave the window first: when has one more room?
+        need, freed = used - limit.count + 1, 0
+        for index in range(oldest, current + 1):
+            freed += counts.get(index, 0)
+            if freed >= need:
+                retry = (index + BUCKETS + 1) * size - now
+                break
+    return Reservation(granted, retry / 1_000_000, used, current)
 
 
 def _now_us() -> int:
@@ -190,53 +176,75 @@ class MemoryStorage:
     label = "per process"
 
     def __init__(self) -> None:
-        self._tat: dict[str, int] = {}
+        self._counts: dict[str, dict[int, int]] = {}
         self._lock = threading.Lock()
 
-    def reserve(self, alias: str, limit: RateLimit, wanted: int, refund: int = 0) -> Reservation:
+    def reserve(
+        self, alias: str, limit: RateLimit, wanted: int, refund: int = 0, refund_at: int = 0
+    ) -> Reservation:
         with self._lock:
-            now = _now_us()
-            tat, reservation = _gcra(self._tat.get(alias, now), now, limit, wanted, refund)
-            self._tat[alias] = tat
+            counts = self._counts.setdefault(alias, {})
+            reservation = _window(counts, _now_us(), limit, wanted, refund, refund_at)
             return replace(reservation, lender=self)
 
     def clear(self) -> None:
         with self._lock:
-            self._tat.clear()
+            self._counts.clear()
 
 
-#: KEYS[1] = the mailer's tat key; ARGV = interval µs, burst (tokens),
-#: tokens wanted, tokens refunded. Returns {granted, µs until the next token,
-#: tokens in use}. Integers in microseconds: exact in Lua's doubles until 2255.
-GCRA_SCRIPT = """
+#: KEYS[1] = the mailer's hash (slice → count); ARGV = slice µs, slices,
+#: limit, tokens wanted, tokens refunded, the refund's slice. Returns
+#: {granted, µs until the next token, count in the window, slice}.
+#: Microseconds since the epoch are exact in Lua's doubles until 2255.
+WINDOW_SCRIPT = """
 if redis.replicate_commands then redis.replicate_commands() end
-local interval = tonumber(ARGV[1])
-local capacity = tonumber(ARGV[2])
-local wanted = tonumber(ARGV[3])
-local refund = tonumber(ARGV[4])
+local size = tonumber(ARGV[1])
+local slices = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local wanted = tonumber(ARGV[4])
+local refund = tonumber(ARGV[5])
+local refund_at = tonumber(ARGV[6])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local stored = tonumber(redis.call('GET', KEYS[1]) or '0')
-local tat = math.max(stored, now)
-if refund > 0 then tat = math.max(now, tat - refund * interval) end
-local tolerance = capacity * interval
-local available = math.max(0, math.floor((now + tolerance - tat) / interval))
-local granted = math.min(available, wanted)
-tat = tat + granted * interval
-if granted > 0 or refund > 0 then
-  if tat > now then
-    redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX',
-               math.ceil((tat - now) / 1000) + 1000)
-  else
-    redis.call('DEL', KEYS[1])
+local current = math.floor(now / size)
+local oldest = current - slices
+local counts = {}
+local stale = {}
+local flat = redis.call('HGETALL', KEYS[1])
+for i = 1, #flat, 2 do
+  local index = tonumber(flat[i])
+  if index < oldest then stale[#stale + 1] = flat[i] else counts[index] = tonumber(flat[i + 1]) end
+end
+if #stale > 0 then redis.call('HDEL', KEYS[1], unpack(stale)) end
+if refund > 0 and counts[refund_at] then
+  local left = math.max(0, counts[refund_at] - refund)
+  counts[refund_at] = left
+  redis.call('HSET', KEYS[1], string.format('%.0f', refund_at), left)
+end
+local used = 0
+for _, count in pairs(counts) do used = used + count end
+local granted = math.min(wanted, math.max(0, limit - used))
+if granted > 0 then
+  counts[current] = (counts[current] or 0) + granted
+  redis.call('HINCRBY', KEYS[1], string.format('%.0f', current), granted)
+  redis.call('PEXPIRE', KEYS[1], math.ceil((slices + 1) * size / 1000) + 1000)
+end
+used = used + granted
+local retry = 0
+if granted < wanted then
+  local need = used - limit + 1
+  local freed = 0
+  for index = oldest, current do
+    freed = freed + (counts[index] or 0)
+    if freed >= need then
+      retry = (index + slices + 1) * size - now
+      break
+    end
   end
 end
-local retry = 0
-if granted < wanted then retry = math.max(0, tat + interval - tolerance - now) end
-local used = math.min(capacity, math.ceil((tat - now) / interval))
-return {granted, retry, used}
+return {granted, retry, used, string.format('%.0f', current)}
 """
-GCRA_SHA = hashlib.sha1(GCRA_SCRIPT.encode()).hexdigest()
+WINDOW_SHA = hashlib.sha1(WINDOW_SCRIPT.encode()).hexdigest()
 
 
 def redis_client(cache: Any) -> Any:
@@ -266,20 +274,22 @@ class RedisStorage:
         made: str = caches[self.cache_alias].make_key(f"{KEY_PREFIX}{alias_key(alias)}")
         return made
 
-    def reserve(self, alias: str, limit: RateLimit, wanted: int, refund: int = 0) -> Reservation:
+    def reserve(
+        self, alias: str, limit: RateLimit, wanted: int, refund: int = 0, refund_at: int = 0
+    ) -> Reservation:
         from django.core.cache import caches
 
         client = redis_client(caches[self.cache_alias])
-        args = (limit.interval_us, limit.burst, wanted, refund)
+        args = (limit.bucket_us, BUCKETS, limit.count, wanted, refund, refund_at)
         key = self.key(alias)
         from redis.exceptions import NoScriptError
 
         try:
-            reply = client.evalsha(GCRA_SHA, 1, key, *args)
+            reply = client.evalsha(WINDOW_SHA, 1, key, *args)
         except NoScriptError:  # first use on this server (or after SCRIPT FLUSH)
-            reply = client.eval(GCRA_SCRIPT, 1, key, *args)
-        granted, retry_us, used = (int(value) for value in reply)
-        return Reservation(granted, retry_us / 1_000_000, used, self)
+            reply = client.eval(WINDOW_SCRIPT, 1, key, *args)
+        granted, retry_us, used, bucket = (int(value) for value in reply)
+        return Reservation(granted, retry_us / 1_000_000, used, bucket, self)
 
 
 class FallbackStorage:
@@ -293,18 +303,20 @@ class FallbackStorage:
         self._warned_at: float | None = None
         self._lock = threading.Lock()
 
-    def reserve(self, alias: str, limit: RateLimit, wanted: int, refund: int = 0) -> Reservation:
+    def reserve(
+        self, alias: str, limit: RateLimit, wanted: int, refund: int = 0, refund_at: int = 0
+    ) -> Reservation:
         """Reserve from Redis, or per process while Redis fails. A refund
         given here goes to Redis; give tokens back to the reservation's
         ``lender`` instead (see :meth:`RateLimiter.release`)."""
         failed_at = self._failed_at
         if failed_at is not None and time.monotonic() < failed_at + RETRY_INTERVAL:
-            return self.local.reserve(alias, limit, wanted, 0)
+            return self.local.reserve(alias, limit, wanted)
         try:
-            reservation = self.shared.reserve(alias, limit, wanted, refund)
+            reservation = self.shared.reserve(alias, limit, wanted, refund, refund_at)
         except Exception as error:  # any client error: limits must not stop sending
             self._failed(error)
-            return self.local.reserve(alias, limit, wanted, 0)
+            return self.local.reserve(alias, limit, wanted)
         self._failed_at = None
         return reservation
 
@@ -372,10 +384,11 @@ setting_changed.connect(_on_setting_changed, dispatch_uid="mailrouter.ratelimit"
 
 @dataclass(frozen=True, slots=True)
 class Token:
-    """One token taken for one attempt, and who lent it."""
+    """One token taken for one attempt: who lent it, and in which slice."""
 
     alias: str
     lender: RateStorage | None
+    bucket: int = 0
 
 
 class RateLimiter:
@@ -405,7 +418,7 @@ class RateLimiter:
             with self._lock:
                 self._empty_until[alias] = now + max(reservation.retry_after, 0.001)
             return self._reason(limit, reservation.retry_after)
-        return Token(alias, reservation.lender)
+        return Token(alias, reservation.lender, reservation.bucket)
 
     def release(self, token: Token) -> None:
         """Give back a token taken for an attempt that did not happen, to the
@@ -414,7 +427,7 @@ class RateLimiter:
         if limit is None or token.lender is None:
             return
         try:
-            token.lender.reserve(token.alias, limit, 0, refund=1)
+            token.lender.reserve(token.alias, limit, 0, refund=1, refund_at=token.bucket)
         except Exception as error:
             logger.debug("mailrouter: returning rate budget of %s failed: %r", token.alias, error)
 
@@ -427,7 +440,7 @@ class RateLimiter:
 
     @staticmethod
     def _reason(limit: RateLimit, retry_after: float) -> str:
-        return f"{RATE_LIMITED} {limit.label} reached; budget again in {retry_after:.2f}s"
+        return f"{RATE_LIMITED} {limit.text} reached; budget again in {retry_after:.2f}s"
 
 
 def current_use(alias: str, limit: RateLimit, storage: RateStorage) -> int:
@@ -442,8 +455,8 @@ def status_columns(router: Any, alias: str, row: dict[str, Any]) -> None:
         return
     storage = storage_for(router.config.health_settings.cache)
     row.update(
-        rate_limit=limit.label,
+        rate_limit=limit.text,
         rate_used=current_use(alias, limit, storage),
-        rate_capacity=limit.burst,
+        rate_capacity=limit.count,
         rate_storage=storage.label,
     )
