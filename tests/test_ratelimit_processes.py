@@ -39,7 +39,7 @@ MAILERS = {alias: {"BACKEND": SCRIPTED, "OPTIONS": {"name": alias}} for alias in
 RECOVERY_BOUND = 20.0
 #: Seconds between a token's grant and the leaf recording its message that
 #: the window test tolerates (a shared 2-core machine pauses processes).
-SCHEDULING_DELAY = 0.1
+SCHEDULING_DELAY = 0.2
 
 
 @pytest.fixture(autouse=True)

@@ -84,6 +84,7 @@ def attempt_record(attempt: Attempt, delivery: int, at: datetime.datetime) -> di
         "error": attempt.error,
         "error_type": attempt.error_type,
         "duration": round(attempt.duration, 6),
+        "last_resort": attempt.last_resort,
     }
 
 
