@@ -20,7 +20,7 @@ from django.test import override_settings
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailrouter import ratelimit, signals
+from mailrouter import ratelimit
 from mailrouter.errors import ConfigurationError, DeliveryError
 from mailrouter.health.store import store_for
 from mailrouter.outcomes import MessageStatus, Outcome
@@ -32,6 +32,7 @@ from . import fakes
 from .conftest import examples, make_router
 from .health_fixtures import redis_caches
 from .invariants import worst_window
+from .messages import send_first_to_rest_pinned
 from .test_command import run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,13 +179,7 @@ def test_a_batch_takes_budget_only_for_messages_that_reach_the_mailer() -> None:
 
     with router_settings(MAILERS, options(rate_limits={"a": "100/h"})):
         batch = [msg(f"m{i}") for i in range(10)]
-        for message in batch[1:]:
-            message.mailers = ["b"]  # type: ignore[attr-defined]
-        signals.message_sent.connect(sampled, weak=False)
-        try:
-            make_router().send_messages(batch)
-        finally:
-            signals.message_sent.disconnect(sampled)
+        send_first_to_rest_pinned(make_router(), batch, "b", sampled)
         assert use_seen == [1] * 10
         code, out = run("status")
         assert code == 0 and "1/100 used (100/h)" in out

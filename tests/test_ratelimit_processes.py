@@ -23,7 +23,7 @@ import pytest
 from django.core.mail import EmailMessage
 from django.test import override_settings
 
-from mailrouter import ratelimit, signals
+from mailrouter import ratelimit
 from mailrouter.ratelimit import RedisStorage, Token, storage_for
 from mailrouter.testing.redis import RedisServer
 from mailrouter.testing.settings import router_settings
@@ -31,6 +31,7 @@ from mailrouter.testing.settings import router_settings
 from .conftest import make_router
 from .health_fixtures import redis_caches
 from .invariants import worst_window
+from .messages import send_first_to_rest_pinned
 from .processes import ROOT, child_env
 
 SCRIPTED = "tests.fakes.ScriptedBackend"
@@ -140,13 +141,7 @@ def test_tokens_the_fallback_lent_during_an_outage_never_go_back_to_redis(
             # after the first message is sent.
             outage = [EmailMessage(f"o{i}", "b", "app@example.com", ["u@example.com"])
                       for i in range(3)]  # fmt: skip
-            for message in outage[1:]:
-                message.mailers = ["b"]  # type: ignore[attr-defined]
-            signals.message_sent.connect(resume_redis, weak=False)
-            try:
-                make_router().send_messages(outage)
-            finally:
-                signals.message_sent.disconnect(resume_redis)
+            send_first_to_rest_pinned(make_router(), outage, "b", resume_redis)
             assert outage[0].sent_using == "a"  # type: ignore[attr-defined]  # per process
             # A token lent per process and released goes back there, not to Redis.
             os.kill(pid, signal.SIGSTOP)
