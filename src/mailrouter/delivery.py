@@ -306,7 +306,9 @@ class Dispatcher:
         snapshot: MessageSnapshot,
     ) -> DeliveryResult:
         """Candidates in rotation first; those out of rotation only as the
-        last resort (see the module docstring)."""
+        last resort (see the module docstring). Health is asked one candidate
+        at a time, when reached, so a half-open breaker's probe lease is only
+        taken for a mailer actually tried."""
         attempts: list[Attempt] = []
         out_of_rotation: list[tuple[Candidate, Attempt]] = []
         lacked_budget = False
