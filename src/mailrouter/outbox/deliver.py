@@ -87,6 +87,7 @@ def attempt_record(attempt: Attempt, delivery: int, at: datetime.datetime) -> di
         "duration": round(attempt.duration, 6),
         "message_id": attempt.message_id,
         "via": list(attempt.via),
+        "last_resort": attempt.last_resort,
     }
 
 
