@@ -18,10 +18,11 @@ from typing import Any, Protocol
 from django.core.mail import EmailMessage
 from django.core.mail.utils import DNS_NAME
 
-from . import esp_answer
+from . import esp_answer, send_guard
 from .classify import MAY_HAVE_LEFT, Stage, error_chain
 from .compat import BASE_BACKEND_GETATTR
 from .config import Delivery, RouterConfig, is_router_class
+from .errors import SendAborted
 from .http_stage import HTTPStage, is_anymail_backend
 from .http_stage import watch as watch_http
 from .outcomes import Attempt, MessageStatus, Outcome, status_from_attempts
@@ -342,7 +343,12 @@ class Dispatcher:
                 if limited is not None:
                     attempts.append(Attempt(candidate.alias, Outcome.SKIPPED, limited))
                     continue
-            attempt = self._attempt(message, candidate, batch)
+            try:
+                attempt = self._attempt(message, candidate, batch)
+            except SendAborted:
+                if tracked and self.limiter is not None:
+                    self.limiter.release(candidate.alias)  # nothing was sent
+                raise
             attempts.append(attempt)
             outcome = attempt.outcome
             if outcome is Outcome.SKIPPED:
@@ -392,7 +398,13 @@ class Dispatcher:
             self._pool.ensure_open(key, backend)
             marker = watch(leaf_connection(backend)) or watch_http(backend)
             stage = Stage.UNKNOWN if marker is None else marker.stage
+            # Anymail backends run it as their request starts (after pre_send);
+            # a nested router runs it before its own leaf.
+            if not isinstance(marker, HTTPStage) and not is_router_class(type(backend)):
+                send_guard.run(message)
             sent = backend.send_messages([message])
+        except SendAborted:
+            raise
         except Exception as error:
             if marker is not None:
                 stage = marker.stage

@@ -101,3 +101,13 @@ class DeliveryError(MailRouterError):
     def __reduce__(self) -> tuple[type[DeliveryError], tuple[tuple[FailedMessage, ...], int]]:
         # Task queues pickle exceptions; rebuild from the data, not the text.
         return (type(self), (self.failures, self.sent))
+
+
+class SendAborted(MailRouterError):
+    """A message's last check before its bytes leave refused the send
+    (``mailrouter.send_guard``): nothing of it reached the mailer.
+
+    Raised out of ``send_messages()`` (no further candidate is tried): the
+    caller that installed the check withdrew the message, e.g. an outbox worker
+    whose claim on the row ended.
+    """
