@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from django.core.mail import EmailMessage
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mailrouter.backend import RouterBackend
@@ -62,7 +62,8 @@ def router(configure: Callable[..., RouterBackend], server: StatusPageServer,
     })
 
 
-Trace = list[tuple[str, str, str | None]]
+#: (alias, outcome, error type, why it was tried as the last resort or None)
+Trace = list[tuple[str, str, str | None, str | None]]
 #: Outcomes after which a mailer in rotation can no longer take the message
 #: ("skipped": down earlier in this batch; no rate limits here).
 LIVE_FAILURES = ("not_sent", "incompatible", "skipped")
@@ -97,7 +98,7 @@ def run(router: RouterBackend, server: StatusPageServer, states: dict[str, str],
             # Never skipped by a page into a worse mailer... and each message ends once.
             assert fakes.RECEIVED[message.sent_using].count(  # type: ignore[attr-defined]
                 message.mailrouter_message_id) == 1
-        traces.append([(a.alias, a.outcome.value, a.error_type) for a in attempts])
+        traces.append([(a.alias, a.outcome.value, a.error_type, a.last_resort) for a in attempts])
     return traces
 
 
@@ -108,6 +109,10 @@ def run(router: RouterBackend, server: StatusPageServer, states: dict[str, str],
         {alias: st.lists(st.sampled_from(FAULTS), max_size=4) for alias in ALIASES}),
     size=st.integers(1, 4),
 )
+# b's breaker opens on its third failure, so b is tried as the last resort, after degraded c.
+@example(states={"a": "operational", "b": "operational", "c": "degraded"},
+         scripts={"a": ["refuse_connect"], "b": ["tempfail", "tempfail", "refuse_connect"],
+                  "c": ["refuse_connect"]}, size=4)
 @settings(max_examples=examples(40), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_pages_never_fail_a_message_untried_and_unknown_is_operational(
@@ -118,13 +123,15 @@ def test_pages_never_fail_a_message_untried_and_unknown_is_operational(
     as_operational = {a: "operational" if s in UNKNOWN else s for a, s in states.items()}
     assert run(router, server, as_operational, scripts, size) == traces
     for trace in traces:
-        for index, (alias, outcome, _) in enumerate(trace):
+        for index, (alias, outcome, _, _) in enumerate(trace):
             if outcome != "skipped" and states[alias] == "down":
                 # A mailer whose page says down is tried only as the last
                 # resort: every candidate in rotation failed for this message first.
-                failed = {a for a, o, _ in trace[:index] if o in LIVE_FAILURES}
+                failed = {a for a, o, _, _ in trace[:index] if o in LIVE_FAILURES}
                 assert all(states[a] == "down" or a in failed for a in ALIASES), (states, trace)
-        order = [alias for alias, _, _ in trace]
-        # Degraded mailers come after the healthy ones.
+        # Degraded mailers come after the healthy ones among the mailers in
+        # rotation (a breaker opened earlier in the batch sends a healthy
+        # page's mailer to the last resort, after degraded ones).
+        order = [alias for alias, _, _, last_resort in trace if last_resort is None]
         ranks = [1 if states[a] == "degraded" else 0 for a in order if states[a] != "down"]
         assert ranks == sorted(ranks), (states, trace)
