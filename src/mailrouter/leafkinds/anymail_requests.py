@@ -89,7 +89,12 @@ MESSAGE_ATTRIBUTES = (
 #: Anymail message attributes a plain (non-ESP) mailer cannot express: a batch
 #: send would go out as one message with every recipient in To:, a template
 #: as an empty body.
-ESP_ONLY_ATTRIBUTES: tuple[str, ...] = ("merge_data", "merge_metadata", "merge_headers", "template_id")
+ESP_ONLY_ATTRIBUTES: tuple[str, ...] = (
+    "merge_data",
+    "merge_metadata",
+    "merge_headers",
+    "template_id",
+)
 
 #: How the outbox payload names an AnymailMessage (stored in rows: never change).
 PAYLOAD_KIND = "anymail"
