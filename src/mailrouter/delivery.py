@@ -19,7 +19,7 @@ from django.core.mail import EmailMessage
 from django.core.mail.utils import DNS_NAME
 
 from . import leafkinds
-from .config import Delivery, RouterConfig, is_router_class
+from .config import Delivery, RouterConfig
 from .leafkinds import MAY_HAVE_LEFT, LeafKind, Stage, Watch, error_chain
 from .outcomes import Attempt, MessageStatus, Outcome, status_from_attempts
 from .pool import MailerPool
@@ -348,11 +348,9 @@ class Dispatcher:
         try:
             if backend is None:
                 backend = self._pool.backend(alias)
-            kind = leafkinds.kind_for(backend)
-            # A nested router passes the message on: its own leaves judge it.
-            refused = None
-            if not is_router_class(type(backend)):
-                refused = leafkinds.refusal(backend, message)
+            leaf = leafkinds.BY_CLASS.get(type(backend)) or leafkinds.resolve(backend)
+            kind = leaf.kind
+            refused = leafkinds.refusal(leaf, message) if leaf.refused else None
             if refused is not None:
                 return Attempt(alias, Outcome.INCOMPATIBLE, refused)
             self._pool.ensure_open(key, backend)

@@ -17,7 +17,7 @@ smtplib, requests, urllib3, botocore, boto3 or Anymail.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.core.mail import EmailMessage
 
@@ -49,6 +49,7 @@ __all__ = [
     "ANYMAIL_REQUESTS",
     "AUTHENTICATED",
     "BOTO",
+    "BY_CLASS",
     "GENERIC",
     "MAY_HAVE_LEFT",
     "OPENED",
@@ -57,6 +58,7 @@ __all__ = [
     "LeafKind",
     "PlainKind",
     "ProbeFailed",
+    "Resolved",
     "Stage",
     "TransportNames",
     "Verdict",
@@ -74,6 +76,7 @@ __all__ = [
     "refusal",
     "register",
     "reply_outcome",
+    "resolve",
     "transport_outcome",
     "unregister",
 ]
@@ -83,9 +86,19 @@ __all__ = [
 _BUILT_IN: tuple[LeafKind, ...] = (SMTP, BOTO, ANYMAIL_REQUESTS, GENERIC)
 _registered: list[LeafKind] = []
 _kinds: tuple[LeafKind, ...] = _BUILT_IN
-#: Per backend class: its kind, and the attributes it refuses (attribute, kind
-#: that owns it).
-_by_class: dict[type, tuple[LeafKind, tuple[tuple[str, LeafKind], ...]]] = {}
+
+
+class Resolved(NamedTuple):
+    """What a backend class is to the router: its kind, and the message
+    attributes it refuses (each with the kind that owns it)."""
+
+    kind: LeafKind
+    refused: tuple[tuple[str, LeafKind], ...]
+
+
+#: Per backend class. Read directly on the send path (a dict lookup, no call):
+#: ``BY_CLASS.get(type(backend)) or resolve(backend)``.
+BY_CLASS: dict[type, Resolved] = {}
 _transport = TransportNames()
 
 
@@ -115,7 +128,7 @@ def kinds() -> tuple[LeafKind, ...]:
 def _changed() -> None:
     global _kinds, _transport
     _kinds = (*_registered, *_BUILT_IN)
-    _by_class.clear()
+    BY_CLASS.clear()
     _transport = TransportNames(
         frozenset().union(*(k.transport.connect_failed for k in _kinds)),
         frozenset().union(*(k.transport.lost_after_request for k in _kinds)),
@@ -126,32 +139,30 @@ def _changed() -> None:
 _changed()
 
 
-def _resolve(backend: Any) -> tuple[LeafKind, tuple[tuple[str, LeafKind], ...]]:
+def resolve(backend: Any) -> Resolved:
+    """Decide (once per class) the kind of ``backend`` and what it refuses."""
     kind = next(k for k in _kinds if k.recognises(backend))
     # Each attribute once, owned by the first kind of another family naming it.
     refused: dict[str, LeafKind] = {}
-    for other in _kinds:
-        if other.family != kind.family:
-            for attribute in other.exclusive_attributes:
-                refused.setdefault(attribute, other)
-    return kind, tuple(refused.items())
+    if not getattr(type(backend), "is_mailrouter", False):
+        # A nested router passes the message on: its own leaves judge it.
+        for other in _kinds:
+            if other.family != kind.family:
+                for attribute in other.exclusive_attributes:
+                    refused.setdefault(attribute, other)
+    resolved = BY_CLASS[type(backend)] = Resolved(kind, tuple(refused.items()))
+    return resolved
 
 
 def kind_for(backend: Any) -> LeafKind:
-    """The kind that handles ``backend`` (decided once per class)."""
-    entry = _by_class.get(type(backend))
-    if entry is None:
-        entry = _by_class[type(backend)] = _resolve(backend)
-    return entry[0]
+    """The kind that handles ``backend``."""
+    return (BY_CLASS.get(type(backend)) or resolve(backend)).kind
 
 
-def refusal(backend: Any, message: EmailMessage) -> str | None:
-    """Why ``backend`` cannot send ``message`` as it is: it sets an attribute
+def refusal(resolved: Resolved, message: EmailMessage) -> str | None:
+    """Why a backend cannot send ``message`` as it is: it sets an attribute
     only another family of mailers understands (None if it does not)."""
-    entry = _by_class.get(type(backend))
-    if entry is None:
-        entry = _by_class[type(backend)] = _resolve(backend)
-    for attribute, owner in entry[1]:
+    for attribute, owner in resolved.refused:
         value = getattr(message, attribute, None)
         if value is not None and owner.is_set(value):
             return owner.refusal(attribute)

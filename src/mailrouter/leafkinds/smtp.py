@@ -180,7 +180,8 @@ class SMTPKind(PlainKind):
         )
 
     def watch(self, backend: Any) -> Watch | None:
-        return watch_connection(leaf_connection(backend))
+        connection = leaf_connection(backend)
+        return None if connection is None else watch_connection(connection)
 
     def accepted(self, message: EmailMessage, marker: Watch) -> Verdict | None:
         refused = getattr(marker, "refused", None)
