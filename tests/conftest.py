@@ -5,7 +5,9 @@
 - ``esp``: fake ESP HTTP servers (tests/esp_fixtures.py has their mailers), stopped after the test;
 - ``clock``: the controllable clock ``CLOCK`` (tests/health_fixtures.py), reset to ``START``;
 - a fresh per-process health state and call counters for every test (autouse);
-- ``redis_server`` (session) / ``redis`` (per test, emptied and running).
+- ``redis_server`` (session) / ``redis`` (per test, emptied and running);
+- ``postgres`` / ``durable_postgres`` (per module): a throw-away PostgreSQL, with
+  fast settings, or with the durable commits the outbox requires.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from mailrouter.testing.settings import STYLES, default_mailer, router_settings
 from . import fakes
 from .esp_fixtures import API_KEY
 from .health_fixtures import CLOCK, START, CountingCache, FakeClock, redis_binary
+from .postgres_fixtures import PostgresServer, running_postgres
 
 # CI runs a fixed set of examples (a red CI must be reproducible); local runs
 # explore new ones each time. MAILROUTER_EXAMPLES_SCALE=10 explores ten times more.
@@ -149,3 +152,13 @@ def redis(redis_server: RedisServer) -> Iterator[RedisServer]:
     yield redis_server
     if redis_server.process is None:
         redis_server.start()
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    yield from running_postgres()
+
+
+@pytest.fixture(scope="module")
+def durable_postgres() -> Iterator[PostgresServer]:
+    yield from running_postgres(durable=True)

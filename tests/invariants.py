@@ -57,3 +57,15 @@ def assert_each_ends_exactly_once(batch: Sequence[EmailMessage], delivery: str) 
         # A failure that had a route has its attempts recorded.
         if status is not MessageStatus.SENT and message.mailrouter_route is not None:
             assert attempts, message.mailrouter_route
+
+
+def worst_window(times: Sequence[float], length: float) -> int:
+    """The most events in any half-open window ``[t, t + length)``: what a
+    rate limit of N per ``length`` must keep at or below N."""
+    ordered = sorted(times)
+    worst = end = 0
+    for begin, moment in enumerate(ordered):
+        while end < len(ordered) and ordered[end] < moment + length:
+            end += 1
+        worst = max(worst, end - begin)
+    return worst

@@ -45,3 +45,20 @@ def send(router: Any, *messages: EmailMessage) -> DeliveryError | None:
     except DeliveryError as error:
         return error
     return None
+
+
+def send_first_to_rest_pinned(
+    router: Any, batch: list[EmailMessage], pinned: str, on_sent: Any
+) -> None:
+    """Send ``batch`` with every message but the first pinned to ``pinned``,
+    ``on_sent`` connected to ``message_sent`` meanwhile (called after each
+    message: it sees the batch half-way)."""
+    from mailrouter import signals
+
+    for message in batch[1:]:
+        message.mailers = [pinned]  # type: ignore[attr-defined]
+    signals.message_sent.connect(on_sent, weak=False)
+    try:
+        router.send_messages(batch)
+    finally:
+        signals.message_sent.disconnect(on_sent)

@@ -1,9 +1,12 @@
 """A throw-away PostgreSQL server for the outbox tests (and benchmarks).
 
-``initdb`` + ``pg_ctl`` on a free port under a temporary directory, with
-fsync off (the data is disposable). PostgreSQL refuses to run as root: when
-the suite runs as root, the server runs as the ``postgres`` user (created by
-the Debian package that scripts/test.sh installs). If PostgreSQL is missing
+``initdb`` + ``pg_ctl`` on a free port under a temporary directory. By
+default with fsync and synchronous commits off (the data is disposable, and
+the drains run faster); ``durable=True`` keeps PostgreSQL's durable defaults,
+which the outbox requires (docs/guides/outbox.md): crash tests run on those.
+PostgreSQL refuses to run as root: when the suite runs as root, the server
+runs as the ``postgres`` user (created by the Debian package that
+scripts/test.sh installs). If PostgreSQL is missing
 the tests FAIL with how to fix it, unless ``MAILROUTER_ALLOW_NO_POSTGRES=1``
 is set, in which case they are skipped with that reason shown.
 """
@@ -17,7 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,8 +39,9 @@ def postgres_bin_dir() -> Path | None:
 class PostgresServer:
     """``start()``, then connect to ``127.0.0.1:port`` as ``postgres`` (trust auth)."""
 
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, *, durable: bool = False) -> None:
         self.bin_dir = bin_dir
+        self.durable = durable
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="mailrouter-pg-"))
         self.data = self.root / "data"
@@ -64,9 +68,13 @@ class PostgresServer:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
                   "--no-sync", "-E", "UTF8")
         options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            "-c max_connections=200"
         )
+        if self.durable:
+            options += " -c fsync=on -c synchronous_commit=on -c full_page_writes=on"
+        else:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l",
                   str(self.root / "log"), "-w", "-t", "60", "start")
         return self
@@ -86,6 +94,15 @@ class PostgresServer:
 
     def dsn(self, database: str) -> str:
         return f"host=127.0.0.1 port={self.port} user=postgres dbname={database}"
+
+
+def running_postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
+    """A fixture body: a started server, stopped afterwards."""
+    server = PostgresServer(require_postgres(), durable=durable).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def require_postgres() -> Path:

@@ -3,8 +3,11 @@
 Usage: ``python -m tests.ratelimit_worker CONFIG_JSON``; CONFIG_JSON holds
 ``redis`` (URL), ``rate_limits``, ``messages``, ``batch``, ``concurrency`` and
 ``start`` (a path: the worker waits until it exists, so every process starts
-sending at once). Prints one JSON line: messages per ``sent_using`` alias
-and per status.
+sending at once); optionally ``pause`` (seconds between batches), and for
+the primary mailer ``record`` (a file it appends the time of each message
+to) and ``stall_after`` with ``stalled`` (after that many messages it
+creates the ``stalled`` file and hangs, to be killed). Prints one JSON line:
+messages per ``sent_using`` alias and per status.
 """
 
 from __future__ import annotations
@@ -15,6 +18,38 @@ import sys
 import time
 from collections import Counter
 from typing import Any
+
+from django.core.mail.backends.locmem import EmailBackend as LocmemBackend
+
+
+class PrimaryBackend(LocmemBackend):
+    """The primary mailer: locmem, recording when each message went, and
+    hanging after ``stall_after`` messages (this process)."""
+
+    sent = 0
+
+    def __init__(
+        self,
+        *args: Any,
+        record: str | None = None,
+        stall_after: int | None = None,
+        stalled: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.record, self.stall_after, self.stalled = record, stall_after, stalled
+
+    def send_messages(self, messages: Any) -> int:
+        if self.stall_after is not None and PrimaryBackend.sent >= self.stall_after:
+            assert self.stalled is not None
+            open(self.stalled, "w").close()
+            time.sleep(3600)
+        count = super().send_messages(messages)
+        PrimaryBackend.sent += count
+        if self.record is not None:
+            with open(self.record, "a") as file:  # one short line: appended whole
+                file.write(f"{time.time()!r}\n")
+        return count
 
 
 def main(config: dict[str, Any]) -> None:
@@ -34,7 +69,13 @@ def main(config: dict[str, Any]) -> None:
         },
         EMAIL_BACKEND="mailrouter.backend.RouterBackend",
         MAILROUTER={
-            "MAILERS": {"primary": {"BACKEND": locmem}, "backup": {"BACKEND": locmem}},
+            "MAILERS": {
+                "primary": {"BACKEND": "tests.ratelimit_worker.PrimaryBackend", "OPTIONS": {
+                    key: config[key] for key in ("record", "stall_after", "stalled")
+                    if key in config
+                }},
+                "backup": {"BACKEND": locmem},
+            },
             "OPTIONS": {
                 "routes": [{"mailers": ["primary", "backup"]}],
                 "health": {"cache": "health"},
@@ -63,6 +104,7 @@ def main(config: dict[str, Any]) -> None:
         for message in batch:
             counts[str(message.sent_using)] += 1  # type: ignore[attr-defined]
         sent += size
+        time.sleep(config.get("pause", 0))
     print(json.dumps(counts))
 
 

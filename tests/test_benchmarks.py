@@ -100,15 +100,19 @@ def test_concurrency_benchmark_counts() -> None:
 
 def test_ratelimit_benchmark_counts() -> None:
     seconds = 2.0
-    report = run_json("ratelimit.py", "--processes", "2", "--seconds", str(seconds))
+    report = run_json("ratelimit.py", "--processes", "3", "--seconds", str(seconds))
     assert report["unsent"] == 0 and report["duplicates"] == 0
     assert report["received_at_esps"] == report["messages"] > 0
     assert report["primary"] + report["overflow"] == report["messages"]
-    # 100/s offered against 50/s: the rest overflowed. The primary got at most
-    # the budget: one second's burst plus the refill.
+    # 60/s offered against 20/s: the rest overflowed. The primary got at most
+    # the limit in any window of one second (one period, so at most
+    # seconds + 1 windows' worth). The worst one-second window as the fake ESP
+    # saw it: a budget reserved ahead with a refill on top gave twice the limit;
+    # messages delayed across a window's edge on a busy machine add a few.
     assert report["overflow"] > 0
-    assert report["primary"] <= report["limit_per_s"] * (seconds + 1) + 1
-    # Budget is reserved per batch, not per message.
+    assert report["primary"] <= report["limit_per_s"] * (seconds + 1)
+    assert report["worst_one_second_window"] <= report["limit_per_s"] * 3 // 2
+    # A message overflowing while the primary is known out of budget costs no call.
     assert report["redis_script_calls_per_message"] < 1
 
 

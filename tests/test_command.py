@@ -115,7 +115,10 @@ def test_explain_reports_when_every_candidate_is_skipped_and_when_nothing_matche
 ) -> None:
     router = configure(mailers(), options())
     open_breaker(router, "a")
-    open_breaker(router, "b")  # a is skipped, so b's failures come from the fallback
+    # a is skipped, so b is tried first; after b fails, a is the last resort
+    # and must fail too to stay open.
+    fakes.SCRIPTS["a"].extend(["refuse_connect"] * 2)
+    open_breaker(router, "b")
     code, text = run("explain", "--to", "x@example.com", "--mailers", "a,b")
     assert code == 0
     assert "route:  (pinned)" in text

@@ -344,3 +344,44 @@ def test_a_nested_router_is_reached_from_the_callers_thread() -> None:
     assert [m.mailrouter_attempts[-1].via for m in batch] == [(), ("a",)] * 4  # type: ignore[attr-defined]
     assert len(fakes.RECEIVED["a"]) == 4 and len(fakes.RECEIVED["b"]) == 4
     assert not worker_threads()
+
+
+def test_attempt_failed_receivers_see_the_failed_attempt_not_the_backups_answer(
+    esps: Any,
+) -> None:
+    """Real Mailgun answering 503, real Postmark accepting: with workers,
+    ``attempt_failed`` receivers see the message as Mailgun's attempt left
+    it (exactly what serial mode shows them), never Postmark's answer that
+    the failover put on it later."""
+    mg, pm = esps
+    seen: list[tuple[str, str, Any, Any]] = []
+
+    def receiver(message: EmailMessage, alias: str, **kwargs: Any) -> None:
+        status = message.anymail_status  # type: ignore[attr-defined]
+        response = status.esp_response
+        seen.append((str(message.subject), alias, status.message_id,
+                     None if response is None else response.status_code))  # fmt: skip
+
+    leaves = {"mailgun": mailgun(mg), "postmark": postmark(pm)}
+    signals.attempt_failed.connect(receiver, weak=False)
+    try:
+        observed = {}
+        for concurrency in (1, 4):
+            mg.mode = "error_503"
+            seen.clear()
+            options = {"routes": [{"mailers": ["mailgun", "postmark"]}],
+                       "concurrency": concurrency, "health": False}  # fmt: skip
+            batch = [msg(f"f{i}") for i in range(6)]
+            with router_settings(leaves, options):
+                assert make_router().send_messages(batch) == 6
+            assert {m.sent_using for m in batch} == {"postmark"}  # type: ignore[attr-defined]
+            # Afterwards the message carries Postmark's answer, as before.
+            assert all(m.anymail_status.esp_response.status_code == 200 for m in batch)  # type: ignore[attr-defined]
+            observed[concurrency] = list(seen)
+    finally:
+        signals.attempt_failed.disconnect(receiver)
+    postmark_ids = {m.anymail_status.message_id for m in batch}  # type: ignore[attr-defined]
+    assert len(observed[4]) == 6
+    assert all(alias == "mailgun" and message_id not in postmark_ids and code != 200
+               for _, alias, message_id, code in observed[4])  # fmt: skip
+    assert observed[4] == observed[1]

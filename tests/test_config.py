@@ -197,3 +197,67 @@ def test_leaf_option_errors_fail_at_construction_naming_the_alias(style: str) ->
     assert f"{label} (used by" in text and "cannot be created" in text
     assert "leaf-secret-123" not in text
     assert any("cannot be created" in message for message in found)
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"routes": [{"name": "eu", "mailer": ["a"]}]},
+         "routes[0] (route 'eu'): unknown route key 'mailer' (did you mean 'mailers'?)"),
+        ({"route": [{"mailers": ["a"]}]}, "Unknown options 'route' (did you mean 'routes'?)"),
+    ],
+    ids=["route-key", "router-option"],
+)
+def test_a_misspelt_required_key_is_one_error(
+    options: dict[str, Any], expected: str, style: str
+) -> None:
+    """Reported as the unknown key (with a guess), not also as the key missing."""
+    text, found = problems_for(options, style)
+    assert len(found) == 1 and expected in found[0], found
+    assert expected in text and "required" not in text and "must be a non-empty" not in text
+
+
+def test_an_unrelated_unknown_key_does_not_hide_a_missing_one(style: str) -> None:
+    _, found = problems_for({"routes": [{"name": "eu", "colour": "red"}]}, style)
+    assert len(found) == 2, found
+    assert "unknown route key 'colour' (expected" in found[0]
+    assert "'mailers' must be a non-empty list" in found[1]
+
+
+@pytest.mark.parametrize(
+    ("backend", "reason"),
+    [
+        ("django.core.mail.backends.smtp.EmailBackedn", "ImportError: Module "),
+        ("no_such_package.Backend", "ModuleNotFoundError: No module named 'no_such_package'"),
+        ("django.core.mail.backends.smtp.ssl", "it is a module, not a backend class"),
+    ],
+)
+def test_a_misspelt_backend_is_one_error_with_its_reason(
+    backend: str, reason: str, style: str
+) -> None:
+    mailers = {**LEAVES, "x": {"BACKEND": backend}}
+    with router_settings(mailers, {"routes": [{"mailers": ["x", "a"]}]}, style=style):
+        found = [(m.id, m.msg) for m in check_mailrouter() if m.level >= checks.ERROR]
+    assert [message_id for message_id, _ in found] == ["mailrouter.E002"], found
+    assert f"BACKEND {backend!r} cannot be imported: {reason}" in found[0][1]
+
+
+def test_the_router_as_email_backend_without_mailrouter_says_so() -> None:
+    """Django 5.2/6.0 style with the MAILROUTER setting forgotten."""
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    from mailrouter.testing.settings import default_mailer
+
+    with (
+        router_settings(LEAVES, {"routes": [{"mailers": ["a"]}]}, style="legacy"),
+        override_settings(),
+    ):
+        del settings.MAILROUTER
+        found = [m.msg for m in check_mailrouter() if m.level >= checks.ERROR]
+        with pytest.raises(ImproperlyConfigured) as raised:
+            default_mailer()
+    assert len(found) == 1 and found[0].startswith("the MAILROUTER setting is missing"), found
+    assert "'OPTIONS': {'routes': [" in found[0]
+    assert "the MAILROUTER setting is missing" in str(raised.value)
+    assert "'routes' is required" not in str(raised.value)

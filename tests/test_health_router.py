@@ -186,7 +186,10 @@ def test_when_every_candidate_is_open_all_are_tried_in_order(
         [message] = send(router)
     assert trail(message) == [("a", "not_sent"), ("b", "not_sent")]
     overridden = [r for r in caplog.records if "out of rotation" in r.getMessage()]
-    assert len(overridden) == 1 and "(a, b)" in overridden[0].getMessage()
+    assert len(overridden) == 1 and "(candidates a, b)" in overridden[0].getMessage()
+    # Each attempt says it was made despite the open breaker.
+    assert all(str(a.last_resort).startswith("circuit open until")
+               for a in message.mailrouter_attempts)  # type: ignore[attr-defined]  # fmt: skip
 
 
 def test_failure_rate_over_the_window_opens_the_breaker(

@@ -5,7 +5,9 @@ and fake ESP servers.
   rows: every row ends sent, and no server receives a Message-ID twice.
 - Crash test: workers are killed with SIGKILL at random moments during a
   drain and replaced: nothing is lost, nothing is sent twice, and every
-  ``uncertain`` row was being sent by a worker that was killed.
+  ``uncertain`` row was being sent by a worker that was killed. Crash tests
+  run on a durable server (fsync and synchronous commits on, as the outbox
+  requires); the others on a fast one.
 """
 
 from __future__ import annotations
@@ -28,17 +30,10 @@ from mailrouter.testing import FakeESPServer, FaultySMTPServer
 from mailrouter.testing.redis import RedisServer
 
 from .health_fixtures import redis_binary
-from .postgres_fixtures import PostgresServer, require_postgres, wait_until
+from .postgres_fixtures import PostgresServer, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PENDING = ("queued", "claimed", "sending")
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer(require_postgres()).start()
-    yield server
-    server.stop()
 
 
 class Fleet:
@@ -89,6 +84,14 @@ class Fleet:
                 "FROM mailrouter_outbox_outboxmessage"
             ))
 
+    def setting(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.dsn) as conn:
+            row = conn.execute(f"SHOW {name}").fetchone()
+        assert row is not None
+        return str(row[0])
+
     def sending_pids(self) -> list[int]:
         return [pid_of(row["claimed_by"]) for row in self.rows() if row["status"] == "sending"]
 
@@ -116,9 +119,12 @@ class Fleet:
 def fleet(postgres: PostgresServer, request: pytest.FixtureRequest) -> Iterator[Any]:
     fleets: list[Fleet] = []
 
-    def make(lease: float = 300, esp_latency: float = 0.0, **extra: Any) -> Fleet:
+    def make(
+        lease: float = 300, esp_latency: float = 0.0, *, durable: bool = False, **extra: Any
+    ) -> Fleet:
         name = f"outbox_{request.node.name.lower()[:40]}_{len(fleets)}"
-        made = Fleet(postgres, name, lease, esp_latency, **extra)
+        server = request.getfixturevalue("durable_postgres") if durable else postgres
+        made = Fleet(server, name, lease, esp_latency, **extra)
         fleets.append(made)
         return made
 
@@ -161,7 +167,8 @@ def test_several_workers_drain_thousands_of_rows_each_sent_once(fleet: Any) -> N
 def test_sigkilled_workers_lose_nothing_and_send_nothing_twice(fleet: Any) -> None:
     # A 50 ms ESP: a third of the rows keep a worker busy mid-send for a while,
     # so kills land before, during and after sends.
-    outbox: Fleet = fleet(lease=2.0, esp_latency=0.05)
+    outbox: Fleet = fleet(lease=2.0, esp_latency=0.05, durable=True)
+    assert (outbox.setting("fsync"), outbox.setting("synchronous_commit")) == ("on", "on")
     outbox.enqueue(400)
     rng = random.Random(1234)
     args = ("--batch", "5", "--poll-interval", "0.1")
@@ -210,7 +217,7 @@ def test_sigkilled_workers_lose_nothing_and_send_nothing_twice(fleet: Any) -> No
 
 def test_a_worker_killed_mid_send_leaves_its_row_uncertain_never_resent(fleet: Any) -> None:
     # The ESP takes a minute to answer: the worker is certainly mid-send.
-    outbox: Fleet = fleet(lease=1.0, esp_latency=60)
+    outbox: Fleet = fleet(lease=1.0, esp_latency=60, durable=True)
     outbox.enqueue(1)  # message 0 goes to the ESP
     first = outbox.start_worker("--poll-interval", "0.1")
     wait_until(lambda: bool(outbox.sending_pids()), 60, "the worker to start sending")
@@ -267,3 +274,90 @@ def test_a_real_celery_worker_delivers_and_a_duplicate_task_sends_nothing_twice(
     assert sum(counts.get("sent", 0) for counts in delivered) == 300
     stop(worker)
     assert_all_sent_once(outbox, 300)
+
+
+# -- Claims: paused workers, a lost database connection, at-least-once -------------------
+
+
+def start_paused_worker(outbox: Fleet) -> subprocess.Popen[bytes]:
+    """A worker that stops itself (SIGSTOP) just before its first request:
+    after its "sending" mark and Anymail's pre_send."""
+    env, outbox.env = outbox.env, {**outbox.env, "MAILROUTER_OUTBOX_PAUSE": "1"}
+    try:
+        worker = outbox.start_worker("--poll-interval", "0.1")
+    finally:
+        outbox.env = env
+    wait_until(lambda: process_state(worker.pid) == "T", 60, "the worker to stop itself")
+    return worker
+
+
+def process_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_worker_paused_past_its_lease_resumes_and_sends_nothing(fleet: Any) -> None:
+    outbox: Fleet = fleet(lease=1.0)
+    outbox.enqueue(1)  # message 0 goes to the ESP
+    first = start_paused_worker(outbox)
+    time.sleep(1.5)  # past its lease
+    second = outbox.start_worker("--poll-interval", "0.1")
+    wait_until(lambda: outbox.statuses() == {"uncertain": 1}, 60,
+               "the second worker to mark the row uncertain")
+    # The operator checked: the ESP has nothing. Queued again, the second worker sends it.
+    (row,) = outbox.rows()
+    outbox._run("-m", "django", "mailrouter", "outbox", "retry", "--uncertain", str(row["id"]),
+                "--no-input")
+    wait_until(lambda: outbox.statuses() == {"sent": 1}, 60, "the second worker to send it")
+    first.send_signal(signal.SIGCONT)
+    stop(second)
+    # The first worker resumes at its request: its claim check refuses it.
+    wait_until(lambda: process_state(first.pid) != "T", 10, "the first worker to resume")
+    time.sleep(1.0)
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err.decode(errors="replace")[-3000:]
+    assert "claim ended before the request" in err.decode(errors="replace")
+    assert outbox.received_ids() == {row["message_id"]: 1}
+    (row,) = outbox.rows()
+    assert (row["status"], row["delivery_count"], pid_of(row["claimed_by"])) == (
+        "sent", 2, second.pid
+    )
+
+
+def test_an_outcome_write_on_a_terminated_connection_lands_after_reconnecting(
+    fleet: Any,
+) -> None:
+    import psycopg
+
+    # The ESP takes 3 s: the worker's connection is idle, its request in flight.
+    outbox: Fleet = fleet(esp_latency=3.0)
+    outbox.enqueue(2)
+    worker = outbox.start_worker("--poll-interval", "0.1", "--batch", "1")
+    wait_until(lambda: outbox.statuses()["sending"] == 1, 60, "the worker to start sending")
+    time.sleep(0.5)  # its claim check (just before the request) is done
+    with psycopg.connect(outbox.dsn, autocommit=True) as conn:
+        killed = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    assert killed == [(True,)]
+    wait_until(lambda: outbox.statuses() == {"sent": 2}, 60, "both rows to be sent")
+    stop(worker)
+    assert_all_sent_once(outbox, 2)
+
+
+def test_at_least_once_retries_a_row_whose_worker_was_killed_before_its_request(
+    fleet: Any,
+) -> None:
+    outbox: Fleet = fleet(lease=1.0, delivery="at_least_once")
+    outbox.enqueue(1)
+    first = start_paused_worker(outbox)  # after its "sending" mark
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    second = outbox.start_worker("--poll-interval", "0.1")
+    wait_until(lambda: outbox.statuses() == {"sent": 1}, 60,
+               "the row to be retried after the lease (at-least-once)")
+    stop(second)
+    assert_all_sent_once(outbox, 1)
+    (row,) = outbox.rows()
+    assert (row["delivery_count"], pid_of(row["claimed_by"])) == (2, second.pid)

@@ -4,8 +4,8 @@ fault schedules and clock jumps:
 - every message still ends exactly once (tests/invariants.py);
 - a mailer the router records as skipped got no I/O: the attempts recorded as
   tried are exactly the attempts that reached the mailers;
-- health never makes a message fail untried: when every candidate is skipped
-  by health, they are tried anyway;
+- health never makes a message fail untried: when no candidate in rotation
+  can take it, those skipped by health are tried as the last resort;
 - fail-back: once the mailers are healthy and every cooldown is over, a
   message goes to its first candidate again.
 """
@@ -115,6 +115,8 @@ def test_breakers_never_break_exactly_once_and_fail_back(
         for message in sent:
             attempts = message.mailrouter_attempts  # type: ignore[attr-defined]
             if attempts and all(a.outcome is Outcome.SKIPPED for a in attempts):
+                # Those out of rotation were tried as the last resort: every
+                # candidate ended "down earlier in this batch".
                 assert all(str(a.error).startswith(BATCH_SKIP) for a in attempts), attempts
 
         # Healthy again, every cooldown over: traffic returns to the first candidate.

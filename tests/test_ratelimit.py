@@ -1,11 +1,13 @@
 """Router option ``rate_limits``: budgets per mailer, per process or shared
 through Redis; an exhausted budget skips to the next candidate (recorded, not
-a health failure) or waits up to ``max_wait``; never a lost message."""
+a health failure) or waits up to ``max_wait``; never a lost message. A limit
+of N per period admits at most N in any window of the period (up to N at
+once); tokens are taken per attempt, so a killed process strands none, and a
+refund goes only to the storage that lent the token."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -29,6 +31,8 @@ from mailrouter.testing.settings import router_settings
 from . import fakes
 from .conftest import examples, make_router
 from .health_fixtures import redis_caches
+from .invariants import worst_window
+from .messages import send_first_to_rest_pinned
 from .test_command import run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,21 +94,29 @@ def test_bad_rate_limit_settings_fail_at_startup(value: dict[str, Any], expected
 # -- the strategy, per process -------------------------------------------------------------
 
 
-def test_gcra_grants_a_batch_in_part_then_says_when_the_next_token_comes() -> None:
+def test_a_window_grants_in_part_then_says_when_the_next_token_comes() -> None:
     storage = MemoryStorage()
     limit = RateLimit(10, 3600.0, "10/h")
     first = storage.reserve("x", limit, 7)
     assert (first.granted, first.retry_after, first.used) == (7, 0.0, 7)
     second = storage.reserve("x", limit, 7)
     assert second.granted == 3 and second.used == 10
-    assert 359 < second.retry_after <= 360  # one token per 360 s
+    # The first tokens leave the window one period (plus at most one slice) later.
+    assert 3600 < second.retry_after <= 3600 * (1 + 1 / ratelimit.BUCKETS)
     assert storage.reserve("x", limit, 1).granted == 0
-    # Unused tokens given back can be reserved again.
-    assert storage.reserve("x", limit, 2, refund=2).granted == 2
+    # A token given back to its slice can be reserved again.
+    again = storage.reserve("x", limit, 1, refund=1, refund_at=second.bucket)
+    assert again.granted == 1
+
+
+def test_a_slice_is_rounded_up_so_the_window_never_spans_less_than_the_period() -> None:
+    limit = parse_rate("3/7s")
+    assert limit is not None and limit.bucket_us * ratelimit.BUCKETS >= 7_000_000
 
 
 def test_exhausted_budget_overflows_to_the_next_candidate_without_health_damage() -> None:
-    with router_settings(MAILERS, options(rate_limits={"a": "3/h"}, max_wait=0)):
+    with router_settings(MAILERS, options(rate_limits={"a": "3/h"},
+                                          max_wait=0)):
         batch = [msg(f"m{i}") for i in range(5)]
         assert make_router().send_messages(batch) == 5
         later = msg("later")
@@ -139,7 +151,8 @@ def test_out_of_budget_everywhere_fails_the_message_with_its_attempts_never_sile
 
 def test_max_wait_waits_for_budget_instead_of_failing() -> None:
     # 40 tokens at once, then one every 25 ms: the last 5 messages wait.
-    with router_settings(MAILERS, options(rate_limits={"a": "40/s", "b": "1/h"}, max_wait=5)):
+    limits = {"a": "40/s", "b": "1/h"}
+    with router_settings(MAILERS, options(rate_limits=limits, max_wait=5)):
         batch = [msg(f"m{i}") for i in range(46)]
         assert make_router().send_messages(batch) == 46
     assert [m.sent_using for m in batch].count("a") == 45  # type: ignore[attr-defined]
@@ -155,35 +168,40 @@ def test_concurrent_workers_share_the_budget() -> None:
     assert [m.sent_using for m in batch].count("a") == 25  # type: ignore[attr-defined]
 
 
-def test_unused_budget_is_given_back_and_status_shows_use() -> None:
+def test_a_batch_takes_budget_only_for_messages_that_reach_the_mailer() -> None:
+    """One message through "a", nine pinned to "b": while the nine are sent,
+    "a" has lent one token, not ten (other processes may use the rest)."""
+    use_seen: list[int] = []
+
+    def sampled(message: EmailMessage, **kwargs: Any) -> None:
+        limit = make_router().config.rate_limits["a"]
+        use_seen.append(ratelimit.current_use("a", limit, storage_for(None)))
+
     with router_settings(MAILERS, options(rate_limits={"a": "100/h"})):
         batch = [msg(f"m{i}") for i in range(10)]
-        for message in batch[5:]:
-            message.mailers = ["b"]  # type: ignore[attr-defined]
-        make_router().send_messages(batch)
-        # The batch reserved 10 for "a", used 5 and returned the rest.
-        limit = make_router().config.rate_limits["a"]
-        assert ratelimit.current_use("a", limit, storage_for(None)) == 5
+        send_first_to_rest_pinned(make_router(), batch, "b", sampled)
+        assert use_seen == [1] * 10
         code, out = run("status")
-        assert code == 0 and "5/100 used (100/h)" in out
+        assert code == 0 and "1/100 used (100/h)" in out
         code, out = run("status", "--json")
         row = next(r for r in json.loads(out)["mailers"] if r["alias"] == "a")
-        assert (row["rate_used"], row["rate_limit"]) == (5, "100/h")
+        assert (row["rate_used"], row["rate_limit"]) == (1, "100/h")
 
 
 # -- shared through Redis -------------------------------------------------------------------
 
 
-def test_redis_budget_is_shared_by_routers_and_costs_one_command_per_reservation(
+def test_redis_budget_is_shared_by_routers_and_costs_one_command_per_attempt(
     redis: RedisServer,
 ) -> None:
     import redis as redis_py
 
     client = redis_py.Redis.from_url(redis.url)
-    opts = options(rate_limits={"a": "30/h"}, max_wait=0, health={"cache": "health"})
+    limits = {"a": "30/h"}
+    opts = options(rate_limits=limits, max_wait=0, health={"cache": "health"})
     with override_settings(CACHES=redis_caches(redis)), router_settings(MAILERS, opts):
         assert isinstance(storage_for("health"), ratelimit.FallbackStorage)
-        client.script_load(ratelimit.GCRA_SCRIPT)  # as after the first use
+        client.script_load(ratelimit.WINDOW_SCRIPT)  # as after the first use
         client.config_resetstat()
         first = [msg(f"x{i}") for i in range(20)]
         make_router().send_messages(first)
@@ -193,11 +211,14 @@ def test_redis_budget_is_shared_by_routers_and_costs_one_command_per_reservation
         # Another router instance (as in another process) sees the budget left.
         second = [msg(f"y{i}") for i in range(20)]
         make_router().send_messages(second)
-    assert evals == 1  # one reservation for the whole batch, nothing to give back
+    assert evals == 20  # one token per attempt, taken right before it; none given back
     sent_a = [m.sent_using for m in first + second].count("a")  # type: ignore[attr-defined]
     assert sent_a == 30
     assert [m.sent_using for m in second].count("b") == 10  # type: ignore[attr-defined]
-    assert any(key.startswith(b":1:mailrouter:rate:") for key in client.keys("*"))
+    # Once "a" is found empty, the overflowing messages cost no round trip.
+    assert sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0)
+               for name in ("evalsha", "eval")) == 20  # fmt: skip
+    assert any(key.startswith(b":1:mailrouter:ratewin:") for key in client.keys("*"))
 
 
 def test_redis_storage_is_atomic_across_processes(redis: RedisServer, tmp_path: Path) -> None:
@@ -206,7 +227,8 @@ def test_redis_storage_is_atomic_across_processes(redis: RedisServer, tmp_path: 
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     start = tmp_path / "start"
-    config = {"redis": redis.url, "rate_limits": {"primary": "40/h"}, "messages": 30,
+    config = {"redis": redis.url, "rate_limits": {"primary": "40/h"},
+              "messages": 30,
               "batch": 3, "concurrency": 2, "start": str(start)}  # fmt: skip
     processes = [
         subprocess.Popen([sys.executable, "-m", "tests.ratelimit_worker", json.dumps(config)],
@@ -226,7 +248,8 @@ def test_redis_storage_is_atomic_across_processes(redis: RedisServer, tmp_path: 
 def test_redis_down_limits_per_process_and_keeps_sending(
     redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    opts = options(rate_limits={"a": "4/h"}, max_wait=0, health={"cache": "health"})
+    opts = options(rate_limits={"a": "4/h"}, max_wait=0,
+                   health={"cache": "health"})
     with override_settings(CACHES=redis_caches(redis)), router_settings(MAILERS, opts):
         redis.stop()
         batch = [msg(f"m{i}") for i in range(6)]
@@ -244,7 +267,8 @@ def test_redis_script_and_memory_strategy_agree(redis: RedisServer) -> None:
             a = shared.reserve("k", limit, wanted, refund)
             b = local.reserve("k", limit, wanted, refund)
             assert (a.granted, a.used) == (b.granted, b.used)
-            assert abs(a.retry_after - b.retry_after) < 1.0
+            # Slices start at different moments on the two clocks.
+            assert abs(a.retry_after - b.retry_after) <= limit.bucket_us / 1_000_000
 
 
 def test_system_check_warns_when_budgets_are_per_process(redis: RedisServer) -> None:
@@ -266,34 +290,38 @@ def test_system_check_warns_when_budgets_are_per_process(redis: RedisServer) -> 
 @given(
     count=st.integers(1, 20),
     period=st.sampled_from([1.0, 60.0, 3600.0]),
-    steps=st.lists(
-        st.tuples(st.integers(0, 25), st.floats(0, 2), st.booleans()), min_size=1, max_size=40
-    ),
-)
-def test_gcra_never_grants_more_than_the_burst_plus_the_refill(
+    steps=st.lists(st.tuples(st.integers(0, 25), st.floats(0, 0.6), st.booleans()),
+                   min_size=1, max_size=40),
+)  # fmt: skip
+def test_the_window_admits_at_most_n_in_any_window_of_the_period(
     count: int, period: float, steps: list[tuple[int, float, bool]]
 ) -> None:
-    """Whatever is asked when, the tokens granted (minus those given back)
-    by any moment never exceed ``count`` plus one token per interval since
-    the start; and a refill is never refused."""
+    """Whatever is asked when (and given back): in any window of one period
+    at most ``count`` tokens are kept; a window that held nothing for a whole
+    period grants in full, up to ``count`` at once; and when fewer are
+    granted than wanted, the next token comes at ``retry_after``, not later."""
     limit = RateLimit(count, period, f"{count}/{period:g}s")
-    now = tat = 1000.0
-    start = now
-    granted_total = 0
+    span = round(period * 1_000_000)
+    now = 10**12
+    counts: dict[int, int] = {}
+    kept: list[int] = []
     for wanted, advance, give_back in steps:
-        now += advance * limit.interval
-        refund = min(granted_total, 1) if give_back else 0
-        before = tat
-        tat, reservation = ratelimit._gcra(tat, now, limit, wanted, refund)
-        granted_total += reservation.granted - refund
+        now += round(advance * span)
+        quiet = all(moment <= now - span - limit.bucket_us for moment in kept)
+        reservation = ratelimit._window(counts, now, limit, wanted, 0, 0)
+        kept += [now] * reservation.granted
         assert 0 <= reservation.granted <= wanted
-        assert granted_total <= count + math.floor((now - start) / limit.interval + 1e-6)
         assert 0 <= reservation.used <= count
-        if reservation.granted < wanted:
-            assert 0 < reservation.retry_after <= limit.interval + 1e-9
-        # A bucket that has fully refilled grants in full.
-        if before <= now - limit.period:
+        if quiet:
             assert reservation.granted == min(wanted, count)
+        if reservation.granted < wanted:
+            later = now + round(reservation.retry_after * 1_000_000)
+            assert ratelimit._window(dict(counts), later - 1, limit, 1, 0, 0).granted == 0
+            assert ratelimit._window(dict(counts), later, limit, 1, 0, 0).granted == 1
+        if give_back and reservation.granted:
+            ratelimit._window(counts, now, limit, 0, 1, reservation.bucket)
+            kept.pop()
+        assert worst_window(kept, span) <= count
 
 
 def test_a_rate_limit_on_a_router_alias_fails_at_startup() -> None:

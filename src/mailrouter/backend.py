@@ -200,12 +200,9 @@ class RouterBackend(BaseEmailBackend):
         sent = 0
         with self._lock:
             batch = BatchState()
-            limiter = self._dispatcher.limiter
             self._matcher_failures = set()
             try:
                 self._dispatcher.health.begin_batch(self._runtime.leaf_aliases)
-                if limiter is not None:
-                    limiter.begin_batch(len(messages))
                 outcomes = None
                 if self._workers is not None and self._workers.can_send(messages):
                     outcomes = self._workers.send(messages, batch)
@@ -222,8 +219,6 @@ class RouterBackend(BaseEmailBackend):
                 for message, headers in self._caller_headers.values():
                     restore_caller_headers(message, headers)
                 self._caller_headers.clear()
-                if limiter is not None:
-                    limiter.end_batch()
                 self._dispatcher.health.end_batch()
                 if not self._held_open:
                     self._pool.close_all()

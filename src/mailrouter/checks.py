@@ -22,14 +22,16 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core import checks
 from django.core.cache import caches
 
+from .compat import uses_mailers_setting
 from .config import (
     MailerTable,
     RouterConfig,
-    backend_class,
+    backend_import,
     load_mailer_table,
     parse_router_options,
     router_label,
@@ -37,7 +39,8 @@ from .config import (
 )
 from .errors import ConfigurationError
 from .health.store import cache_kind
-from .leaves import build_leaves, retries_on_its_own
+from .leaves import ROUTER_DECIDES, build_leaves, retries_on_its_own, route_leaves
+from .outbox import NOT_INSTALLED
 from .ratelimit import redis_client
 from .runtime import build_redactor
 
@@ -46,6 +49,9 @@ W_NONATOMIC = "mailrouter.W102"
 W_EMBEDDED = "mailrouter.W103"
 W_NO_SOCKET_TIMEOUT = "mailrouter.W104"
 W_RATE_PER_PROCESS = "mailrouter.W105"
+E_OUTBOX_NOT_INSTALLED = "mailrouter.E111"
+OUTBOX_BACKEND = "mailrouter.outbox.OutboxBackend"
+W_LEAF_FAIL_SILENTLY = "mailrouter.W003"
 
 
 @checks.register("mailrouter", checks.Tags.compatibility)
@@ -55,14 +61,19 @@ def check_mailrouter(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
         table = load_mailer_table()
     except ConfigurationError as error:
         return [checks.Error(problem, id="mailrouter.E001") for problem in error.problems]
+    unimportable = set()
     for alias, spec in table.entries.items():
-        if backend_class(spec) is None:
+        problem = backend_import(spec)[1]
+        if problem is not None:
+            unimportable.add(alias)
             messages.append(
                 checks.Error(
-                    f"{table.label(alias)}: BACKEND {spec.backend!r} cannot be imported",
+                    f"{table.label(alias)}: BACKEND {spec.backend!r} cannot be imported: "
+                    f"{problem}",
                     id="mailrouter.E002",
                 )
             )
+    routed: set[str] = set()
     for router_alias, options in router_options(table):
         label = router_label(router_alias, table)
         if not isinstance(options, Mapping):
@@ -82,12 +93,55 @@ def check_mailrouter(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
                     id="mailrouter.W001",
                 )
             )
+        routed.update(alias for alias, _ in route_leaves(config, table))
         redact = build_redactor(table)
-        leaves, problems = build_leaves(config, table, redact)
+        # A leaf whose BACKEND does not import is E002's (one mistake, one error).
+        leaves, problems = build_leaves(config, table, redact, skip=unimportable)
         messages.extend(checks.Error(problem, id="mailrouter.E003") for problem in problems)
         if not problems:
             messages.extend(_self_retrying_leaves(leaves, table))
+    messages.extend(_quiet_leaves(routed, table))
     return messages
+
+
+@checks.register("mailrouter", checks.Tags.compatibility)
+def check_outbox_installed(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """An OutboxBackend without its app has no table to store messages in."""
+    if apps.is_installed("mailrouter.outbox"):
+        return []
+    try:
+        table = load_mailer_table()
+    except ConfigurationError:
+        return []  # mailrouter.E001 reports it
+    places = [
+        table.label(alias) for alias, spec in table.entries.items()
+        if spec.backend == OUTBOX_BACKEND or alias in table.outboxes
+    ]
+    if not uses_mailers_setting() and getattr(settings, "EMAIL_BACKEND", "") == OUTBOX_BACKEND:
+        places.append("EMAIL_BACKEND")
+    return [
+        checks.Error(
+            f"{place}: {NOT_INSTALLED}",
+            hint='Add "mailrouter.outbox" to INSTALLED_APPS, then run manage.py migrate.',
+            id=E_OUTBOX_NOT_INSTALLED,
+        )
+        for place in places
+    ]
+
+
+def _quiet_leaves(routed: set[str], table: MailerTable) -> Iterator[checks.CheckMessage]:
+    """Routed leaves whose OPTIONS set fail_silently, once each (the router
+    takes the option out: see ``leaves.ROUTER_DECIDES``)."""
+    for alias, spec in table.entries.items():
+        if alias in routed and ROUTER_DECIDES in spec.options:
+            yield checks.Warning(
+                f"{table.label(alias)}: OPTIONS {ROUTER_DECIDES!r} is ignored: the router "
+                "must see every error of this mailer to fail over, and the router's own "
+                "fail_silently decides what reaches the caller",
+                hint=f"Remove {ROUTER_DECIDES!r} from this mailer's OPTIONS; pass "
+                "fail_silently to send_mail() / send() (or the router) instead.",
+                id=W_LEAF_FAIL_SILENTLY,
+            )
 
 
 def _self_retrying_leaves(
@@ -114,7 +168,6 @@ def _valid_routers() -> Iterator[tuple[str | None, RouterConfig, MailerTable]]:
         except (ConfigurationError, TypeError, AttributeError):
             continue
         yield alias, config, table
-
 
 
 @checks.register("mailrouter", checks.Tags.caches)

@@ -108,3 +108,36 @@ def mailer_from_mailers_setting(alias: str) -> BaseEmailBackend:
 
     backend: BaseEmailBackend = mailers[alias]
     return backend
+
+
+#: Django 6.0+ builds messages with the modern email API (parsed headers).
+MODERN_EMAIL_API = django.VERSION >= (6, 0)
+#: Address headers a mailer reads (Bcc is not in the built message).
+_ADDRESS_HEADERS = ("From", "To", "Cc", "Reply-To")
+#: Django sends to local mailboxes ("webmaster"): not a defect for it (#15042).
+_ALLOWED_DEFECTS = frozenset({"addr-spec local part with no domain"})
+
+
+def check_addresses(message: EmailMessage, built: Any) -> None:
+    """Raise ``ValueError`` for an address Django's SMTP backend refuses at
+    send time, before any I/O; ``built`` is ``message.message()``.
+
+    Django 6.0+ parsed each address header once while building the message
+    and recorded its defects: they are read. Older Django built plain-text
+    headers: its SMTP backend's own ``sanitize_address`` judges each address.
+    """
+    if MODERN_EMAIL_API:
+        for name in _ADDRESS_HEADERS:
+            header = built.get(name)
+            defects = {str(defect) for defect in getattr(header, "defects", ())}
+            defects -= _ALLOWED_DEFECTS
+            if defects:
+                raise ValueError(
+                    f"Invalid address in {name} {str(header)!r}: {'; '.join(sorted(defects))}"
+                )
+        return
+    from django.core.mail.message import sanitize_address
+
+    encoding = message.encoding or settings.DEFAULT_CHARSET
+    for address in (message.from_email, *message.recipients()):
+        sanitize_address(address, encoding)

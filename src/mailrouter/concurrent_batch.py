@@ -7,6 +7,12 @@ calling thread, so receivers that use the database or thread-locals behave
 as with serial sending), and the return value and aggregated error are the
 same. Only the attempts themselves (the I/O) run in the workers.
 
+``attempt_failed`` receivers run on the calling thread once the message's
+failover has ended, in attempt order; each sees the message exactly as that
+failed attempt left it (as in serial mode): the worker takes a snapshot at
+the failure, the caller puts it on the message for the receivers, then puts
+the final state back.
+
 - Each worker has its own leaf backends and connections (``MailerPool``):
   Django's and Anymail's backends are not safe to share between threads.
 - Health (the router's ``HealthView``) is shared behind a lock; rate limits
@@ -98,24 +104,30 @@ class Job:
     inline: bool = False
 
 
+#: A failed attempt and the message as that attempt left it.
+FailedAttempt = tuple[Attempt, MessageSnapshot]
+
+
 @dataclass(slots=True)
 class _Done:
     result: DeliveryResult | None
     #: Failed attempts in the order they happened, reported by the caller's thread.
-    failed: list[Attempt]
+    failed: list[FailedAttempt]
     error: BaseException | None = None
 
 
 class AttemptLog:
-    """A worker dispatcher's ``on_attempt_failed``: collects instead of reporting."""
+    """A worker dispatcher's ``on_attempt_failed``: collects instead of
+    reporting, with what the receivers must see (the failover goes on and
+    the next mailer's answer replaces this one's on the message)."""
 
     def __init__(self) -> None:
-        self.failed: list[Attempt] = []
+        self.failed: list[FailedAttempt] = []
 
     def __call__(self, message: EmailMessage, attempt: Attempt) -> None:
-        self.failed.append(attempt)
+        self.failed.append((attempt, MessageSnapshot(message)))
 
-    def take(self) -> list[Attempt]:
+    def take(self) -> list[FailedAttempt]:
         failed, self.failed = self.failed, []
         return failed
 
@@ -125,7 +137,7 @@ def run_batch(
     workers: Sequence[tuple[Dispatcher, AttemptLog]],
     deliver_inline: Callable[[EmailMessage, tuple[Candidate, ...], BatchState], DeliveryResult],
     batch: BatchState,
-    finish: Callable[[int, DeliveryResult, list[Attempt]], None],
+    finish: Callable[[int, DeliveryResult, list[FailedAttempt]], None],
 ) -> None:
     """Deliver ``jobs`` over ``workers``; call ``finish(index, result, failed
     attempts)`` in the caller's thread, in job order. A None job is skipped
@@ -248,14 +260,15 @@ class ConcurrentSender:
                 # needs the caller's routing path (a context variable).
                 jobs.append(Job(message, candidates, selection, may_reach_a_router(candidates)))
 
-        def finish(index: int, result: DeliveryResult, failed: list[Attempt]) -> None:
+        def finish(index: int, result: DeliveryResult, failed: list[FailedAttempt]) -> None:
             message = messages[index]
             if failed:
                 # As in a serial batch, whatever receivers do to the message is undone.
-                snapshot = MessageSnapshot(message)
-                for attempt in failed:
+                final = MessageSnapshot(message)
+                for attempt, seen in failed:
+                    seen.restore(message)
                     router._attempt_failed(message, attempt)
-                snapshot.restore(message)
+                final.restore(message)
             job = jobs[index]
             assert job is not None
             outcomes[index] = router._finish(message, job.selection, result)

@@ -7,6 +7,7 @@ Nothing in this module does network I/O.
 
 from __future__ import annotations
 
+import difflib
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from .classify import Classifier, default_classifier
-from .compat import is_overridden, mailers_setting, uses_mailers_setting
+from .compat import HAS_MAILERS, is_overridden, mailers_setting, uses_mailers_setting
 from .errors import ConfigurationError
 from .health.settings import HealthSettings, parse_health
 from .matching import MatcherError, When, compile_when
@@ -36,6 +37,10 @@ DEFAULT_SMTP_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 #: (``RouterBackend`` and its subclasses): lets configuration code tell routers
 #: from leaves without importing the backend, which depends on it.
 ROUTER_MARKER = "is_mailrouter"
+#: Set to True on ``mailrouter.outbox.OutboxBackend``: an outbox stores what it
+#: is given, so a router must never hand it a message (each delivery would
+#: store the message again instead of sending it).
+OUTBOX_MARKER = "is_mailrouter_outbox"
 
 
 class Delivery(enum.StrEnum):
@@ -90,6 +95,14 @@ class MailerTable:
         """The aliases whose backend is a router (see ``ROUTER_MARKER``)."""
         return frozenset(alias for alias, spec in self.entries.items() if is_router_spec(spec))
 
+    @cached_property
+    def outboxes(self) -> frozenset[str]:
+        """The aliases whose backend is an outbox (see ``OUTBOX_MARKER``)."""
+        return frozenset(
+            alias for alias, spec in self.entries.items()
+            if getattr(backend_class(spec), OUTBOX_MARKER, False) is True
+        )
+
 
 @dataclass(frozen=True)
 class RouterConfig:
@@ -122,6 +135,9 @@ def load_mailer_table() -> MailerTable:
     if uses_mailers_setting():
         raw, source = mailers_setting(), "MAILERS"
     else:
+        if getattr(settings, "MAILROUTER", None) is None and legacy_router_in_use():
+            # Reported as what it is, not as the empty OPTIONS it leads to.
+            raise ConfigurationError([MISSING_MAILROUTER])
         raw, source = legacy_settings().get("MAILERS", {}), "MAILROUTER['MAILERS']"
     if not isinstance(raw, Mapping):
         raise ConfigurationError([f"{source} must be a dict of alias → {{BACKEND, OPTIONS}}"])
@@ -138,6 +154,14 @@ def load_mailer_table() -> MailerTable:
 
 #: "OUTBOX" holds the options of an EMAIL_BACKEND outbox (mailrouter.outbox).
 LEGACY_KEYS = ("MAILERS", "OPTIONS", "OUTBOX")
+OUTBOX_BACKEND = "mailrouter.outbox.OutboxBackend"
+MISSING_MAILROUTER = (
+    "the MAILROUTER setting is missing: EMAIL_BACKEND is the router, which takes its "
+    "mailers and routes from MAILROUTER = {'MAILERS': {'smtp': {'BACKEND': "
+    "'django.core.mail.backends.smtp.EmailBackend', 'OPTIONS': {'host': ...}}}, "
+    "'OPTIONS': {'routes': [{'mailers': ['smtp']}]}}"
+    + (" (on Django 6.1 and later, or configure the router in MAILERS)" if HAS_MAILERS else "")
+)
 
 
 def legacy_settings() -> Mapping[str, Any]:
@@ -162,21 +186,29 @@ def router_options(table: MailerTable) -> Iterator[tuple[str | None, Any]]:
     for alias, spec in table.entries.items():
         if is_router_spec(spec):
             yield alias, spec.options
-    if uses_mailers_setting() or not is_overridden("EMAIL_BACKEND"):
+    if not legacy_router_in_use():
         return
-    if settings.EMAIL_BACKEND == "mailrouter.outbox.OutboxBackend":
+    if settings.EMAIL_BACKEND == OUTBOX_BACKEND:
         # The outbox's workers send through MAILROUTER['OPTIONS']'s router
         # unless MAILROUTER['OUTBOX'] names another.
         outbox = legacy_settings().get("OUTBOX") or {}
-        if not (isinstance(outbox, Mapping) and outbox.get("mailer")):
-            yield None, legacy_settings().get("OPTIONS", {})
-        return
+        if isinstance(outbox, Mapping) and outbox.get("mailer"):
+            return
+    yield None, legacy_settings().get("OPTIONS", {})
+
+
+def legacy_router_in_use() -> bool:
+    """Whether ``EMAIL_BACKEND`` is the router, or the outbox in front of it
+    (the Django 5.2/6.0 style, configured by ``MAILROUTER``)."""
+    if uses_mailers_setting() or not is_overridden("EMAIL_BACKEND"):
+        return False
+    backend = settings.EMAIL_BACKEND
+    if backend == OUTBOX_BACKEND:
+        return True
     try:
-        cls = import_string(settings.EMAIL_BACKEND)
+        return is_router_class(import_string(backend))
     except ImportError:
-        return
-    if is_router_class(cls):
-        yield None, legacy_settings().get("OPTIONS", {})
+        return False
 
 
 def router_label(alias: str | None, table: MailerTable) -> str:
@@ -186,11 +218,30 @@ def router_label(alias: str | None, table: MailerTable) -> str:
 
 
 def backend_class(spec: MailerSpec) -> type | None:
+    return backend_import(spec)[0]
+
+
+def backend_import(spec: MailerSpec) -> tuple[type | None, str | None]:
+    """(the BACKEND class, None), or (None, why it cannot be used)."""
     try:
         cls = import_string(spec.backend)
-    except ImportError:
+    except ImportError as error:
+        return None, f"{type(error).__name__}: {error}"
+    if not isinstance(cls, type):
+        return None, f"it is a {type(cls).__name__}, not a backend class"
+    return cls, None
+
+
+def did_you_mean(key: Any, known: tuple[str, ...]) -> str | None:
+    """The known key a misspelt ``key`` most likely meant, if any."""
+    if not isinstance(key, str):
         return None
-    return cls if isinstance(cls, type) else None
+    matches = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    return matches[0] if matches else None
+
+
+def _suggestion(guess: str | None) -> str:
+    return f" (did you mean {guess!r}?)" if guess else ""
 
 
 def is_router_class(cls: object) -> bool:
@@ -209,13 +260,17 @@ def parse_router_options(
     label = router_label(alias, table)
     problems: list[str] = []
     unknown = [key for key in options if key not in ROUTER_OPTION_KEYS]
+    guesses = {key: did_you_mean(key, ROUTER_OPTION_KEYS) for key in unknown}
     if unknown:
-        names = ", ".join(repr(key) for key in unknown)
+        names = ", ".join(f"{key!r}{_suggestion(guesses[key])}" for key in unknown)
         problems.append(
             f"{label}: Unknown options {names} "
             f"(router options are: {', '.join(ROUTER_OPTION_KEYS)})."
         )
-    routes = _parse_routes(options.get("routes"), label, table, problems)
+    routes: list[Route] = []
+    # A misspelt 'routes' is one mistake: reported as the unknown key only.
+    if "routes" in options or "routes" not in guesses.values():
+        routes = _parse_routes(options.get("routes"), label, table, problems)
     delivery = _parse_delivery(
         options.get("delivery", Delivery.AT_MOST_ONCE.value), label, problems
     )
@@ -293,10 +348,14 @@ def _parse_routes(raw: Any, label: str, table: MailerTable, problems: list[str])
         if name in seen_names:
             problems.append(f"{where}: duplicate route name {name!r}")
         seen_names.add(name)
+        guesses = set()
         for key in entry:
             if key not in ROUTE_KEYS:
+                guess = did_you_mean(key, ROUTE_KEYS)
+                guesses.add(guess)
                 problems.append(
-                    f"{where}: unknown route key {key!r} (expected: {', '.join(ROUTE_KEYS)})"
+                    f"{where}: unknown route key {key!r}{_suggestion(guess)} "
+                    f"(expected: {', '.join(ROUTE_KEYS)})"
                 )
         when = None
         if "when" in entry:
@@ -307,6 +366,8 @@ def _parse_routes(raw: Any, label: str, table: MailerTable, problems: list[str])
                 # Reported once, as what it is: not also as a catch-all route.
                 invalid_when.add(index)
         mailers = parse_alias_list(entry.get("mailers"))
+        if mailers is None and "mailers" not in entry and "mailers" in guesses:
+            continue  # a misspelt 'mailers': reported once, as the unknown key
         if mailers is None:
             problems.append(
                 f"{where}: 'mailers' must be a non-empty list of mailer aliases, "
@@ -318,6 +379,8 @@ def _parse_routes(raw: Any, label: str, table: MailerTable, problems: list[str])
                 problems.append(
                     f"{where}: 'mailers' names {alias!r}, which is not in {table.source}"
                 )
+            elif alias in table.outboxes:
+                problems.append(f"{where}: 'mailers' names {alias!r}, {OUTBOX_CANDIDATE}")
         if len(set(mailers)) != len(mailers):
             problems.append(f"{where}: 'mailers' lists an alias twice: {list(mailers)!r}")
         strategy = parse_strategy(entry, mailers, where, problems)
@@ -330,6 +393,14 @@ def _parse_routes(raw: Any, label: str, table: MailerTable, problems: list[str])
                 "so the routes after it can never match; put the catch-all route last"
             )
     return routes
+
+
+#: Why an outbox cannot be a router's candidate (a route's or a pin's).
+OUTBOX_CANDIDATE = (
+    "which is an outbox (mailrouter.outbox.OutboxBackend): each delivery would store the "
+    "message again instead of sending it; name the mailers (or the router) the outbox "
+    "delivers through"
+)
 
 
 def parse_alias_list(value: Any) -> tuple[str, ...] | None:

@@ -4,6 +4,17 @@ For each candidate: skip it if it already failed at connection level in this
 batch, otherwise make one attempt, classify any failure by exception and
 stage, undo the attempt's changes to the message, and let the outcome decide
 whether the next candidate may be tried.
+
+The last-resort rule, one for drains, open breakers and status pages alike:
+a candidate *out of rotation* (drained, circuit open or being probed by
+another process, status page down) is skipped while candidates *in rotation*
+are tried. It is tried — after them, in route order, its attempt marked
+``last_resort`` with the reason — only when no candidate in rotation can
+still take the message: each one really failed (not sent, incompatible,
+down earlier in this batch) or there was none. A candidate in rotation that
+is only out of rate budget can still take it (the message waits for budget,
+up to ``max_wait``), so then no out-of-rotation mailer is tried. A rejected
+or uncertain outcome ends the message as always.
 """
 
 from __future__ import annotations
@@ -18,12 +29,13 @@ from typing import Any, Protocol
 from django.core.mail import EmailMessage
 from django.core.mail.utils import DNS_NAME
 
-from . import leafkinds
-from .config import Delivery, RouterConfig
+from . import leafkinds, send_guard
+from .config import Delivery, RouterConfig, is_router_class
+from .errors import SendAborted
 from .leafkinds import MAY_HAVE_LEFT, LeafKind, Stage, Watch, error_chain
 from .outcomes import Attempt, MessageStatus, Outcome, status_from_attempts
 from .pool import MailerPool
-from .ratelimit import RATE_LIMITED, RateLimiter
+from .ratelimit import RATE_LIMITED, RateLimiter, Token
 from .report import describe_error
 from .routing import Candidate
 from .snapshot import MessageSnapshot
@@ -39,8 +51,8 @@ class BatchState:
     #: Mailers that failed to connect or timed out: not tried again this batch,
     #: so a dead or hanging mailer costs one failure per batch, not one per message.
     down: dict[Any, str] = field(default_factory=dict)
-    #: Whether "health skipped every candidate; trying anyway" was logged.
-    health_overridden: bool = False
+    #: Whether "trying out-of-rotation mailers as the last resort" was logged.
+    last_resort_logged: bool = False
 
 
 class HealthView(Protocol):
@@ -250,77 +262,105 @@ class Dispatcher:
         batch: BatchState,
         snapshot: MessageSnapshot,
     ) -> DeliveryResult:
-        result = self._try_in_order(message, candidates, batch, snapshot, use_health=True)
-        if result is None:
-            # Health said skip every candidate. Health data can be wrong, and
-            # refusing to send is worse: try them all in order, ignoring it.
-            if not batch.health_overridden:
-                batch.health_overridden = True
-                logger.warning(
-                    "every candidate (%s) is out of rotation (circuit open or "
-                    "drained); trying them in order anyway",
-                    ", ".join(c.alias for c in candidates),
-                    extra={"mailrouter_alias": None, "mailrouter_outcome": "skipped"},
-                )
-            result = self._try_in_order(message, candidates, batch, snapshot, use_health=False)
-            assert result is not None
-        return result
+        """Candidates in rotation first; those out of rotation only as the
+        last resort (see the module docstring). Health is asked one candidate
+        at a time, when reached, so a half-open breaker's probe lease is only
+        taken for a mailer actually tried."""
+        attempts: list[Attempt] = []
+        out_of_rotation: list[tuple[Candidate, Attempt]] = []
+        lacked_budget = False
+        for candidate in candidates:
+            skip = self.health.skip_reason(candidate.alias) if candidate.tracked else None
+            if skip is not None:
+                skipped = Attempt(candidate.alias, Outcome.SKIPPED, skip)
+                out_of_rotation.append((candidate, skipped))
+                attempts.append(skipped)
+                continue
+            attempt = self._try(message, candidate, batch, snapshot)
+            attempts.append(attempt)
+            if attempt.outcome is Outcome.SKIPPED:
+                lacked_budget = lacked_budget or (attempt.error or "").startswith(RATE_LIMITED)
+            elif self._ends_message(attempt):
+                return self._result(attempts)
+        if not out_of_rotation or lacked_budget:
+            return self._result(attempts)
+        self._log_last_resort(candidates, batch)
+        for candidate, skipped in out_of_rotation:
+            # One record per mailer: the attempt replaces its skip, and says why
+            # the mailer was out of rotation.
+            attempts.remove(skipped)
+            attempt = self._try(message, candidate, batch, snapshot, last_resort=skipped.error)
+            attempts.append(attempt)
+            if attempt.outcome is not Outcome.SKIPPED and self._ends_message(attempt):
+                break
+        return self._result(attempts)
 
-    def _try_in_order(
+    def _ends_message(self, attempt: Attempt) -> bool:
+        """Whether no further candidate may be tried after ``attempt``."""
+        if attempt.outcome is Outcome.UNCERTAIN:
+            return self._config.delivery is not Delivery.AT_LEAST_ONCE
+        return attempt.outcome in (Outcome.ACCEPTED, Outcome.REJECTED)
+
+    @staticmethod
+    def _result(attempts: list[Attempt]) -> DeliveryResult:
+        last = attempts[-1] if attempts else None
+        if last is not None and last.outcome is Outcome.ACCEPTED:
+            return DeliveryResult(MessageStatus.SENT, last.alias, attempts)
+        return DeliveryResult(status_from_attempts(attempts), None, attempts)
+
+    @staticmethod
+    def _log_last_resort(candidates: tuple[Candidate, ...], batch: BatchState) -> None:
+        if batch.last_resort_logged:
+            return
+        batch.last_resort_logged = True
+        logger.warning(
+            "no mailer in rotation could take a message (candidates %s); trying the "
+            "ones out of rotation (circuit open, drained, status page down) as the "
+            "last resort",
+            ", ".join(c.alias for c in candidates),
+            extra={"mailrouter_alias": None, "mailrouter_outcome": "skipped"},
+        )
+
+    def _try(
         self,
         message: EmailMessage,
-        candidates: tuple[Candidate, ...],
+        candidate: Candidate,
         batch: BatchState,
         snapshot: MessageSnapshot,
         *,
-        use_health: bool,
-    ) -> DeliveryResult | None:
-        """Attempt candidates until one outcome ends the message.
-
-        Health is asked lazily, one candidate at a time, so a half-open
-        breaker's probe lease is only taken for a mailer actually reached.
-        Returns None when every candidate was skipped and health skipped at
-        least one of them.
-        """
-        at_least_once = self._config.delivery is Delivery.AT_LEAST_ONCE
-        attempts: list[Attempt] = []
-        health_skipped = False
-        for candidate in candidates:
-            tracked = candidate.tracked
-            skip = self.health.skip_reason(candidate.alias) if use_health and tracked else None
-            if skip is not None:
-                health_skipped = True
-                attempts.append(Attempt(candidate.alias, Outcome.SKIPPED, skip))
-                continue
-            if tracked and self.limiter is not None:
-                # After health: an open breaker must not use up budget.
-                limited = self.limiter.acquire(candidate.alias)
-                if limited is not None:
-                    attempts.append(Attempt(candidate.alias, Outcome.SKIPPED, limited))
-                    continue
+        last_resort: str | None = None,
+    ) -> Attempt:
+        """One attempt at ``candidate`` within its rate budget; on failure the
+        receivers see the message as the attempt left it, then it is restored."""
+        tracked = candidate.tracked
+        token: Token | None = None
+        if tracked and self.limiter is not None:
+            # After health: a mailer out of rotation uses no budget unless tried.
+            taken = self.limiter.acquire(candidate.alias)
+            if isinstance(taken, str):
+                return Attempt(candidate.alias, Outcome.SKIPPED, taken, last_resort=last_resort)
+            token = taken
+        try:
             attempt = self._attempt(message, candidate, batch)
-            attempts.append(attempt)
-            outcome = attempt.outcome
-            if outcome is Outcome.SKIPPED:
-                if tracked and self.limiter is not None:
-                    self.limiter.release(candidate.alias)  # nothing was sent
-                continue
-            if tracked:
-                self.health.record(candidate.alias, attempt)
-            if outcome is Outcome.ACCEPTED:
-                return DeliveryResult(MessageStatus.SENT, candidate.alias, attempts)
+        except SendAborted:
+            if token is not None and self.limiter is not None:
+                self.limiter.release(token)  # nothing was sent
+            raise
+        if last_resort is not None:
+            attempt = replace(attempt, last_resort=last_resort)
+        if attempt.outcome is Outcome.SKIPPED:
+            if token is not None and self.limiter is not None:
+                self.limiter.release(token)  # nothing was sent
+            return attempt
+        if tracked:
+            self.health.record(candidate.alias, attempt)
+        if attempt.outcome is not Outcome.ACCEPTED:
             # Receivers see the message as the failed attempt left it; then
             # everything (theirs included) is undone: observers never change
             # what the next mailer sends.
             self._on_attempt_failed(message, attempt)
             snapshot.restore(message)
-            if outcome is Outcome.REJECTED:
-                break
-            if outcome is Outcome.UNCERTAIN and not at_least_once:
-                break
-        if health_skipped and all(a.outcome is Outcome.SKIPPED for a in attempts):
-            return None
-        return DeliveryResult(status_from_attempts(attempts), None, attempts)
+        return attempt
 
     def _attempt(self, message: EmailMessage, candidate: Candidate, batch: BatchState) -> Attempt:
         attempt = self._try_candidate(message, candidate, batch)
@@ -356,7 +396,13 @@ class Dispatcher:
             self._pool.ensure_open(key, backend)
             marker = kind.watch(backend)
             stage = Stage.UNKNOWN if marker is None else marker.stage
+            # Anymail backends run it as their request starts (after pre_send);
+            # a nested router runs it before its own leaf.
+            if not getattr(marker, "guards_send", False) and not is_router_class(type(backend)):
+                send_guard.run(message)
             sent = backend.send_messages([message])
+        except SendAborted:
+            raise
         except Exception as error:
             if marker is not None:
                 stage = marker.stage

@@ -8,7 +8,7 @@ construction build every leaf once to surface its own OPTIONS errors early.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from django.core.mail.backends.base import BaseEmailBackend
@@ -18,14 +18,20 @@ from .compat import BACKENDS_TAKE_ALIAS, mailer_from_mailers_setting, uses_maile
 from .config import MailerTable, RouterConfig, is_router_class, is_router_spec
 from .leafkinds import kind_for
 
+#: A leaf OPTION the router takes out before building the leaf: the router
+#: must see every error to judge the attempt, and its own ``fail_silently``
+#: decides what reaches the caller (system check ``mailrouter.W003``).
+ROUTER_DECIDES = "fail_silently"
+
 
 def build_mailer(alias: str, table: MailerTable) -> BaseEmailBackend:
-    """Create the backend for a leaf alias exactly as Django would."""
-    if uses_mailers_setting():
-        return mailer_from_mailers_setting(alias)
+    """Create the backend for a leaf alias exactly as Django would, without
+    a ``fail_silently`` in its OPTIONS."""
     spec = table[alias]
+    if uses_mailers_setting() and ROUTER_DECIDES not in spec.options:
+        return mailer_from_mailers_setting(alias)
     cls = import_string(spec.backend)
-    options = dict(spec.options)
+    options = {name: value for name, value in spec.options.items() if name != ROUTER_DECIDES}
     if BACKENDS_TAKE_ALIAS or is_router_class(cls):
         options["alias"] = alias
     backend: BaseEmailBackend = cls(**options)
@@ -46,14 +52,21 @@ def route_leaves(config: RouterConfig, table: MailerTable) -> Iterator[tuple[str
 
 
 def build_leaves(
-    config: RouterConfig, table: MailerTable, redact: Callable[[str], str]
+    config: RouterConfig,
+    table: MailerTable,
+    redact: Callable[[str], str],
+    *,
+    skip: Collection[str] = (),
 ) -> tuple[dict[str, BaseEmailBackend], list[str]]:
     """Build every leaf the routes name once (no I/O: backends connect in
     ``open()``), so a leaf's own OPTIONS errors surface at startup, not at the
-    first send. Returns the leaves built and the problems of the others."""
+    first send. Returns the leaves built and the problems of the others;
+    the ``skip`` aliases (already reported) are neither."""
     leaves: dict[str, BaseEmailBackend] = {}
     problems: list[str] = []
     for alias, route_name in route_leaves(config, table):
+        if alias in skip:
+            continue
         try:
             leaves[alias] = build_mailer(alias, table)
         except Exception as error:

@@ -68,6 +68,9 @@ class Attempt:
     Message-ID the message carried (the same in every attempt of one send).
     ``via`` is set when ``alias`` is a nested router: the mailers inside it the
     message went through, down to the leaf that accepted it (``leaf``).
+    ``last_resort`` is set when the mailer was out of rotation (drained,
+    circuit open, status page down) and tried only because no mailer in
+    rotation could take the message: why it was out of rotation.
     """
 
     alias: str
@@ -77,6 +80,7 @@ class Attempt:
     duration: float = 0.0
     message_id: str | None = None
     via: tuple[str, ...] = ()
+    last_resort: str | None = None
     #: The exception the mailer raised (in this process only: not compared,
     #: not pickled), chained as the ``__cause__`` of the ``DeliveryError``.
     exception: BaseException | None = field(default=None, compare=False, repr=False)
@@ -85,7 +89,7 @@ class Attempt:
         # Task queues pickle attempts (inside a DeliveryError); the exception
         # may not pickle, and its text is already in ``error``.
         return (type(self), (self.alias, self.outcome, self.error, self.error_type,
-                             self.duration, self.message_id, self.via))
+                             self.duration, self.message_id, self.via, self.last_resort))
 
     @property
     def is_callers_error(self) -> bool:
@@ -107,6 +111,8 @@ class Attempt:
             text += f" {self.error_type}"
         if self.error:
             text += f": {self.error}"
+        if self.last_resort:
+            text += f" [last resort, despite: {self.last_resort}]"
         return text
 
 

@@ -2,21 +2,28 @@
 
 Strategy separated from storage, as in the ``limits`` package:
 
-- The strategy is GCRA (a token bucket kept as one number, the "theoretical
-  arrival time" ``tat``): a limit of ``N`` per period refills one token every
-  ``period / N`` seconds and holds at most ``N``. Reserving ``n`` tokens moves
-  ``tat`` forward by ``n`` intervals; a reservation may be granted in part.
-- The storage keeps ``tat`` per mailer: :class:`MemoryStorage` per process
-  (the embedded default), :class:`RedisStorage` in the health cache's Redis,
-  where ONE Lua script reads the server clock, returns unused tokens,
-  reserves what is available and answers how long until the next token — one
-  round trip per reservation, atomic across every process.
+- The strategy is a sliding window kept in ``BUCKETS`` counters: a limit of
+  ``N`` per period admits at most ``N`` messages in ANY window of one period
+  (not "per calendar second"), and up to ``N`` of them at once. The period is
+  cut into ``BUCKETS`` slices; a token is granted only while the slices that
+  may still hold a message of the last period (one more than ``BUCKETS``, so
+  the count is never short) hold fewer than ``N``. So a message counts for at
+  most one period plus one slice (2 % more), never less.
+- The storage keeps the slice counters per mailer: :class:`MemoryStorage`
+  per process (the embedded default), :class:`RedisStorage` in the health
+  cache's Redis (one hash per mailer), where ONE Lua script reads the server
+  clock, takes back a refunded token, reserves what is available and answers
+  how long until the next token — one round trip, atomic across processes.
 
-:class:`RateLimiter` is what a router's failover loop uses. It reserves
-budget for the whole batch at once (as many tokens as the batch has messages
-left, up to the limit), hands them out from memory, remembers locally until
-when an exhausted mailer has no budget (no round trip per overflowing
-message), and gives unused tokens back at the end of the batch.
+:class:`RateLimiter` is what a router's failover loop uses. It takes one
+token per attempt, right before the attempt, and holds none in advance: a
+process that dies mid-batch strands nothing (the token of the attempt it
+died in counts as used: that message may have gone out), and a batch takes
+budget only for the messages that actually reach the mailer. It remembers
+locally until when an exhausted mailer has no budget, so overflowing
+messages cost no round trip. A token taken for an attempt that did not
+happen goes back to the storage that granted it — never to Redis for a token
+the per-process fallback lent during an outage.
 
 If Redis cannot be reached, limits are enforced per process until it answers
 again (a warning is logged): sending never stops because of the cache.
@@ -31,7 +38,7 @@ import re
 import threading
 import time
 from collections.abc import Collection, Container, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from django.core.signals import setting_changed
@@ -40,7 +47,9 @@ logger = logging.getLogger("mailrouter")
 
 #: Seconds a message waits for budget when every candidate is out of it.
 DEFAULT_MAX_WAIT = 10.0
-KEY_PREFIX = "mailrouter:rate:"
+KEY_PREFIX = "mailrouter:ratewin:"
+#: Slices of a period the sliding window counts in.
+BUCKETS = 50
 #: How the reason of a ``skipped`` attempt for want of budget begins.
 RATE_LIMITED = "rate limit"
 #: Seconds to enforce limits per process after Redis failed, before retrying it.
@@ -53,16 +62,17 @@ _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """``count`` messages per ``period`` seconds, with bursts of at most ``count``."""
+    """At most ``count`` messages in any window of ``period`` seconds."""
 
     count: int
     period: float
     text: str
 
     @property
-    def interval(self) -> float:
-        """Seconds per token."""
-        return self.period / self.count
+    def bucket_us(self) -> int:
+        """Microseconds per slice, rounded up: ``BUCKETS`` slices never span
+        less than the period."""
+        return math.ceil(self.period * 1_000_000 / BUCKETS)
 
 
 def parse_rate(text: Any) -> RateLimit | None:
@@ -107,35 +117,57 @@ class Reservation:
     granted: int
     #: Seconds until the next token, when fewer were granted than wanted.
     retry_after: float
-    #: Tokens in use (consumed and not yet refilled) after this call.
+    #: Messages counted in the window (the last period) after this call.
     used: int
+    #: The slice the tokens were counted in: a refund names it.
+    bucket: int = 0
+    #: The storage that granted the tokens: the only one a refund may go to
+    #: (a fallback's answer names its per-process storage, not Redis).
+    lender: RateStorage | None = None
 
 
 class RateStorage(Protocol):
     label: str
 
-    def reserve(self, alias: str, limit: RateLimit, wanted: int, refund: int = 0) -> Reservation:
-        """Give back ``refund`` unused tokens, then reserve up to ``wanted``."""
+    def reserve(
+        self, alias: str, limit: RateLimit, wanted: int, refund: int = 0, refund_at: int = 0
+    ) -> Reservation:
+        """Give back ``refund`` tokens counted in slice ``refund_at``, then
+        reserve up to ``wanted``."""
         ...
 
 
-def _gcra(
-    tat: float, now: float, limit: RateLimit, wanted: int, refund: int
-) -> tuple[float, Reservation]:
-    """The strategy itself, for :class:`MemoryStorage` (the Lua script is the
-    same computation in integer microseconds)."""
-    interval = limit.interval
-    tat = max(tat, now)
-    if refund:
-        tat = max(now, tat - refund * interval)
-    available = max(0, math.floor((now + limit.period - tat) / interval + 1e-9))
-    granted = min(available, wanted)
-    tat += granted * interval
-    retry = 0.0
+def _window(
+    counts: dict[int, int], now: int, limit: RateLimit, wanted: int, refund: int, refund_at: int
+) -> Reservation:
+    """The strategy itself, on ``counts`` (slice → messages; updated in
+    place), at ``now`` in microseconds: the Lua script is the same computation."""
+    size = limit.bucket_us
+    current = now // size
+    oldest = current - BUCKETS
+    for stale in [index for index in counts if index < oldest]:
+        del counts[stale]
+    if refund and refund_at in counts:
+        counts[refund_at] = max(0, counts[refund_at] - refund)
+    used = sum(counts.values())
+    granted = min(wanted, max(0, limit.count - used))
+    if granted:
+        counts[current] = counts.get(current, 0) + granted
+    used += granted
+    retry = 0
     if granted < wanted:
-        retry = max(0.0, tat + interval - limit.period - now)
-    used = min(limit.count, math.ceil((tat - now) / interval - 1e-9))
-    return tat, Reservation(granted, retry, used)
+        # The oldest slices leave the window first: when has one more room?
+        need, freed = used - limit.count + 1, 0
+        for index in range(oldest, current + 1):
+            freed += counts.get(index, 0)
+            if freed >= need:
+                retry = (index + BUCKETS + 1) * size - now
+                break
+    return Reservation(granted, retry / 1_000_000, used, current)
+
+
+def _now_us() -> int:
+    return time.monotonic_ns() // 1000
 
 
 class MemoryStorage:
@@ -144,53 +176,75 @@ class MemoryStorage:
     label = "per process"
 
     def __init__(self) -> None:
-        self._tat: dict[str, float] = {}
+        self._counts: dict[str, dict[int, int]] = {}
         self._lock = threading.Lock()
 
-    def reserve(self, alias: str, limit: RateLimit, wanted: int, refund: int = 0) -> Reservation:
+    def reserve(
+        self, alias: str, limit: RateLimit, wanted: int, refund: int = 0, refund_at: int = 0
+    ) -> Reservation:
         with self._lock:
-            now = time.monotonic()
-            tat, reservation = _gcra(self._tat.get(alias, now), now, limit, wanted, refund)
-            self._tat[alias] = tat
-            return reservation
+            counts = self._counts.setdefault(alias, {})
+            reservation = _window(counts, _now_us(), limit, wanted, refund, refund_at)
+            return replace(reservation, lender=self)
 
     def clear(self) -> None:
         with self._lock:
-            self._tat.clear()
+            self._counts.clear()
 
 
-#: KEYS[1] = the mailer's tat key; ARGV = interval µs, capacity (tokens),
-#: tokens wanted, tokens refunded. Returns {granted, µs until the next token,
-#: tokens in use}. Integers in microseconds: exact in Lua's doubles until 2255.
-GCRA_SCRIPT = """
+#: KEYS[1] = the mailer's hash (slice → count); ARGV = slice µs, slices,
+#: limit, tokens wanted, tokens refunded, the refund's slice. Returns
+#: {granted, µs until the next token, count in the window, slice}.
+#: Microseconds since the epoch are exact in Lua's doubles until 2255.
+WINDOW_SCRIPT = """
 if redis.replicate_commands then redis.replicate_commands() end
-local interval = tonumber(ARGV[1])
-local capacity = tonumber(ARGV[2])
-local wanted = tonumber(ARGV[3])
-local refund = tonumber(ARGV[4])
+local size = tonumber(ARGV[1])
+local slices = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local wanted = tonumber(ARGV[4])
+local refund = tonumber(ARGV[5])
+local refund_at = tonumber(ARGV[6])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local stored = tonumber(redis.call('GET', KEYS[1]) or '0')
-local tat = math.max(stored, now)
-if refund > 0 then tat = math.max(now, tat - refund * interval) end
-local period = capacity * interval
-local available = math.max(0, math.floor((now + period - tat) / interval))
-local granted = math.min(available, wanted)
-tat = tat + granted * interval
-if granted > 0 or refund > 0 then
-  if tat > now then
-    redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX',
-               math.ceil((tat - now) / 1000) + 1000)
-  else
-    redis.call('DEL', KEYS[1])
+local current = math.floor(now / size)
+local oldest = current - slices
+local counts = {}
+local stale = {}
+local flat = redis.call('HGETALL', KEYS[1])
+for i = 1, #flat, 2 do
+  local index = tonumber(flat[i])
+  if index < oldest then stale[#stale + 1] = flat[i] else counts[index] = tonumber(flat[i + 1]) end
+end
+if #stale > 0 then redis.call('HDEL', KEYS[1], unpack(stale)) end
+if refund > 0 and counts[refund_at] then
+  local left = math.max(0, counts[refund_at] - refund)
+  counts[refund_at] = left
+  redis.call('HSET', KEYS[1], string.format('%.0f', refund_at), left)
+end
+local used = 0
+for _, count in pairs(counts) do used = used + count end
+local granted = math.min(wanted, math.max(0, limit - used))
+if granted > 0 then
+  counts[current] = (counts[current] or 0) + granted
+  redis.call('HINCRBY', KEYS[1], string.format('%.0f', current), granted)
+  redis.call('PEXPIRE', KEYS[1], math.ceil((slices + 1) * size / 1000) + 1000)
+end
+used = used + granted
+local retry = 0
+if granted < wanted then
+  local need = used - limit + 1
+  local freed = 0
+  for index = oldest, current do
+    freed = freed + (counts[index] or 0)
+    if freed >= need then
+      retry = (index + slices + 1) * size - now
+      break
+    end
   end
 end
-local retry = 0
-if granted < wanted then retry = math.max(0, tat + interval - period - now) end
-local used = math.min(capacity, math.ceil((tat - now) / interval))
-return {granted, retry, used}
+return {granted, retry, used, string.format('%.0f', current)}
 """
-GCRA_SHA = hashlib.sha1(GCRA_SCRIPT.encode()).hexdigest()
+WINDOW_SHA = hashlib.sha1(WINDOW_SCRIPT.encode()).hexdigest()
 
 
 def redis_client(cache: Any) -> Any:
@@ -220,20 +274,22 @@ class RedisStorage:
         made: str = caches[self.cache_alias].make_key(f"{KEY_PREFIX}{alias_key(alias)}")
         return made
 
-    def reserve(self, alias: str, limit: RateLimit, wanted: int, refund: int = 0) -> Reservation:
+    def reserve(
+        self, alias: str, limit: RateLimit, wanted: int, refund: int = 0, refund_at: int = 0
+    ) -> Reservation:
         from django.core.cache import caches
 
         client = redis_client(caches[self.cache_alias])
-        args = (round(limit.interval * 1_000_000), limit.count, wanted, refund)
+        args = (limit.bucket_us, BUCKETS, limit.count, wanted, refund, refund_at)
         key = self.key(alias)
         from redis.exceptions import NoScriptError
 
         try:
-            reply = client.evalsha(GCRA_SHA, 1, key, *args)
+            reply = client.evalsha(WINDOW_SHA, 1, key, *args)
         except NoScriptError:  # first use on this server (or after SCRIPT FLUSH)
-            reply = client.eval(GCRA_SCRIPT, 1, key, *args)
-        granted, retry_us, used = (int(value) for value in reply)
-        return Reservation(granted, retry_us / 1_000_000, used)
+            reply = client.eval(WINDOW_SCRIPT, 1, key, *args)
+        granted, retry_us, used, bucket = (int(value) for value in reply)
+        return Reservation(granted, retry_us / 1_000_000, used, bucket, self)
 
 
 class FallbackStorage:
@@ -247,15 +303,20 @@ class FallbackStorage:
         self._warned_at: float | None = None
         self._lock = threading.Lock()
 
-    def reserve(self, alias: str, limit: RateLimit, wanted: int, refund: int = 0) -> Reservation:
+    def reserve(
+        self, alias: str, limit: RateLimit, wanted: int, refund: int = 0, refund_at: int = 0
+    ) -> Reservation:
+        """Reserve from Redis, or per process while Redis fails. A refund
+        given here goes to Redis; give tokens back to the reservation's
+        ``lender`` instead (see :meth:`RateLimiter.release`)."""
         failed_at = self._failed_at
         if failed_at is not None and time.monotonic() < failed_at + RETRY_INTERVAL:
-            return self.local.reserve(alias, limit, wanted, refund)
+            return self.local.reserve(alias, limit, wanted)
         try:
-            reservation = self.shared.reserve(alias, limit, wanted, refund)
+            reservation = self.shared.reserve(alias, limit, wanted, refund, refund_at)
         except Exception as error:  # any client error: limits must not stop sending
             self._failed(error)
-            return self.local.reserve(alias, limit, wanted, refund)
+            return self.local.reserve(alias, limit, wanted)
         self._failed_at = None
         return reservation
 
@@ -321,53 +382,54 @@ def _on_setting_changed(*, setting: str, **_: Any) -> None:
 setting_changed.connect(_on_setting_changed, dispatch_uid="mailrouter.ratelimit")
 
 
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One token taken for one attempt: who lent it, and in which slice."""
+
+    alias: str
+    lender: RateStorage | None
+    bucket: int = 0
+
+
 class RateLimiter:
-    """One router's view of its rate limits during a batch. Thread-safe: the
-    worker threads of a concurrent batch share it."""
+    """One router's rate limits, as its failover loop uses them. Thread-safe:
+    the worker threads of a concurrent batch share it."""
 
     def __init__(self, limits: Mapping[str, RateLimit], storage: RateStorage) -> None:
         self.limits = limits
         self.storage = storage
         self._lock = threading.Lock()
-        self._held: dict[str, int] = {}
         #: alias → monotonic time before which the shared budget is known empty.
         self._empty_until: dict[str, float] = {}
-        self._remaining = 0
 
-    def begin_batch(self, size: int) -> None:
-        with self._lock:
-            self._remaining = size
-
-    def acquire(self, alias: str) -> str | None:
-        """Take one token for ``alias``: None when granted, else why not (the
-        reason of the ``skipped`` attempt)."""
+    def acquire(self, alias: str) -> Token | str:
+        """Take one token for an attempt at ``alias`` now: the token, or why
+        there is none (the reason of the ``skipped`` attempt)."""
         limit = self.limits.get(alias)
         if limit is None:
-            return None
+            return Token(alias, None)
+        now = time.monotonic()
         with self._lock:
-            if self._held.get(alias, 0) > 0:
-                self._held[alias] -= 1
-                self._remaining = max(0, self._remaining - 1)
-                return None
-            now = time.monotonic()
             empty_until = self._empty_until.get(alias, 0.0)
-            if now < empty_until:
-                return self._reason(limit, empty_until - now)
-            wanted = max(1, min(limit.count, self._remaining))
-            reservation = self.storage.reserve(alias, limit, wanted)
-            if reservation.granted < wanted:
-                self._empty_until[alias] = now + max(reservation.retry_after, 0.001)
-            if reservation.granted == 0:
-                return self._reason(limit, reservation.retry_after)
-            self._held[alias] = reservation.granted - 1
-            self._remaining = max(0, self._remaining - 1)
-            return None
-
-    def release(self, alias: str) -> None:
-        """Give back a token taken for an attempt that did not happen."""
-        if alias in self.limits:
+        if now < empty_until:
+            return self._reason(limit, empty_until - now)
+        reservation = self.storage.reserve(alias, limit, 1)
+        if reservation.granted == 0:
             with self._lock:
-                self._held[alias] = self._held.get(alias, 0) + 1
+                self._empty_until[alias] = now + max(reservation.retry_after, 0.001)
+            return self._reason(limit, reservation.retry_after)
+        return Token(alias, reservation.lender, reservation.bucket)
+
+    def release(self, token: Token) -> None:
+        """Give back a token taken for an attempt that did not happen, to the
+        storage that lent it (if that fails, nowhere: it expires on its own)."""
+        limit = self.limits.get(token.alias)
+        if limit is None or token.lender is None:
+            return
+        try:
+            token.lender.reserve(token.alias, limit, 0, refund=1, refund_at=token.bucket)
+        except Exception as error:
+            logger.debug("mailrouter: returning rate budget of %s failed: %r", token.alias, error)
 
     def seconds_until_budget(self, aliases: Collection[str]) -> float:
         """How long until one of ``aliases`` may have budget again (0: now)."""
@@ -375,17 +437,6 @@ class RateLimiter:
         with self._lock:
             waits = [max(0.0, self._empty_until.get(alias, 0.0) - now) for alias in aliases]
         return min(waits, default=0.0)
-
-    def end_batch(self) -> None:
-        """Give unused tokens back, so other processes can use them."""
-        with self._lock:
-            held, self._held = self._held, {}
-        for alias, count in held.items():
-            if count > 0:
-                try:
-                    self.storage.reserve(alias, self.limits[alias], 0, refund=count)
-                except Exception as error:  # the tokens expire on their own
-                    logger.debug("returning rate budget of %s failed: %r", alias, error)
 
     @staticmethod
     def _reason(limit: RateLimit, retry_after: float) -> str:

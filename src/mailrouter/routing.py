@@ -19,7 +19,7 @@ from typing import Any
 from django.core.mail import EmailMessage
 
 from .compat import legacy_connection
-from .config import MailerTable, RouterConfig, parse_alias_list
+from .config import OUTBOX_CANDIDATE, MailerTable, RouterConfig, parse_alias_list
 from .strategies import FAILOVER, Strategy
 
 PINNED = "(pinned)"
@@ -154,6 +154,12 @@ def _pinned(pinned: Any, table: MailerTable, context: RoutingContext) -> Selecti
         return Selection(
             PINNED,
             problem=f"message.mailers names {unknown[0]!r}, which is not in {table.source}",
+        )
+    outboxes = [alias for alias in aliases if alias in table.outboxes]
+    if outboxes:
+        # A row pinned to its own outbox would be stored again at every delivery.
+        return Selection(
+            PINNED, problem=f"message.mailers names {outboxes[0]!r}, {OUTBOX_CANDIDATE}"
         )
     return Selection(
         PINNED,

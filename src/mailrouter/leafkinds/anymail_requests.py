@@ -43,6 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.core.mail import EmailMessage
 
+from .. import send_guard
 from ..outcomes import Outcome
 from .base import (
     AUTHENTICATED,
@@ -143,6 +144,9 @@ class HTTPStage:
     message got."""
 
     __slots__ = ("stage",)
+    #: ``post_to_esp`` runs the message's send guard (``mailrouter.send_guard``)
+    #: as the request starts, after Anymail's ``pre_send`` receivers.
+    guards_send = True
 
     def __init__(self) -> None:
         self.stage = Stage.PREPARE
@@ -161,6 +165,9 @@ def watch_steps(backend: Any, track_transport: Callable[[Any], bool]) -> HTTPSta
         original_post_send = backend.run_post_send
 
         def post_to_esp(payload: Any, message: Any) -> Any:
+            # Every pre_send receiver and the payload are done: the last moment
+            # before the request.
+            send_guard.run(message)
             # Watched connections report each step from here on; with none to
             # watch, the request may leave at any moment.
             marker.stage = Stage.PREPARE if track_transport(backend) else Stage.REQUEST

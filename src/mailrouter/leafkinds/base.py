@@ -45,7 +45,10 @@ MAY_HAVE_LEFT = frozenset({Stage.BODY_SENT, Stage.REQUEST, Stage.ANSWERED})
 
 
 class Watch(Protocol):
-    """The marker a kind attaches to one attempt: how far it got."""
+    """The marker a kind attaches to one attempt: how far it got. A marker
+    whose class sets ``guards_send = True`` runs ``mailrouter.send_guard``
+    itself at the last moment before the request; otherwise the router runs
+    it just before the backend's ``send_messages()``."""
 
     stage: Stage
 

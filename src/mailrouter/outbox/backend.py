@@ -3,6 +3,11 @@
 The request pays for one INSERT per batch (a bulk insert), inside the
 caller's transaction: the messages are committed or rolled back together
 with the data that caused them. No mailer is contacted here.
+
+What a direct send would refuse before any I/O is refused here, in the
+caller, with the error Django raises (the MIME message is built once): a row
+that can only fail later is no use to anyone. Everything is checked before the
+INSERT, so a refused message never aborts the caller's transaction.
 """
 
 from __future__ import annotations
@@ -12,14 +17,16 @@ from typing import Any
 
 from django.core.mail import EmailMessage
 from django.core.mail.backends.base import BaseEmailBackend
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
-from ..compat import BACKENDS_TAKE_ALIAS, drop_ignored_options
+from ..compat import BACKENDS_TAKE_ALIAS, check_addresses, drop_ignored_options
+from ..config import OUTBOX_CANDIDATE, load_mailer_table, parse_alias_list
 from ..delivery import ensure_message_id, restore_caller_headers
 from .models import OutboxMessage, RowStatus
 from .options import OutboxOptions, cached_options, legacy_raw_options
-from .payload import PayloadError, encode, encoded_size
+from .payload import PayloadError, encode
+from .storable import payload_size
 
 
 class OutboxBackend(BaseEmailBackend):
@@ -35,6 +42,9 @@ class OutboxBackend(BaseEmailBackend):
     ``max_payload_bytes``) raises ``PayloadError`` before anything of the
     batch is stored, even with ``fail_silently``: it would otherwise be lost.
     """
+
+    #: Routers refuse an outbox as a candidate (see ``mailrouter.config.OUTBOX_MARKER``).
+    is_mailrouter_outbox = True
 
     def __init__(
         self, fail_silently: bool = False, *, alias: str | None = None, **options: Any
@@ -58,6 +68,9 @@ class OutboxBackend(BaseEmailBackend):
     def send_messages(self, email_messages: Iterable[EmailMessage]) -> int:
         messages = list(email_messages)
         now = timezone.now()
+        database = self.options.database
+        # PostgreSQL text and jsonb cannot hold NUL (checked before the INSERT).
+        nul = connections[database].vendor != "postgresql"
         rows: list[tuple[EmailMessage, OutboxMessage]] = []
         for index, message in enumerate(messages):
             if not callable(getattr(message, "recipients", None)):
@@ -67,10 +80,9 @@ class OutboxBackend(BaseEmailBackend):
                 )
             if not message.recipients():
                 continue
-            rows.append((message, self._row(index, message, now)))
+            rows.append((message, self._row(index, message, now, nul=nul)))
         if not rows:
             return 0
-        database = self.options.database
         if len(rows) == 1:
             # send_mail(): one statement; bulk_create would add BEGIN and COMMIT
             # round trips in autocommit mode.
@@ -87,17 +99,23 @@ class OutboxBackend(BaseEmailBackend):
             transaction.on_commit(lambda: wake_workers(task_backend, database), using=database)
         return len(rows)
 
-    def _row(self, index: int, message: EmailMessage, now: Any) -> OutboxMessage:
+    def _row(self, index: int, message: EmailMessage, now: Any, *, nul: bool) -> OutboxMessage:
         caller_headers = ensure_message_id(message)
         where = f"message {index} (subject {str(message.subject)[:60]!r})"
         try:
             payload = encode(message)
+            _check_pins(message)
         except PayloadError as error:
             raise PayloadError(f"{where}: {error}; nothing of this batch was stored") from None
         finally:
             if caller_headers is not None:
                 restore_caller_headers(message, caller_headers)
-        size = encoded_size(payload)
+        size, problem = payload_size(payload, nul=nul)
+        if problem is not None:
+            raise PayloadError(f"{where}: {problem}; nothing of this batch was stored")
+        # What a direct send raises before any I/O (a newline in a header, an
+        # unusable header value, an invalid address), raised as Django raises it.
+        check_addresses(message, message.message())
         if size > self.options.max_payload_bytes:
             raise PayloadError(
                 f"{where} is {size} bytes as stored; {self.options.label} allows at most "
@@ -116,3 +134,20 @@ class OutboxBackend(BaseEmailBackend):
             created_at=now,
             next_attempt_at=now,
         )
+
+
+def _check_pins(message: EmailMessage) -> None:
+    """A pin the workers' router could never honour fails now, in the caller:
+    a pin to an outbox would store the message again at every delivery."""
+    pins = getattr(message, "mailers", None)
+    if pins is None:
+        return
+    aliases = parse_alias_list(pins)
+    if aliases is None:
+        raise PayloadError(f"mailers must be an alias or a non-empty list of aliases, not {pins!r}")
+    table = load_mailer_table()
+    for alias in aliases:
+        if alias not in table:
+            raise PayloadError(f"mailers names {alias!r}, which is not in {table.source}")
+        if alias in table.outboxes:
+            raise PayloadError(f"mailers names {alias!r}, {OUTBOX_CANDIDATE}")

@@ -16,7 +16,6 @@ import base64
 import datetime
 import email.parser
 import email.policy
-import json
 from collections.abc import Mapping
 from email.message import Message, MIMEPart
 from email.mime.base import MIMEBase
@@ -25,6 +24,7 @@ from typing import Any
 from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.utils.functional import Promise
 
+from ..errors import MailRouterError
 from ..leafkinds.anymail_requests import MESSAGE_ATTRIBUTES, PAYLOAD_KIND, is_unset, message_class
 
 #: Bumped when the layout changes; decode() refuses versions it does not know.
@@ -41,9 +41,10 @@ _SUBTYPE_ATTRIBUTES = ("mixed_subtype", "alternative_subtype")
 _TAGS = ("$bytes", "$datetime", "$date", "$tuple", "$dict")
 
 
-class PayloadError(ValueError):
-    """The message cannot be stored faithfully (raised at enqueue), or a
-    stored payload cannot be read back (raised by a worker)."""
+class PayloadError(MailRouterError, ValueError):
+    """The message cannot be stored faithfully, or could never be delivered
+    (raised at enqueue, naming the field), or a stored payload cannot be read
+    back (raised by a worker)."""
 
 
 # -- values -----------------------------------------------------------------------
@@ -274,8 +275,3 @@ def decode(data: Mapping[str, Any]) -> EmailMessage:
     if "mailers" in data:
         message.mailers = decode_value(data["mailers"])  # type: ignore[attr-defined]
     return message
-
-
-def encoded_size(data: Mapping[str, Any]) -> int:
-    """Bytes the payload takes as compact JSON (what the size cap measures)."""
-    return len(json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))

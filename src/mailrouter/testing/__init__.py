@@ -10,7 +10,7 @@ threads, are context managers, and leave no thread behind after ``stop()``.
 Standard library only: importing this package adds no runtime dependency.
 
 For routing in your own test suite (see ``mailrouter.testing.routing``, loaded
-on first use): :class:`keep_routing`, :class:`RoutingTestRunner`
+on first use): :func:`keep_routing`, :class:`RoutingTestRunner`
 (``TEST_RUNNER = "mailrouter.testing.RoutingTestRunner"``), :func:`mailer_fails`
 and :class:`LocmemMailer`.
 
@@ -20,6 +20,9 @@ Submodules, imported on their own: ``mailrouter.testing.redis``
 page server serving Statuspage, Sorry/Postmark and AWS Health documents) and
 ``mailrouter.testing.settings`` (``router_settings()`` / ``mail_settings()``:
 the router configured as a project does, in either settings style).
+
+``python -m mailrouter.testing smtp|esp|statuspage`` runs the servers as a
+command, to rehearse failover by hand (``mailrouter.testing.command``).
 """
 
 from typing import Any
@@ -27,7 +30,10 @@ from typing import Any
 from .esp import ESPFault, FakeESPServer, ReceivedESPMessage, ReceivedRequest
 from .smtp import FaultySMTPServer, ReceivedMessage, SMTPFault
 
-_ROUTING_NAMES = ("LocmemMailer", "RoutingTestRunner", "keep_routing", "mailer_fails")
+_ROUTING_NAMES = (
+    "KeepRouting", "LocmemMailer", "RoutingTestRunner", "keep_routing", "mailer_fails",
+    "reset_routing_state",
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -44,6 +50,7 @@ __all__ = [
     "ESPFault",
     "FakeESPServer",
     "FaultySMTPServer",
+    "KeepRouting",
     "LocmemMailer",
     "ReceivedESPMessage",
     "ReceivedMessage",
@@ -52,4 +59,5 @@ __all__ = [
     "SMTPFault",
     "keep_routing",
     "mailer_fails",
+    "reset_routing_state",
 ]

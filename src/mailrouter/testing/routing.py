@@ -4,14 +4,21 @@ Django's test environment swaps the mail configuration for its locmem
 backend: Django 6.1 replaces every ``MAILERS`` entry (the router included),
 Django 5.2/6.0 replace ``EMAIL_BACKEND``. Routing is then silently bypassed.
 
-* :class:`keep_routing` (decorator for a test function or class, or a context
-  manager) restores the router's configuration and makes every leaf mailer
-  :class:`LocmemMailer`, Django's locmem backend that records its alias:
-  ``mail.outbox`` then shows which leaf took each message (``sent_using``)
-  and what the router did (``mailrouter_route``, ``mailrouter_status``,
-  ``mailrouter_attempts``).
+* :func:`keep_routing` (decorator for a test function or class, with or
+  without parentheses, or a context manager) restores the router's
+  configuration and makes every leaf mailer :class:`LocmemMailer`, Django's
+  locmem backend that records its alias: ``mail.outbox`` then shows which
+  leaf took each message (``sent_using``) and what the router did
+  (``mailrouter_route``, ``mailrouter_status``, ``mailrouter_attempts``).
 * :class:`RoutingTestRunner` does the same for a whole ``manage.py test`` run
   (``TEST_RUNNER = "mailrouter.testing.RoutingTestRunner"``).
+
+Health (breakers), drains, status page records and rate budgets live in
+per-process memory under both, emptied before every test: the configured
+``health["cache"]`` (a production Redis) is neither read nor written, so an
+operator's drain there does not leak into tests and tests open no breaker
+that production processes see. ``keep_routing(shared_state=True)`` keeps the
+configured cache for a test that wants it.
 * :func:`mailer_fails` makes one leaf fail with a chosen outcome kind, through
   the router's real classifier and health tracking.
 """
@@ -21,9 +28,10 @@ from __future__ import annotations
 import copy
 import smtplib
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import unittest
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import django
 import django.test.utils
@@ -37,9 +45,11 @@ from django.test.utils import TestContextDecorator, override_settings
 from django.utils.module_loading import import_string
 
 from ..config import is_router_class
+from ..health.store import reset_stores
 from ..outcomes import Outcome
+from ..ratelimit import reset_storages
 
-#: The ``BACKEND`` every leaf gets under :class:`keep_routing`.
+#: The ``BACKEND`` every leaf gets under :func:`keep_routing`.
 LOCMEM_MAILER = "mailrouter.testing.routing.LocmemMailer"
 ROUTER_BACKEND = "mailrouter.backend.RouterBackend"
 
@@ -112,7 +122,7 @@ def mailer_fails(alias: str, outcome: Outcome | str = Outcome.NOT_SENT) -> Itera
 
     The leaf raises the error a real SMTP server's failure of that kind
     raises, so the router's classifier, failover and circuit breakers handle
-    it exactly as in production. Needs :class:`keep_routing` (the leaf must
+    it exactly as in production. Needs :func:`keep_routing` (the leaf must
     be a :class:`LocmemMailer`).
     """
     kind = Outcome(outcome)
@@ -150,7 +160,7 @@ def _is_router(backend: Any) -> bool:
 
 
 def _routed_table() -> Mapping[str, Any]:
-    """The mailer table :class:`keep_routing` applies (routers kept, leaves locmem)."""
+    """The mailer table :func:`keep_routing` applies (routers kept, leaves locmem)."""
     applied = routing_settings()
     if "MAILERS" in applied:
         table: Mapping[str, Any] = applied["MAILERS"]
@@ -159,14 +169,30 @@ def _routed_table() -> Mapping[str, Any]:
     return legacy_table
 
 
-def _leaves_to_locmem(table: Mapping[str, Any]) -> dict[str, Any]:
-    """Routers keep their entry; every other mailer becomes a LocmemMailer."""
-    return {
-        alias: entry
-        if isinstance(entry, Mapping) and _is_router(entry.get("BACKEND"))
-        else {"BACKEND": LOCMEM_MAILER}
-        for alias, entry in table.items()
-    }
+def _without_shared_cache(options: Any) -> Any:
+    """Router OPTIONS whose health state (breakers, drains, status page
+    records, rate budgets: all kept in ``health["cache"]``) lives in
+    per-process memory instead of the configured cache."""
+    if not isinstance(options, Mapping):
+        return options
+    health = options.get("health")
+    if not isinstance(health, Mapping) or "cache" not in health:
+        return options
+    return {**options, "health": {k: v for k, v in health.items() if k != "cache"}}
+
+
+def _leaves_to_locmem(table: Mapping[str, Any], shared_state: bool) -> dict[str, Any]:
+    """Routers keep their entry (their health state in per-process memory
+    unless ``shared_state``); every other mailer becomes a LocmemMailer."""
+    routed: dict[str, Any] = {}
+    for alias, entry in table.items():
+        if not (isinstance(entry, Mapping) and _is_router(entry.get("BACKEND"))):
+            routed[alias] = {"BACKEND": LOCMEM_MAILER}
+        elif shared_state or "OPTIONS" not in entry:
+            routed[alias] = entry
+        else:
+            routed[alias] = {**entry, "OPTIONS": _without_shared_cache(entry["OPTIONS"])}
+    return routed
 
 
 def _replaced_by_test_environment(name: str) -> Any:
@@ -175,17 +201,28 @@ def _replaced_by_test_environment(name: str) -> Any:
     return getattr(saved, name, None)
 
 
-def routing_settings() -> dict[str, Any]:
-    """The settings :class:`keep_routing` applies, computed from the current
+#: id(a setting value keep_routing applied) → (that value, the value it was
+#: made from): a nested keep_routing (a decorated test under the runner)
+#: starts again from what the project configured, not from the applied copy.
+_originals: dict[int, tuple[Any, Any]] = {}
+
+
+def _configured(value: Any) -> Any:
+    known = _originals.get(id(value))
+    return known[1] if known is not None and known[0] is value else value
+
+
+def routing_settings(*, shared_state: bool = False) -> dict[str, Any]:
+    """The settings :func:`keep_routing` applies, computed from the current
     ones (or, where Django's test environment replaced them, the originals)."""
     if django.VERSION >= (6, 1) and hasattr(settings, "MAILERS"):
-        current = getattr(settings, "MAILERS")  # noqa: B009 (not in older stubs)
+        current = _configured(getattr(settings, "MAILERS"))  # noqa: B009 (not in older stubs)
         if not any(
             isinstance(entry, Mapping) and _is_router(entry.get("BACKEND"))
             for entry in current.values()
         ):
             current = _replaced_by_test_environment("mailers") or current
-        return {"MAILERS": _leaves_to_locmem(current)}
+        return {"MAILERS": _leaves_to_locmem(current, shared_state)}
     backend = settings.EMAIL_BACKEND
     if not _is_router(backend):
         backend = _replaced_by_test_environment("email_backend") or backend
@@ -194,9 +231,19 @@ def routing_settings() -> dict[str, Any]:
             "keep_routing: no router is configured (a MAILERS entry or EMAIL_BACKEND "
             f"{ROUTER_BACKEND!r})"
         )
-    legacy = dict(getattr(settings, "MAILROUTER", None) or {})
-    legacy["MAILERS"] = _leaves_to_locmem(legacy.get("MAILERS") or {})
+    legacy = dict(_configured(getattr(settings, "MAILROUTER", None)) or {})
+    legacy["MAILERS"] = _leaves_to_locmem(legacy.get("MAILERS") or {}, shared_state)
+    if not shared_state and "OPTIONS" in legacy:
+        legacy["OPTIONS"] = _without_shared_cache(legacy["OPTIONS"])
     return {"EMAIL_BACKEND": backend, "MAILROUTER": legacy}
+
+
+def reset_routing_state() -> None:
+    """Forget every per-process health record, drain, status page record and
+    rate budget: what :func:`keep_routing` and :class:`RoutingTestRunner` do
+    before each test, so test order never matters."""
+    reset_stores()
+    reset_storages()
 
 
 _ANNOTATED = ("mailrouter_route", "mailrouter_status", "mailrouter_attempts")
@@ -233,35 +280,39 @@ def _disconnect_receiver() -> None:
             message_sent.disconnect(dispatch_uid="mailrouter.testing.outbox")
 
 
-class keep_routing(TestContextDecorator):
-    """Route as configured, into ``mail.outbox``.
+class KeepRouting(TestContextDecorator):
+    """What :func:`keep_routing` returns: a context manager and decorator."""
 
-    As a context manager (``with keep_routing(): ...``), a decorator of a test
-    function, or of a test class (a ``unittest.TestCase`` or a pytest class).
-    Inside, the router keeps its routes and options, every leaf mailer is a
-    :class:`LocmemMailer`, and each message in ``mail.outbox`` carries
-    ``sent_using`` (the leaf alias that took it) and the router's
-    ``mailrouter_route``, ``mailrouter_status`` and ``mailrouter_attempts``.
-    """
-
-    def __init__(self) -> None:
+    def __init__(self, *, shared_state: bool = False) -> None:
         super().__init__()
-        self._active: list[override_settings] = []
+        self.shared_state = shared_state
+        self._active: list[tuple[override_settings, list[int]]] = []
 
     def enable(self) -> None:
-        override = override_settings(**routing_settings())
+        routed = routing_settings(shared_state=self.shared_state)
+        # (EMAIL_BACKEND is left out: Django 6.1 warns when it is read.)
+        replaced = [name for name in ("MAILERS", "MAILROUTER") if name in routed]
+        current = {name: _configured(getattr(settings, name, None)) for name in replaced}
+        override = override_settings(**routed)
         override.enable()
-        self._active.append(override)
+        remembered = []
+        for name in replaced:
+            _originals[id(routed[name])] = (routed[name], current[name])
+            remembered.append(id(routed[name]))
+        self._active.append((override, remembered))
+        reset_routing_state()
         _connect_receiver()
 
     def disable(self) -> None:
         _disconnect_receiver()
-        self._active.pop().disable()
+        override, remembered = self._active.pop()
+        override.disable()
+        for key in remembered:
+            _originals.pop(key, None)
+        reset_routing_state()
 
     def decorate_class(self, cls: Any) -> Any:
-        from unittest import TestCase
-
-        if issubclass(cls, TestCase):
+        if issubclass(cls, unittest.TestCase):
             return super().decorate_class(cls)
         # A plain (pytest) test class: decorate each test method.
         for name, value in list(vars(cls).items()):
@@ -270,15 +321,107 @@ class keep_routing(TestContextDecorator):
         return cls
 
 
+Decorated = TypeVar("Decorated", bound=Callable[..., Any])
+
+
+@overload
+def keep_routing(target: Decorated, /) -> Decorated: ...
+@overload
+def keep_routing(*, shared_state: bool = False) -> KeepRouting: ...
+def keep_routing(target: Any = None, /, *, shared_state: bool = False) -> Any:
+    """Route as configured, into ``mail.outbox``.
+
+    As a context manager (``with keep_routing(): ...``), or a decorator of a
+    test function or a test class (a ``unittest.TestCase`` or a pytest
+    class), written ``@keep_routing`` or ``@keep_routing()`` (like
+    ``transaction.atomic``). Inside, the router keeps its routes and options,
+    every leaf mailer is a :class:`LocmemMailer`, and each message in
+    ``mail.outbox`` carries ``sent_using`` (the leaf alias that took it) and
+    the router's ``mailrouter_route``, ``mailrouter_status`` and
+    ``mailrouter_attempts``.
+
+    Health (breakers), drains, status page records and rate budgets start
+    empty for every test (every ``with`` block) and live in per-process
+    memory: nothing is read from or written to the configured
+    ``health["cache"]``. ``shared_state=True`` uses that cache instead (its
+    state is then shared with every process using it, and not reset).
+    """
+    if target is None:
+        return KeepRouting(shared_state=shared_state)
+    if not callable(target):
+        raise TypeError(
+            f"keep_routing() takes a test function or class to decorate, not {target!r}"
+        )
+    return KeepRouting(shared_state=shared_state)(target)
+
+
+class _FreshStatePerTest:
+    """A test result that empties the routing state when each test starts.
+
+    Wraps whatever result the run uses (Django's, a parallel worker's remote
+    result, a debug one) and forwards everything else to it."""
+
+    def __init__(self, result: unittest.TestResult) -> None:
+        object.__setattr__(self, "_result", result)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._result, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._result, name, value)
+
+    def startTest(self, test: unittest.TestCase) -> None:
+        _runner_routing_active()
+        reset_routing_state()
+        self._result.startTest(test)
+
+
+class RoutingTestSuite(unittest.TestSuite):
+    """The runner's suite: every test starts with empty routing state, in the
+    main process and in ``--parallel`` workers alike (each worker runs its
+    share of the suite through this class)."""
+
+    def run(self, result: Any, debug: bool = False) -> Any:
+        if not isinstance(result, _FreshStatePerTest):
+            result = _FreshStatePerTest(result)
+        return super().run(result, debug)
+
+
+_runner_routing: KeepRouting | None = None
+
+
+def _runner_routing_active() -> None:
+    """Keep routing in a process the runner did not set up (a ``--parallel``
+    worker started with spawn or forkserver rather than fork)."""
+    global _runner_routing
+    if _runner_routing is None:
+        _runner_routing = KeepRouting()
+        _runner_routing.enable()
+
+
 class RoutingTestRunner(DiscoverRunner):
-    """Django's test runner, with :class:`keep_routing` for the whole run:
-    ``TEST_RUNNER = "mailrouter.testing.RoutingTestRunner"``."""
+    """Django's test runner, with :func:`keep_routing` for the whole run:
+    ``TEST_RUNNER = "mailrouter.testing.RoutingTestRunner"``. Routing state
+    (health, drains, status pages, rate budgets) is emptied before every
+    test and never touches the configured health cache."""
+
+    test_suite = RoutingTestSuite
 
     def setup_test_environment(self, **kwargs: Any) -> None:
+        global _runner_routing
         super().setup_test_environment(**kwargs)
-        self._routing = keep_routing()
-        self._routing.enable()
+        _runner_routing = KeepRouting()
+        _runner_routing.enable()
+
+    def run_checks(self, databases: Any) -> None:
+        # The checks judge the configured health cache (W103-W105), not the
+        # per-test memory the tests use.
+        with KeepRouting(shared_state=True):
+            super().run_checks(databases)
 
     def teardown_test_environment(self, **kwargs: Any) -> None:
-        self._routing.disable()
+        global _runner_routing
+        if _runner_routing is not None:
+            _runner_routing.disable()
+            _runner_routing = None
         super().teardown_test_environment(**kwargs)

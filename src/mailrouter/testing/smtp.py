@@ -219,6 +219,9 @@ class FaultySMTPServer(FaultServer[SMTPFault, ReceivedMessage]):
         #: ``552 5.3.4`` at ``MAIL FROM`` when the client declares its size,
         #: else after the body), as real relays do. None: no limit.
         self.max_size = max_size
+        #: The text of the 550 answering a recipient in ``reject_recipients``
+        #: (a real server's own words, odd bytes included).
+        self.reject_text = "5.1.1 Recipient address rejected"
         super().__init__(
             FaultPlan(SMTPFault, mode, SMTPFault.ACCEPT, frozenset({SMTPFault.REFUSE}))
         )
@@ -721,7 +724,7 @@ class FaultySMTPServer(FaultServer[SMTPFault, ReceivedMessage]):
             return
         lowered = address.lower()
         if any(fnmatch.fnmatchcase(lowered, p) for p in self.reject_recipients):
-            await self._reply(session, 550, "5.1.1 Recipient address rejected")
+            await self._reply(session, 550, self.reject_text)
             return
         session.rcpt_tos.append(address)
         await self._reply(session, 250, "2.1.5 OK")

@@ -1,4 +1,5 @@
-"""keep_routing on a plain pytest class and on a test function."""
+"""keep_routing on a plain pytest class and on test functions, with and
+without parentheses."""
 
 from django.core import mail
 from django.core.mail import send_mail
@@ -7,7 +8,7 @@ from shop import expectations
 from mailrouter.testing import keep_routing
 
 
-@keep_routing()
+@keep_routing
 class TestDecoratedClass:
     def test_eu_mail_goes_through_the_eu_relay(self) -> None:
         expectations.eu_mail_goes_through_the_eu_relay()
@@ -19,6 +20,11 @@ class TestDecoratedClass:
 @keep_routing()
 def test_function_decorator() -> None:
     expectations.a_rejected_message_is_not_failed_over()
+
+
+@keep_routing
+def test_bare_function_decorator() -> None:
+    expectations.eu_mail_goes_through_the_eu_relay()
 
 
 def test_without_keep_routing_django_bypasses_the_router() -> None:

@@ -1,5 +1,6 @@
-"""Run with Django's own runner: keep_routing as class decorator, function
-decorator and context manager; without it, Django's test mail setup bypasses routing."""
+"""Run with Django's own runner: keep_routing as class decorator (written
+without parentheses), function decorator and context manager; without it,
+Django's test mail setup bypasses routing."""
 
 from django.core import mail
 from django.core.mail import send_mail
@@ -10,7 +11,7 @@ from mailrouter.testing import keep_routing
 from . import expectations
 
 
-@keep_routing()
+@keep_routing
 class DecoratedClass(SimpleTestCase):
     def test_eu_mail_goes_through_the_eu_relay(self) -> None:
         expectations.eu_mail_goes_through_the_eu_relay()

@@ -225,6 +225,9 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         self.ses_sending_enabled = True
         #: Body of ``odd_2xx`` answers (JSON-encoded; ``None`` is ``null``).
         self.odd_body: Any = None
+        #: Reason phrase of error answers instead of the standard one (a proxy's
+        #: own text, odd bytes included).
+        self.error_reason: str | None = None
         #: Per item of a Postmark batch or an SES bulk send served in ``ok``
         #: mode: ``None`` (accepted) or the item's failure -- Postmark: a result
         #: object such as ``{"ErrorCode": 405, "Message": "..."}``; SES: a
@@ -676,7 +679,7 @@ class FakeESPServer(FaultServer[ESPFault, ReceivedESPMessage]):
         content_type: str,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        h.send_response(status)
+        h.send_response(status, self.error_reason if status >= 400 else None)
         h.send_header("Content-Type", content_type)
         h.send_header("Content-Length", str(len(body)))
         for name, value in (headers or {}).items():
