@@ -388,17 +388,21 @@ class Dispatcher:
         try:
             if backend is None:
                 backend = self._pool.backend(alias)
-            leaf = leafkinds.BY_CLASS.get(type(backend)) or leafkinds.resolve(backend)
+            leaf = leafkinds.BY_CLASS.get(type(backend)) or leafkinds.resolve(
+                backend, router=is_router_class(type(backend))
+            )
             kind = leaf.kind
-            refused = leafkinds.refusal(leaf, message) if leaf.refused else None
-            if refused is not None:
-                return Attempt(alias, Outcome.INCOMPATIBLE, refused)
+            # leafkinds.refusal(), inline: it runs for every attempt.
+            for attribute, owner in leaf.refused:
+                value = getattr(message, attribute, None)
+                if value is not None and owner.is_set(value):
+                    return Attempt(alias, Outcome.INCOMPATIBLE, owner.refusal(attribute))
             self._pool.ensure_open(key, backend)
             marker = kind.watch(backend)
             stage = Stage.UNKNOWN if marker is None else marker.stage
             # Anymail backends run it as their request starts (after pre_send);
             # a nested router runs it before its own leaf.
-            if not getattr(marker, "guards_send", False) and not is_router_class(type(backend)):
+            if not getattr(marker, "guards_send", False) and not leaf.router:
                 send_guard.run(message)
             sent = backend.send_messages([message])
         except SendAborted:

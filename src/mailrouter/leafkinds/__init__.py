@@ -94,6 +94,8 @@ class Resolved(NamedTuple):
 
     kind: LeafKind
     refused: tuple[tuple[str, LeafKind], ...]
+    #: A router (nested): it passes the message on, its own leaves judge it.
+    router: bool
 
 
 #: Per backend class. Read directly on the send path (a dict lookup, no call):
@@ -139,18 +141,18 @@ def _changed() -> None:
 _changed()
 
 
-def resolve(backend: Any) -> Resolved:
-    """Decide (once per class) the kind of ``backend`` and what it refuses."""
+def resolve(backend: Any, *, router: bool = False) -> Resolved:
+    """Decide (once per class) the kind of ``backend`` and what it refuses
+    (nothing, for a ``router``)."""
     kind = next(k for k in _kinds if k.recognises(backend))
     # Each attribute once, owned by the first kind of another family naming it.
     refused: dict[str, LeafKind] = {}
-    if not getattr(type(backend), "is_mailrouter", False):
-        # A nested router passes the message on: its own leaves judge it.
+    if not router:
         for other in _kinds:
             if other.family != kind.family:
                 for attribute in other.exclusive_attributes:
                     refused.setdefault(attribute, other)
-    resolved = BY_CLASS[type(backend)] = Resolved(kind, tuple(refused.items()))
+    resolved = BY_CLASS[type(backend)] = Resolved(kind, tuple(refused.items()), router)
     return resolved
 
 
@@ -161,7 +163,8 @@ def kind_for(backend: Any) -> LeafKind:
 
 def refusal(resolved: Resolved, message: EmailMessage) -> str | None:
     """Why a backend cannot send ``message`` as it is: it sets an attribute
-    only another family of mailers understands (None if it does not)."""
+    only another family of mailers understands (None if it does not). The send
+    path runs the same loop inline."""
     for attribute, owner in resolved.refused:
         value = getattr(message, attribute, None)
         if value is not None and owner.is_set(value):
