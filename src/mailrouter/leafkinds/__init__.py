@@ -17,6 +17,7 @@ smtplib, requests, urllib3, botocore, boto3 or Anymail.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from django.core.mail import EmailMessage
@@ -181,31 +182,28 @@ def declined(message: EmailMessage, stage: Stage) -> bool:
 # -- For the classifier: the kinds' rules, in order ---------------------------------
 
 
-def reply_outcome(error: BaseException, stage: Stage) -> Outcome | None:
-    """An error carrying the mailer's reply code (SMTP)."""
+def _first(ask: Callable[[LeafKind], Outcome | None]) -> Outcome | None:
+    """The first kind's answer that is not None."""
     for kind in _kinds:
-        outcome = kind.reply_outcome(error, stage)
+        outcome = ask(kind)
         if outcome is not None:
             return outcome
     return None
+
+
+def reply_outcome(error: BaseException, stage: Stage) -> Outcome | None:
+    """An error carrying the mailer's reply code (SMTP)."""
+    return _first(lambda kind: kind.reply_outcome(error, stage))
 
 
 def answer_outcome(error: BaseException) -> Outcome | None:
     """The outcome the mailer's answer carried by ``error`` implies, if any."""
-    for kind in _kinds:
-        outcome = kind.answer_outcome(error)
-        if outcome is not None:
-            return outcome
-    return None
+    return _first(lambda kind: kind.answer_outcome(error))
 
 
 def error_outcome(error: BaseException, stage: Stage) -> Outcome | None:
     """One of a kind's own library errors."""
-    for kind in _kinds:
-        outcome = kind.error_outcome(error, stage)
-        if outcome is not None:
-            return outcome
-    return None
+    return _first(lambda kind: kind.error_outcome(error, stage))
 
 
 def transport_outcome(error: BaseException) -> Outcome | None:
