@@ -266,7 +266,7 @@ class RowDeliverer:
         status = self._finish(row, deliveries, decision.status, [], None, reason,
                               decision.delay, withdrawn=True)
         if status is None:
-            logger.warning("mailrouter outbox: row %s (%s): %s", row.pk, row.message_id, reason,
+            logger.warning("row %s (%s): %s", row.pk, row.message_id, reason,
                            extra={"mailrouter_outbox_row": row.pk})
         return status
 
@@ -290,7 +290,7 @@ class RowDeliverer:
                 if connection.in_atomic_block:
                     raise  # the caller's transaction is lost anyway; it decides
                 logger.warning(
-                    "mailrouter outbox: row %s (%s): recording %s failed (%s: %s); "
+                    "row %s (%s): recording %s failed (%s: %s); "
                     "trying again in %.2fs", row.pk, row.message_id, changes["status"],
                     type(error).__name__, error, wait,
                     extra={"mailrouter_outbox_row": row.pk},
@@ -334,7 +334,7 @@ class RowDeliverer:
             if not withdrawn:
                 # Never silent: what happened to a message the row no longer shows.
                 logger.error(
-                    "mailrouter outbox: row %s (%s): delivery %s ended %s%s, but this "
+                    "row %s (%s): delivery %s ended %s%s, but this "
                     "worker no longer holds the row (its lease ended and the row was "
                     "taken back): this outcome is not recorded in it%s",
                     row.pk, row.message_id, deliveries, status.value,
