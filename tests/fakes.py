@@ -120,3 +120,31 @@ class ScriptedBackend(BaseEmailBackend):
             else:  # pragma: no cover - a typo in a test
                 raise AssertionError(action)
         return sent
+
+
+class QueueFull(Exception):
+    """A third-party library's own error: its queue took nothing."""
+
+
+class QueueBackend(BaseEmailBackend):
+    """A third-party backend handing messages to a local queue; its own
+    library error (QueueFull) means nothing was queued, but only a leaf kind
+    registered for it can tell the router so. It keeps its timeout as
+    ``deadline`` and its retry count as ``retries``."""
+
+    full = False
+
+    def __init__(self, *, deadline: float | None = None, retries: int = 0, **kwargs: Any) -> None:
+        kwargs.pop("fail_silently", None)
+        if not BACKENDS_TAKE_ALIAS:
+            kwargs.pop("alias", None)
+        super().__init__(**kwargs)
+        self.deadline = deadline
+        self.retries = retries
+        self.queued: list[Any] = []
+
+    def send_messages(self, email_messages: Any) -> int:
+        if QueueBackend.full:
+            raise QueueFull("queue full")
+        self.queued.extend(email_messages)
+        return len(email_messages)

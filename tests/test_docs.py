@@ -109,6 +109,7 @@ CLAIMS = {
         "tests/test_readme_status_pages.py::test_readme_urlconf_routes_the_webhook",
     'explanation = mailers["default"].explain(message)': "test_explain_example",
     '"LOCATION": "redis://redis.internal:6379/3"': "test_health_example",
+    "class PigeonKind(": "test_leaf_kind_example",
 }
 
 
@@ -668,3 +669,22 @@ def test_docs_build_is_part_of_the_test_command() -> None:
     script = (ROOT / "scripts" / "test.sh").read_text()
     assert "scripts/docs.sh" in script
     assert os.access(ROOT / "scripts" / "docs.sh", os.R_OK)
+
+
+def test_leaf_kind_example() -> None:
+    """The registered kind handles the example's backend, judges its library's
+    error and bounds its timeout; it is unregistered afterwards."""
+    from mailrouter import Outcome, Stage, leafkinds
+
+    namespace = run(block("class PigeonKind("))
+    kind = namespace["PIGEON"]
+    try:
+        backend = namespace["PigeonBackend"]()
+        assert leafkinds.kind_for(backend) is kind
+        full = namespace["PigeonFull"]()
+        assert leafkinds.error_outcome(full, Stage.UNKNOWN) is Outcome.NOT_SENT
+        kind.bound_timeout(backend, None, 9)
+        assert kind.timeout(backend) == 9
+    finally:
+        leafkinds.unregister(kind)
+    assert leafkinds.kind_for(namespace["PigeonBackend"]()) is leafkinds.GENERIC

@@ -388,7 +388,7 @@ def test_ses_bulk_results_decide_the_attempt_recipient_by_recipient(
     """Whatever SES answers per destination: accepted iff any destination
     succeeded (only those are delivered, the rest named in the note); else the
     most cautious outcome of the failures, and the batch fails over only then."""
-    from mailrouter.esp_answer import SES_BULK_STATUSES
+    from mailrouter.leafkinds.boto import SES_BULK_STATUSES
 
     recipients = [f"r{i}@example.com" for i in range(len(results))]
     with FakeESPServer(api_key=API_KEY) as ses, FakeESPServer(api_key=API_KEY) as backup:

@@ -13,7 +13,7 @@ from django.core.mail.backends.dummy import EmailBackend as DummyBackend
 from django.core.mail.backends.locmem import EmailBackend as LocmemBackend
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 
-from mailrouter.delivery import leaf_connection
+from mailrouter.leafkinds.smtp import leaf_connection
 from mailrouter.routing import Candidate, route_candidates
 from mailrouter.snapshot import MessageSnapshot
 

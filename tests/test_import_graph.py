@@ -10,6 +10,7 @@ Imports under ``if TYPE_CHECKING:`` are left out: they never run.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,82 @@ def test_no_module_uses_another_modules_private_names(module: str) -> None:
         and not node.attr.startswith("__")
     ]
     assert not offenders, f"{module} uses private names of other modules: {offenders}"
+
+
+#: The mail libraries only ``mailrouter.leafkinds`` may know (and the test
+#: servers of ``mailrouter.testing``).
+LEAF_LIBRARIES = ("smtplib", "requests", "urllib3", "botocore", "boto3", "anymail")
+_LIBRARY_WORD = re.compile(r"\b(" + "|".join(LEAF_LIBRARIES) + r")\b")
+_MAY_KNOW_LIBRARIES = ("mailrouter.leafkinds", "mailrouter.testing")
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """ids of the docstring nodes (prose may name a library)."""
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                found.add(id(body[0].value))
+    return found
+
+
+def library_mentions(tree: ast.AST) -> list[str]:
+    """Where code (not prose) imports or names a leaf library: imports at any
+    depth, identifiers, and strings (class paths, module names for
+    ``sys.modules``, messages)."""
+    prose = _docstrings(tree)
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names if _LIBRARY_WORD.match(a.name)]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            if _LIBRARY_WORD.match(node.module or ""):
+                found.append(f"from {node.module} import ...")
+        elif isinstance(node, ast.Name) and node.id in LEAF_LIBRARIES:
+            found.append(f"name {node.id}")
+        elif isinstance(node, ast.Attribute) and node.attr in LEAF_LIBRARIES:
+            found.append(f"attribute .{node.attr}")
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in prose
+            and _LIBRARY_WORD.search(node.value)
+        ):
+            found.append(f"string {node.value!r}")
+    return found
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(name for name in module_names() if not name.startswith(_MAY_KNOW_LIBRARIES)),
+)
+def test_only_leaf_kinds_know_the_mail_libraries(module: str) -> None:
+    path = module_names()[module]
+    mentions = library_mentions(ast.parse(path.read_text(), str(path)))
+    assert not mentions, f"{module} knows a leaf library (move it to a leaf kind): {mentions}"
+
+
+def test_library_mentions_are_found_in_every_shape() -> None:
+    # Guards the test above against a finder that never finds anything.
+    source = (
+        '"""Docstrings may say anymail."""\n'
+        "import smtplib\n"
+        "def f():\n"
+        "    from anymail.exceptions import AnymailError\n"
+        "    import sys\n"
+        '    sys.modules.get("botocore.config")\n'
+        '    return requests.post, x.urllib3, "boto3 retries"\n'
+    )
+    assert sorted(library_mentions(ast.parse(source))) == [
+        "attribute .urllib3",
+        "from anymail.exceptions import ...",
+        "import smtplib",
+        "name requests",
+        "string 'boto3 retries'",
+        "string 'botocore.config'",
+    ]
+    assert library_mentions(ast.parse('"""About anymail and requests."""\nx = "mail"\n')) == []
 
 
 if __name__ == "__main__":

@@ -149,14 +149,10 @@ def _self_retrying_leaves(
 ) -> Iterator[checks.CheckMessage]:
     """Leaves that resend on their own defeat at-most-once delivery."""
     for alias, backend in leaves.items():
-        if retries_on_its_own(backend):
-            yield checks.Warning(
-                f"{table.label(alias)}: boto3 retries failed requests itself, read "
-                "timeouts included, resending a message the ESP may already have",
-                hint='Set OPTIONS {"client_params": {"config": {"retries": '
-                '{"total_max_attempts": 1}}}} and let the router fail over.',
-                id="mailrouter.W002",
-            )
+        retrying = retries_on_its_own(backend)
+        if retrying is not None:
+            why, hint = retrying
+            yield checks.Warning(f"{table.label(alias)}: {why}", hint=hint, id="mailrouter.W002")
 
 
 def _valid_routers() -> Iterator[tuple[str | None, RouterConfig, MailerTable]]:

@@ -29,19 +29,15 @@ from typing import Any, Protocol
 from django.core.mail import EmailMessage
 from django.core.mail.utils import DNS_NAME
 
-from . import esp_answer, send_guard
-from .classify import MAY_HAVE_LEFT, Stage, error_chain
-from .compat import BASE_BACKEND_GETATTR
+from . import leafkinds, send_guard
 from .config import Delivery, RouterConfig, is_router_class
 from .errors import SendAborted
-from .http_stage import HTTPStage, is_anymail_backend
-from .http_stage import watch as watch_http
+from .leafkinds import MAY_HAVE_LEFT, LeafKind, Stage, Watch, error_chain
 from .outcomes import Attempt, MessageStatus, Outcome, status_from_attempts
 from .pool import MailerPool
 from .ratelimit import RATE_LIMITED, RateLimiter, Token
 from .report import describe_error
 from .routing import Candidate
-from .smtp_stage import SMTPStage, describe_refused, watch
 from .snapshot import MessageSnapshot
 
 logger = logging.getLogger("mailrouter")
@@ -167,35 +163,9 @@ def restore_caller_headers(message: EmailMessage, caller_headers: Mapping[str, A
     message.extra_headers = restored  # type: ignore[assignment,unused-ignore]
 
 
-#: Per leaf class: can ``connection`` only ever be a plain instance attribute?
-_PLAIN_CLASSES: dict[type, bool] = {}
-
-
-def leaf_connection(backend: Any) -> Any:
-    """``getattr(backend, "connection", None)``, without a failing attribute
-    lookup on every message for the many backends that have no connection
-    (locmem, console, Anymail's, ...)."""
-    cls: Any = type(backend)
-    plain = _PLAIN_CLASSES.get(cls)
-    if plain is None:
-        # No custom attribute lookup, and no class attribute or property
-        # named ``connection``: then only the instance dict can hold one.
-        # (Django 6.1's BaseEmailBackend.__getattr__ never provides it; it
-        # only raises AttributeError, which is costly.)
-        plain = _PLAIN_CLASSES[cls] = (
-            cls.__getattribute__ is object.__getattribute__
-            and getattr(cls, "__getattr__", None) in (None, BASE_BACKEND_GETATTR)
-            and not any("connection" in vars(klass) for klass in cls.__mro__)
-        )
-    if not plain:
-        return getattr(backend, "connection", None)
-    try:
-        return backend.__dict__.get("connection")
-    except AttributeError:  # no __dict__ (slots): then no connection either
-        return None
-
-
-def _unsent_outcome(message: EmailMessage, sent: Any, stage: Stage) -> tuple[Outcome, str]:
+def _unsent_outcome(
+    message: EmailMessage, sent: Any, stage: Stage, kind: LeafKind
+) -> tuple[Outcome, str]:
     """The outcome when a backend returned without raising but did not count
     the message as sent. ``stage`` is how far the watched attempt got (a
     backend that swallows its own errors still passed through its stages)."""
@@ -204,50 +174,22 @@ def _unsent_outcome(message: EmailMessage, sent: Any, stage: Stage) -> tuple[Out
         # sent it, so never risk a duplicate.
         return Outcome.UNCERTAIN, f"the backend returned {sent!r} instead of a count"
     if stage in MAY_HAVE_LEFT:
-        verdict = esp_answer.from_status(message) if stage is Stage.ANSWERED else None
+        verdict = kind.unsent(message, stage)
         if verdict is not None and verdict.outcome is not Outcome.ACCEPTED:
             return verdict.outcome, verdict.note or "the backend reported it as not sent"
         return (
             Outcome.UNCERTAIN,
             f"the backend reported it as not sent after reaching stage {stage.value}",
         )
-    status = getattr(message, "anymail_status", None)
-    # Anymail's own fresh status, untouched: a pre_send receiver cancelled the
-    # send before any request (a backend that could not open its session never
-    # gets that far, and has no status).
-    cancelled = (
-        stage in (Stage.PREPARE, Stage.UNKNOWN)
-        and status is not None
-        and getattr(status, "status", None) is None
-        and getattr(status, "esp_response", None) is None
-    )
-    if cancelled or not message.recipients():
-        # Anymail's pre_send receivers cancel a send (or drop every recipient)
-        # on purpose; they would do so at every Anymail mailer, and a non-Anymail
+    if leafkinds.declined(message, stage) or not message.recipients():
+        # An ESP's pre_send receivers cancel a send (or drop every recipient)
+        # on purpose; they would do so at every such mailer, and another
         # mailer would then send what the application meant to suppress.
         return (
             Outcome.REJECTED,
             "the backend declined to send it (cancelled, or no recipients left)",
         )
     return Outcome.NOT_SENT, "the backend reported the message as not sent"
-
-
-#: Anymail message attributes a plain (non-ESP) mailer cannot express: a batch
-#: send would go out as one message with every recipient in To:, a template
-#: as an empty body.
-_ESP_ONLY_ATTRIBUTES = ("merge_data", "merge_metadata", "merge_headers", "template_id")
-
-
-def _esp_only_feature(message: EmailMessage, backend: Any) -> str | None:
-    """The ESP-only feature ``message`` uses that ``backend`` cannot keep."""
-    if is_anymail_backend(backend) or is_router_class(type(backend)):
-        return None
-    for name in _ESP_ONLY_ATTRIBUTES:
-        value = getattr(message, name, None)
-        # AnymailMessage defaults these to its UNSET marker class, not None.
-        if value is not None and not (isinstance(value, type) and value.__name__ == "UNSET"):
-            return name
-    return None
 
 
 def _nested_path(message: EmailMessage, candidate: Candidate, attempt: Attempt) -> tuple[str, ...]:
@@ -440,25 +382,27 @@ class Dispatcher:
             return Attempt(alias, Outcome.SKIPPED, f"not tried: {reason} earlier in this batch")
         started = time.perf_counter()
         stage = Stage.CONNECT
-        marker: SMTPStage | HTTPStage | None = None
+        marker: Watch | None = None
         backend = candidate.connection
+        kind: LeafKind = leafkinds.GENERIC
         try:
             if backend is None:
                 backend = self._pool.backend(alias)
-            feature = _esp_only_feature(message, backend)
-            if feature is not None:
-                return Attempt(
-                    alias,
-                    Outcome.INCOMPATIBLE,
-                    f"message.{feature} needs an ESP mailer (Anymail): this mailer would "
-                    "send it as one plain message",
-                )
+            leaf = leafkinds.BY_CLASS.get(type(backend)) or leafkinds.resolve(
+                backend, router=is_router_class(type(backend))
+            )
+            kind = leaf.kind
+            # leafkinds.refusal(), inline: it runs for every attempt.
+            for attribute, owner in leaf.refused:
+                value = getattr(message, attribute, None)
+                if value is not None and owner.is_set(value):
+                    return Attempt(alias, Outcome.INCOMPATIBLE, owner.refusal(attribute))
             self._pool.ensure_open(key, backend)
-            marker = watch(leaf_connection(backend)) or watch_http(backend)
+            marker = kind.watch(backend)
             stage = Stage.UNKNOWN if marker is None else marker.stage
             # Anymail backends run it as their request starts (after pre_send);
             # a nested router runs it before its own leaf.
-            if not isinstance(marker, HTTPStage) and not is_router_class(type(backend)):
+            if not getattr(marker, "guards_send", False) and not leaf.router:
                 send_guard.run(message)
             sent = backend.send_messages([message])
         except SendAborted:
@@ -466,7 +410,7 @@ class Dispatcher:
         except Exception as error:
             if marker is not None:
                 stage = marker.stage
-            attempt = self._judge(alias, message, error, stage, marker, started)
+            attempt = self._judge(alias, message, error, stage, kind, marker, started)
             if attempt.outcome in (Outcome.NOT_SENT, Outcome.UNCERTAIN) and backend is not None:
                 self._pool.discard(key, backend)
                 if stage is Stage.CONNECT or _is_timeout(error):
@@ -476,18 +420,14 @@ class Dispatcher:
         if not sent:
             if marker is not None:
                 stage = marker.stage
-            outcome, text = _unsent_outcome(message, sent, stage)
+            outcome, text = _unsent_outcome(message, sent, stage, kind)
             return Attempt(alias, outcome, self._redact(text)[:MAX_ERROR_TEXT], None, duration)
-        note: str | None = None
-        if isinstance(marker, SMTPStage) and marker.refused:
-            note = describe_refused(marker.refused)
-        elif isinstance(marker, HTTPStage):
-            verdict = esp_answer.from_status(message)
-            if verdict is not None and verdict.outcome is not Outcome.ACCEPTED:
-                # "Sent", says the backend, but the ESP took no recipient.
-                text = self._redact(verdict.note or "")[:MAX_ERROR_TEXT]
-                return Attempt(alias, verdict.outcome, text, None, duration)
-            note = verdict.note if verdict is not None else None
+        verdict = None if marker is None else kind.accepted(message, marker)
+        if verdict is not None and verdict.outcome is not Outcome.ACCEPTED:
+            # "Sent", says the backend, but the mailer took no recipient.
+            text = self._redact(verdict.note or "")[:MAX_ERROR_TEXT]
+            return Attempt(alias, verdict.outcome, text, None, duration)
+        note = verdict.note if verdict is not None else None
         if note is not None:
             note = self._redact(note)[:MAX_ERROR_TEXT]
         return self._accepted(alias, note, duration)
@@ -498,7 +438,8 @@ class Dispatcher:
         message: EmailMessage,
         error: Exception,
         stage: Stage,
-        marker: SMTPStage | HTTPStage | None,
+        kind: LeafKind,
+        marker: Watch | None,
         started: float,
     ) -> Attempt:
         """The attempt that raised ``error`` at ``stage``: an ESP's own answer
@@ -506,12 +447,7 @@ class Dispatcher:
         duration = time.perf_counter() - started
         # One line: ESP errors embed pretty-printed JSON bodies.
         text = self._redact(describe_error(error))[:MAX_ERROR_TEXT]
-        verdict = None
-        if isinstance(marker, HTTPStage):
-            if stage is Stage.ANSWERED:
-                verdict = esp_answer.from_status(message)
-            elif stage is Stage.BODY_SENT:
-                verdict = esp_answer.from_error(error)
+        verdict = None if marker is None else kind.answered(message, error, stage)
         if verdict is None:
             outcome = self._classify(error, stage)
             return Attempt(alias, outcome, text, type(error).__name__, duration, exception=error)

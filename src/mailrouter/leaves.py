@@ -16,6 +16,7 @@ from django.utils.module_loading import import_string
 
 from .compat import BACKENDS_TAKE_ALIAS, mailer_from_mailers_setting, uses_mailers_setting
 from .config import MailerTable, RouterConfig, is_router_class, is_router_spec
+from .leafkinds import kind_for
 
 #: A leaf OPTION the router takes out before building the leaf: the router
 #: must see every error to judge the attempt, and its own ``fail_silently``
@@ -89,41 +90,12 @@ def raise_errors(backend: BaseEmailBackend) -> None:
 def apply_timeout(backend: Any, alias: str, config: RouterConfig) -> None:
     """Bound a leaf's network operations: ``timeouts[alias]`` overrides the
     leaf's own setting; the router-wide ``timeout`` fills in where the leaf
-    has none (Django's SMTP backend waits forever by default)."""
-    override = config.timeouts.get(alias)
-    if hasattr(backend, "timeout"):
-        if override is not None:
-            backend.timeout = override
-        elif backend.timeout is None and config.timeout is not None:
-            backend.timeout = config.timeout
-        return
-    boto_config = _boto_config(backend)
-    if boto_config is None:
-        return
-    # boto3 leaves (Anymail's Amazon SES) keep timeouts in a botocore Config;
-    # the client is created from it in open(), after this.
-    if override is not None:
-        limits = type(boto_config)(connect_timeout=override, read_timeout=override)
-        backend.client_params["config"] = boto_config.merge(limits)
-    elif config.timeout is not None:
-        limits = type(boto_config)(connect_timeout=config.timeout, read_timeout=config.timeout)
-        backend.client_params["config"] = limits.merge(boto_config)  # the user's values win
+    has none (Django's SMTP backend waits forever by default). Where a leaf
+    keeps its timeout is its kind's knowledge (``mailrouter.leafkinds``)."""
+    kind_for(backend).bound_timeout(backend, config.timeouts.get(alias), config.timeout)
 
 
-def _boto_config(backend: Any) -> Any:
-    """The botocore ``Config`` a boto3-based leaf will create its client with."""
-    params = getattr(backend, "client_params", None)
-    config = params.get("config") if isinstance(params, dict) else None
-    return config if hasattr(config, "merge") and hasattr(config, "retries") else None
-
-
-def retries_on_its_own(backend: Any) -> bool:
-    """Whether a boto3-based leaf resends requests itself (botocore's default):
-    after a read timeout that resends a message the ESP may already have."""
-    config = _boto_config(backend)
-    if config is None:
-        return False
-    retries = config.retries or {}
-    if "total_max_attempts" in retries:
-        return bool(retries["total_max_attempts"] > 1)
-    return bool(retries.get("max_attempts", 1) > 0)
+def retries_on_its_own(backend: Any) -> tuple[str, str] | None:
+    """(why, hint) when a leaf resends requests itself, which can resend a
+    message the mailer may already have; None if it does not."""
+    return kind_for(backend).retries_on_its_own(backend)

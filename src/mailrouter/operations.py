@@ -22,6 +22,7 @@ from .errors import ConfigurationError
 from .health.breaker import State
 from .health.monitor import explain_skip
 from .health.store import Drain, HealthStore, MailerHealth, store_for
+from .leafkinds import kind_for
 from .leaves import apply_timeout, build_mailer
 from .runtime import RouterRuntime, load_runtime
 from .strategies import Draw, order
@@ -281,10 +282,7 @@ def effective_timeout(router: ConfiguredRouter, alias: str) -> tuple[float | Non
     if own is not None:
         return float(own), "mailer's own"
     apply_timeout(backend, alias, config)
-    filled = getattr(backend, "timeout", None)
-    if filled is None:
-        boto = getattr(getattr(backend, "client_params", None), "get", lambda key: None)("config")
-        filled = getattr(boto, "read_timeout", None)
+    filled = kind_for(backend).timeout(backend)
     if filled is not None and config.timeout is not None:
         return float(filled), "router timeout"
     return None, "none"

@@ -112,9 +112,9 @@ def settings_secrets() -> set[str]:
     password = settings.EMAIL_HOST_PASSWORD if is_overridden("EMAIL_HOST_PASSWORD") else ""
     if isinstance(password, str) and len(password) >= _MIN_SECRET_LENGTH:
         found.add(password)
-    anymail = getattr(settings, "ANYMAIL", None)
-    if isinstance(anymail, Mapping):
-        found |= secrets_in(anymail)
+    esp_settings = getattr(settings, "ANYMAIL", None)
+    if isinstance(esp_settings, Mapping):
+        found |= secrets_in(esp_settings)
     for name in dir(settings):
         if name.startswith("ANYMAIL_") and looks_secret(name):
             value = getattr(settings, name, None)

@@ -8,7 +8,7 @@ a worker paused (or slowed) after its ``sending`` mark, whose row was taken
 back meanwhile, must not send. The check raises ``SendAborted`` to withdraw
 the message; the router then stops at once (no other candidate is tried) and
 ``send_messages()`` raises it. Where it runs: for Anymail backends as the
-request starts (``http_stage``), for every other leaf just before its
+request starts (``leafkinds.anymail_requests``), for every other leaf just before its
 ``send_messages()`` (Django's SMTP backend has its connection open by then).
 """
 

@@ -25,26 +25,14 @@ from django.core.mail import EmailMessage, EmailMultiAlternatives
 from django.utils.functional import Promise
 
 from ..errors import MailRouterError
+from ..leafkinds.anymail_requests import MESSAGE_ATTRIBUTES, PAYLOAD_KIND, is_unset, message_class
 
 #: Bumped when the layout changes; decode() refuses versions it does not know.
 VERSION = 1
 
-#: Anymail's per-message attributes (``anymail.message.AnymailMessageMixin``),
-#: read from any EmailMessage that has them.
-ANYMAIL_ATTRIBUTES = (
-    "envelope_sender",
-    "metadata",
-    "send_at",
-    "tags",
-    "track_clicks",
-    "track_opens",
-    "template_id",
-    "merge_data",
-    "merge_global_data",
-    "merge_headers",
-    "merge_metadata",
-    "esp_extra",
-)
+#: ESP per-message attributes (the Anymail leaf kind's), read from any
+#: EmailMessage that has them.
+ESP_ATTRIBUTES = MESSAGE_ATTRIBUTES
 
 #: Undocumented subtypes Django <= 5.2 honours (6.0 raises on ``mixed_subtype``):
 #: stored only when set on the instance.
@@ -57,23 +45,6 @@ class PayloadError(MailRouterError, ValueError):
     """The message cannot be stored faithfully, or could never be delivered
     (raised at enqueue, naming the field), or a stored payload cannot be read
     back (raised by a worker)."""
-
-
-def _anymail_message_class() -> type[EmailMessage] | None:
-    try:
-        from anymail.message import AnymailMessage
-    except ImportError:  # Anymail is optional
-        return None
-    cls: type[EmailMessage] = AnymailMessage
-    return cls
-
-
-def _is_unset(value: Any) -> bool:
-    try:
-        from anymail.utils import UNSET
-    except ImportError:
-        return False
-    return value is UNSET
 
 
 # -- values -----------------------------------------------------------------------
@@ -197,9 +168,9 @@ def _decode_attachment(data: Mapping[str, Any]) -> Any:
 
 
 def _kind(message: EmailMessage) -> str:
-    anymail_class = _anymail_message_class()
-    if anymail_class is not None and isinstance(message, anymail_class):
-        return "anymail"
+    esp_class = message_class()
+    if esp_class is not None and isinstance(message, esp_class):
+        return PAYLOAD_KIND
     if isinstance(message, EmailMultiAlternatives):
         return "alternatives"
     return "email"
@@ -240,14 +211,14 @@ def encode(message: EmailMessage) -> dict[str, Any]:
     }
     if subtypes:
         data["subtypes"] = subtypes
-    anymail = {}
-    for name in ANYMAIL_ATTRIBUTES:
+    esp = {}
+    for name in ESP_ATTRIBUTES:
         if hasattr(message, name):
             value = getattr(message, name)
-            if not _is_unset(value):
-                anymail[name] = encode_value(value, name)
-    if anymail:
-        data["anymail"] = anymail
+            if not is_unset(value):
+                esp[name] = encode_value(value, name)
+    if esp:
+        data[PAYLOAD_KIND] = esp
     pins = getattr(message, "mailers", None)
     if pins is not None:
         data["mailers"] = encode_value(pins, "mailers")
@@ -262,11 +233,11 @@ def decode(data: Mapping[str, Any]) -> EmailMessage:
         raise PayloadError(f"unknown outbox payload version {version!r}")
     kind = data["kind"]
     cls: type[EmailMessage]
-    if kind == "anymail":
-        anymail_class = _anymail_message_class()
-        if anymail_class is None:
+    if kind == PAYLOAD_KIND:
+        esp_class = message_class()
+        if esp_class is None:
             raise PayloadError("the payload is an AnymailMessage but Anymail is not installed")
-        cls = anymail_class
+        cls = esp_class
     elif kind == "alternatives":
         cls = EmailMultiAlternatives
     elif kind == "email":
@@ -299,7 +270,7 @@ def decode(data: Mapping[str, Any]) -> EmailMessage:
         ]
     for name, value in data.get("subtypes", {}).items():
         setattr(message, name, value)
-    for name, value in data.get("anymail", {}).items():
+    for name, value in data.get(PAYLOAD_KIND, {}).items():
         setattr(message, name, decode_value(value))
     if "mailers" in data:
         message.mailers = decode_value(data["mailers"])  # type: ignore[attr-defined]

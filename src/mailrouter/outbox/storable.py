@@ -21,6 +21,8 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ..leafkinds.anymail_requests import PAYLOAD_KIND
+
 #: NUL and lone surrogates (a valid pair is one code point in a Python str).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
@@ -82,7 +84,7 @@ def _leaves(value: Any, where: str) -> Iterator[tuple[str, Any]]:
     """Every key and scalar in a payload, named as the message's fields are:
     ``subject``, ``to[0]``, ``headers['X-Tag']``, ``metadata['order']``."""
     if isinstance(value, Mapping):
-        if where == "" or where == "anymail":
+        if where in ("", PAYLOAD_KIND):
             # The payload's own layout: its keys are the message's fields.
             for key, item in value.items():
                 yield from _leaves(item, key)
