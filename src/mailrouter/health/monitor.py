@@ -26,9 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import socket
-import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -36,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import RouterConfig
 from ..outcomes import Attempt, Outcome
+from ..shared_state.holder import holder_id
 from ..status_pages.record import effects as page_effects
 from ..status_pages.record import slots as page_slots
 from ..status_pages.refresh import schedule as schedule_refresh
@@ -52,11 +50,6 @@ logger = logging.getLogger("mailrouter")
 #: Fallback attempt duration (seconds) used to size the probe lease when the
 #: router has no timeout for the mailer.
 DEFAULT_PROBE_SECONDS = 60.0
-
-
-def owner_id() -> str:
-    """Who holds a claim or lease: host, process and thread, for ``status``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
 def format_time(seconds: float | None) -> str:
@@ -193,7 +186,7 @@ class HealthMonitor:
     def _try_probe_lease(self, alias: str, entry: _AliasBatch) -> None:
         breaker = entry.health.breaker
         won = self.store.acquire_probe(
-            alias, breaker.generation, owner_id(), self._lease_ttl(alias, breaker)
+            alias, breaker.generation, holder_id(), self._lease_ttl(alias, breaker)
         )
         entry.probe = won
         entry.probe_generation = breaker.generation
@@ -263,7 +256,7 @@ class HealthMonitor:
         old = entry.health.breaker
         old_state = old.effective(now) if not entry.probe else State.HALF_OPEN
         entry.health = replace(entry.health, breaker=new)
-        if not self.store.claim(alias, new.generation, owner_id()):
+        if not self.store.claim(alias, new.generation, holder_id()):
             # Another process makes this transition; act on it locally already.
             return
         current = self.store.load_breaker(alias)

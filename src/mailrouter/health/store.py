@@ -17,40 +17,32 @@ Everything the hot path needs for all aliases of a router is read with ONE
 processes are all counted (atomic on Redis and memcached).
 
 If the cache raises (Redis down), every operation runs against a
-per-process local-memory cache instead; a warning is logged at most once per
-``WARN_INTERVAL``; the shared cache is tried again after ``RETRY_INTERVAL``
-and used as soon as it answers. Sending never fails because of the cache.
+per-process local-memory cache instead, through
+:class:`~mailrouter.shared_state.fallback.CacheFallback`. Sending never
+fails because of the cache.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import logging
 import math
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 from django.core.cache import BaseCache, caches
-from django.core.signals import setting_changed
 
+from ..shared_state.fallback import CacheFallback
+from ..shared_state.registry import on_reset
 from .breaker import Breaker, BreakerPolicy, WindowCounts, pack, unpack
 from .memory import ProcessMemory
 from .settings import HealthSettings
 
-logger = logging.getLogger("mailrouter")
-
 KEY_PREFIX = "mailrouter:health:"
-#: Seconds between two "health cache unreachable" warnings of one store.
-WARN_INTERVAL = 60.0
-#: Seconds to use the per-process fallback before trying the shared cache again.
-#: Keeps a hanging cache server from costing its timeout on every batch.
-RETRY_INTERVAL = 5.0
 #: Claims only need to outlive the race between processes making the same
 #: transition; a stale claim must not block the next transition for long.
 CLAIM_TTL = 60
@@ -237,10 +229,11 @@ class HealthStore:
         self._embedded: BaseCache | None = None
         if cache_alias is None:
             self._embedded = ProcessMemory()
-        self._local = ProcessMemory()
-        self._lock = threading.Lock()
-        self._failed_at: float | None = None  # monotonic; None = shared cache in use
-        self._warned_at: float | None = None
+        self._local: BaseCache = ProcessMemory()
+        self._fallback = CacheFallback(
+            "health cache", self.label, cache_alias, "using per-process breaker state",
+            resumed="using shared breaker state",
+        )
 
     # -- plumbing --------------------------------------------------------------
 
@@ -259,45 +252,7 @@ class HealthStore:
         return "local" if self._embedded is not None else cache_kind(self.backend())
 
     def _run(self, operation: Callable[[BaseCache], T]) -> T:
-        failed_at = self._failed_at
-        if failed_at is not None and time.monotonic() < failed_at + RETRY_INTERVAL:
-            return operation(self._local)
-        try:
-            result = operation(self.backend())
-        except Exception as error:
-            # Any exception: cache clients raise their own error types (redis,
-            # pymemcache, database errors), and none of them may stop a send.
-            self._cache_failed(error)
-            return operation(self._local)
-        if failed_at is not None:
-            self._cache_resumed()
-        return result
-
-    def _cache_failed(self, error: Exception) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._failed_at = now
-            if self._warned_at is not None and now - self._warned_at < WARN_INTERVAL:
-                return
-            self._warned_at = now
-        logger.warning(
-            "health cache %s is unreachable (%s); using per-process "
-            "breaker state until it answers again",
-            self.label,
-            type(error).__name__,
-            extra={"mailrouter_cache": self.cache_alias},
-        )
-
-    def _cache_resumed(self) -> None:
-        with self._lock:
-            if self._failed_at is None:
-                return
-            self._failed_at = None
-        logger.info(
-            "health cache %s answers again; using shared breaker state",
-            self.label,
-            extra={"mailrouter_cache": self.cache_alias},
-        )
+        return self._fallback.run(operation, self.backend, self._local)
 
     # -- reads -------------------------------------------------------------------
 
@@ -460,9 +415,7 @@ class HealthStore:
         if self._embedded is not None:
             self._embedded.clear()
         self._local.clear()
-        with self._lock:
-            self._failed_at = None
-            self._warned_at = None
+        self._fallback.forget()
 
 
 _stores: dict[str | None, HealthStore] = {}
@@ -486,14 +439,4 @@ def reset_stores() -> None:
         _stores.clear()
 
 
-_RESET_ON = frozenset({"CACHES", "MAILERS", "MAILROUTER", "EMAIL_BACKEND"})
-
-
-def _on_setting_changed(*, setting: str, **_: Any) -> None:
-    # Per-process health state belongs to one configuration: tests that
-    # override the mailers must not inherit breakers opened by earlier tests.
-    if setting in _RESET_ON:
-        reset_stores()
-
-
-setting_changed.connect(_on_setting_changed, dispatch_uid="mailrouter.health.store")
+on_reset("mailrouter.health.store", reset_stores)

@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import queue
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from typing import Any
 
 from ..health.store import HealthStore
 from ..report import mailer_status_changed
+from ..shared_state.holder import holder_id
 from .fetch import FetchError
 from .record import STATE_OF_LEVEL, PageRecord, PageState, change_part, lease_part
 from .settings import StatusPage
@@ -44,10 +44,6 @@ REQUEST_INTERVAL = 1.0
 #: How long records stay in the cache past their staleness (for ``status``).
 KEEP_FOR = 86400
 CHANGE_CLAIM_TTL = 3600
-
-
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
 def read_page(page: StatusPage, previous: PageRecord | None, now: float) -> PageRecord:
@@ -83,7 +79,7 @@ def refresh_page(
     ``force``), store the record, announce a change. None: someone else has it."""
     alias = page.alias
     lease_ttl = max(1, math.floor(page.refresh))
-    if not force and not store.add_value(alias, lease_part(page), _owner(), lease_ttl):
+    if not force and not store.add_value(alias, lease_part(page), holder_id(), lease_ttl):
         return None
     previous = PageRecord.from_dict(store.get_value(alias, page.record_part))
     record = read_page(page, previous, clock())
@@ -92,7 +88,7 @@ def refresh_page(
     old = previous.state if previous is not None and previous.url == page.url else None
     if record.state is not old and (old is not None or record.state is not PageState.UNKNOWN):
         since = previous.checked_at if previous is not None else 0.0
-        if store.add_value(alias, change_part(page, since, record.state), _owner(),
+        if store.add_value(alias, change_part(page, since, record.state), holder_id(),
                            CHANGE_CLAIM_TTL):
             announce(page, old or PageState.UNKNOWN, record)
     return record
