@@ -412,7 +412,7 @@ class RateLimiter:
         try:
             token.lender.reserve(token.alias, limit, 0, refund=1, refund_at=token.bucket)
         except Exception as error:
-            logger.debug("mailrouter: returning rate budget of %s failed: %r", token.alias, error)
+            logger.debug("returning rate budget of %s failed: %r", token.alias, error)
 
     def seconds_until_budget(self, aliases: Collection[str]) -> float:
         """How long until one of ``aliases`` may have budget again (0: now)."""

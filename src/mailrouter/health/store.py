@@ -10,7 +10,9 @@ Strategy (``breaker``) is separated from storage (this module), as in the
     mailrouter:health:<alias>:drain        drained for maintenance (until, reason)
     mailrouter:health:<alias>:claim:<g>    who makes transition g (cache.add)
     mailrouter:health:<alias>:probe:<g>    the probe lease of opening g (cache.add)
-    mailrouter:health:<alias>:page-*       status page record, leases (mailrouter.status_pages)
+    mailrouter:health:<alias>:<part>       health sources' records and leases
+                                           (``mailrouter.health.sources``; status
+                                           pages use ``page-*``)
 
 Everything the hot path needs for all aliases of a router is read with ONE
 ``get_many``. Counters use ``incr`` so concurrent failures from many
@@ -49,8 +51,8 @@ CLAIM_TTL = 60
 EMBEDDED = "embedded local memory"
 
 T = TypeVar("T")
-#: Marks a status page record among the keys ``read`` fetches.
-_PAGE = object()
+#: Marks a health source's record among the keys ``read`` fetches.
+_SOURCE = object()
 
 _SAFE_ALIAS = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 
@@ -97,8 +99,8 @@ def _read_keys(
 
 
 @functools.lru_cache(maxsize=256)
-def _page_keys(pages: tuple[tuple[str, str], ...]) -> tuple[tuple[str, tuple[str, str, Any]], ...]:
-    return tuple((key(alias, part), (alias, part, _PAGE)) for alias, part in pages)
+def _slot_keys(slots: tuple[tuple[str, str], ...]) -> tuple[tuple[str, tuple[str, str, Any]], ...]:
+    return tuple((key(alias, part), (alias, part, _SOURCE)) for alias, part in slots)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,18 +260,18 @@ class HealthStore:
 
     def read(
         self, aliases: Iterable[str], policy: Callable[[str], BreakerPolicy], now: float,
-        *, pages: tuple[tuple[str, str], ...] = (),
-        pages_found: dict[tuple[str, str], Any] | None = None,
+        *, slots: tuple[tuple[str, str], ...] = (),
+        slots_found: dict[tuple[str, str], Any] | None = None,
     ) -> dict[str, MailerHealth]:
         """Every alias's health in ONE cache round trip (``get_many``).
 
-        ``pages``: (alias, key part) of status page records to read in the
-        same round trip, into ``pages_found`` (only the records stored).
+        ``slots``: (alias, key part) of health sources' records to read in
+        the same round trip, into ``slots_found`` (only the records stored).
         """
         aliases = list(dict.fromkeys(aliases))
         wanted: dict[str, tuple[str, str, Any]] = {}
-        if pages:
-            wanted.update(_page_keys(pages))
+        if slots:
+            wanted.update(_slot_keys(slots))
         for alias in aliases:
             alias_policy = policy(alias)
             buckets = (
@@ -285,9 +287,9 @@ class HealthStore:
         parts: dict[str, dict[str, Any]] = {}
         for cache_key, value in found.items():
             alias, part, bucket = wanted[cache_key]
-            if bucket is _PAGE:
-                if pages_found is not None:
-                    pages_found[alias, part] = value
+            if bucket is _SOURCE:
+                if slots_found is not None:
+                    slots_found[alias, part] = value
                 continue
             entry = parts.setdefault(alias, {"buckets": {}})
             if part == "window":
@@ -394,7 +396,7 @@ class HealthStore:
     def clear_drain(self, alias: str) -> bool:
         return bool(self._run(lambda cache: cache.delete(key(alias, "drain"))))
 
-    # -- plain values (status pages keep their records and leases here) ----------
+    # -- plain values (health sources keep their records and leases here) --------
 
     def get_value(self, alias: str, part: str) -> Any:
         return self._run(lambda cache: cache.get(key(alias, part)))
