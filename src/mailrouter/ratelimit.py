@@ -298,9 +298,10 @@ class FallbackStorage:
         self.shared = shared
         self.local = MemoryStorage()
         self.label = shared.label
-        self._fallback = CacheFallback(
-            "rate-limit storage", shared.label, shared.cache_alias,
-            "enforcing rate limits per process",
+        local: RateStorage = self.local
+        self._fallback: CacheFallback[RateStorage] = CacheFallback(
+            self._shared, local, what="rate-limit storage", label=shared.label,
+            cache_alias=shared.cache_alias, meanwhile="enforcing rate limits per process",
         )
 
     def reserve(
@@ -315,8 +316,7 @@ class FallbackStorage:
                 return storage.reserve(alias, limit, wanted)
             return storage.reserve(alias, limit, wanted, refund, refund_at)
 
-        local: RateStorage = self.local
-        return self._fallback.run(operation, self._shared, local)
+        return self._fallback.run(operation)
 
     def _shared(self) -> RateStorage:
         return self.shared

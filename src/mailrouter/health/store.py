@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any
 
 from django.core.cache import BaseCache, caches
 
@@ -50,7 +50,6 @@ KEY_PREFIX = "mailrouter:health:"
 CLAIM_TTL = 60
 EMBEDDED = "embedded local memory"
 
-T = TypeVar("T")
 #: Marks a health source's record among the keys ``read`` fetches.
 _SOURCE = object()
 
@@ -232,10 +231,13 @@ class HealthStore:
         if cache_alias is None:
             self._embedded = ProcessMemory()
         self._local: BaseCache = ProcessMemory()
-        self._fallback = CacheFallback(
-            "health cache", self.label, cache_alias, "using per-process breaker state",
+        self._fallback: CacheFallback[BaseCache] = CacheFallback(
+            self.backend, self._local, what="health cache", label=self.label,
+            cache_alias=cache_alias, meanwhile="using per-process breaker state",
             resumed="using shared breaker state",
         )
+        #: Every operation goes through the fallback (bound once: no extra call).
+        self._run = self._fallback.run
 
     # -- plumbing --------------------------------------------------------------
 
@@ -252,9 +254,6 @@ class HealthStore:
     @property
     def kind(self) -> str:
         return "local" if self._embedded is not None else cache_kind(self.backend())
-
-    def _run(self, operation: Callable[[BaseCache], T]) -> T:
-        return self._fallback.run(operation, self.backend, self._local)
 
     # -- reads -------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 logger = logging.getLogger("mailrouter")
 
@@ -26,9 +26,10 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 
-class CacheFallback:
-    """Runs operations on a shared resource, or on a per-process stand-in
-    while the shared one fails. Thread-safe.
+class CacheFallback(Generic[R]):
+    """Runs operations on a shared resource (``shared()``: the Django cache
+    of this thread, say), or on the per-process ``local`` stand-in while the
+    shared one fails. Thread-safe.
 
     ``what`` names the shared resource in logs (``"health cache"``),
     ``meanwhile`` says what happens while it fails (``"using per-process
@@ -37,9 +38,11 @@ class CacheFallback:
     """
 
     def __init__(
-        self, what: str, label: str, cache_alias: str | None, meanwhile: str,
-        resumed: str | None = None,
+        self, shared: Callable[[], R], local: R, *, what: str, label: str,
+        cache_alias: str | None, meanwhile: str, resumed: str | None = None,
     ) -> None:
+        self.shared = shared
+        self.local = local
         self.what = what
         self.label = label
         self.cache_alias = cache_alias
@@ -49,18 +52,18 @@ class CacheFallback:
         self._failed_at: float | None = None  # monotonic; None = shared in use
         self._warned_at: float | None = None
 
-    def run(self, operation: Callable[[R], T], shared: Callable[[], R], local: R) -> T:
+    def run(self, operation: Callable[[R], T]) -> T:
         """``operation(shared())``, or ``operation(local)`` while the shared
         resource fails (any exception: cache clients raise their own error
         types, and none of them may stop a send)."""
         failed_at = self._failed_at
         if failed_at is not None and time.monotonic() < failed_at + RETRY_INTERVAL:
-            return operation(local)
+            return operation(self.local)
         try:
-            result = operation(shared())
+            result = operation(self.shared())
         except Exception as error:
             self.failed(error)
-            return operation(local)
+            return operation(self.local)
         if failed_at is not None:
             self._answered()
         return result
