@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..shared_state.registry import on_reset
+
 if TYPE_CHECKING:
     from ..config import RouterConfig
 
@@ -129,6 +131,14 @@ def unregister(name: str) -> None:
     with _lock:
         _factories.pop(name, None)
         _built.clear()
+
+
+def _forget_built() -> None:
+    with _lock:
+        _built.clear()
+
+
+on_reset("mailrouter.health.sources", _forget_built)
 
 
 def sources_for(config: RouterConfig) -> tuple[HealthSource, ...]:

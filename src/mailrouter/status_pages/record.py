@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ..health.sources import Level
+from ..shared_state.registry import on_reset
 from .settings import StatusPage
 
 #: A page's state is a level of the health scale (the former name).
@@ -103,6 +104,7 @@ Slots = tuple[Mapping[tuple[str, str], StatusPage], tuple[tuple[str, str], ...]]
 #: ``send_mail()`` from the same configured mapping; index it once.
 _slots: dict[int, tuple[Mapping[str, StatusPage], Slots]] = {}
 _NO_SLOTS: Slots = (MappingProxyType({}), ())
+on_reset("mailrouter.status_pages.record", _slots.clear)
 
 
 def slots(pages: Mapping[str, StatusPage]) -> Slots:
