@@ -78,7 +78,7 @@ def test_every_watched_setting_resets_every_registered_state() -> None:
         with override_settings(TIME_ZONE="UTC"):  # not watched
             pass
     finally:
-        registry.on_reset("tests.shared_state", lambda: None)
+        registry.remove("tests.shared_state")
     assert len(calls) == 12  # each watched setting: on entry and on exit
 
 

@@ -35,6 +35,12 @@ def on_reset(name: str, forget: Reset) -> Reset:
     return forget
 
 
+def remove(name: str) -> None:
+    """Unregister the reset registered under ``name`` (if any)."""
+    with _lock:
+        _resets.pop(name, None)
+
+
 def reset() -> None:
     """Forget every registered per-process state (tests, settings changes)."""
     with _lock:
