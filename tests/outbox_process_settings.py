@@ -7,7 +7,11 @@ The caller passes ports and options as JSON in ``MAILROUTER_OUTBOX_TEST``:
 - ``system``: ``"mailrouter"`` (default), or ``"post_office"`` / ``"mailer"``
   (django-post_office or django-mailer in front of the same fake Mailgun, for
   the benchmark's comparison; they must be installed);
-- ``tasks``: ``"db"`` to wake django-tasks-db workers on commit."""
+- ``tasks``: ``"db"`` to wake django-tasks-db workers on commit;
+- ``delivery``: the router's ``delivery`` option.
+
+With ``MAILROUTER_OUTBOX_PAUSE=1`` in its environment, a worker stops itself
+(SIGSTOP) in its first Anymail ``pre_send``, just before the request."""
 
 import json
 import os
@@ -50,7 +54,24 @@ _ROUTER = {
     ],
     "health": False,
 }
+if "delivery" in _config:
+    _ROUTER["delivery"] = _config["delivery"]
 _OUTBOX = {"lease": _config.get("lease", 300), "retry": {"backoff": 1}}
+
+if os.environ.get("MAILROUTER_OUTBOX_PAUSE") == "1":
+    # This worker stops itself (SIGSTOP) in its first Anymail pre_send: after
+    # its "sending" mark, just before the request. The test resumes or kills it.
+    import signal
+
+    from anymail.signals import pre_send
+
+    def _pause_once(sender, message, esp_name, **kwargs):  # type: ignore[no-untyped-def]
+        if not _paused:
+            _paused.append(True)
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+    _paused: list[bool] = []
+    pre_send.connect(_pause_once, weak=False)
 
 if _config.get("tasks") == "db":
     # Each commit enqueues deliver_outbox in django-tasks-db's table; a real

@@ -274,3 +274,90 @@ def test_a_real_celery_worker_delivers_and_a_duplicate_task_sends_nothing_twice(
     assert sum(counts.get("sent", 0) for counts in delivered) == 300
     stop(worker)
     assert_all_sent_once(outbox, 300)
+
+
+# -- Claims: paused workers, a lost database connection, at-least-once -------------------
+
+
+def start_paused_worker(outbox: Fleet) -> subprocess.Popen[bytes]:
+    """A worker that stops itself (SIGSTOP) just before its first request:
+    after its "sending" mark and Anymail's pre_send."""
+    env, outbox.env = outbox.env, {**outbox.env, "MAILROUTER_OUTBOX_PAUSE": "1"}
+    try:
+        worker = outbox.start_worker("--poll-interval", "0.1")
+    finally:
+        outbox.env = env
+    wait_until(lambda: process_state(worker.pid) == "T", 60, "the worker to stop itself")
+    return worker
+
+
+def process_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_worker_paused_past_its_lease_resumes_and_sends_nothing(fleet: Any) -> None:
+    outbox: Fleet = fleet(lease=1.0)
+    outbox.enqueue(1)  # message 0 goes to the ESP
+    first = start_paused_worker(outbox)
+    time.sleep(1.5)  # past its lease
+    second = outbox.start_worker("--poll-interval", "0.1")
+    wait_until(lambda: outbox.statuses() == {"uncertain": 1}, 60,
+               "the second worker to mark the row uncertain")
+    # The operator checked: the ESP has nothing. Queued again, the second worker sends it.
+    (row,) = outbox.rows()
+    outbox._run("-m", "django", "mailrouter", "outbox", "retry", "--uncertain", str(row["id"]),
+                "--no-input")
+    wait_until(lambda: outbox.statuses() == {"sent": 1}, 60, "the second worker to send it")
+    first.send_signal(signal.SIGCONT)
+    stop(second)
+    # The first worker resumes at its request: its claim check refuses it.
+    wait_until(lambda: process_state(first.pid) != "T", 10, "the first worker to resume")
+    time.sleep(1.0)
+    first.send_signal(signal.SIGTERM)
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err.decode(errors="replace")[-3000:]
+    assert "claim ended before the request" in err.decode(errors="replace")
+    assert outbox.received_ids() == {row["message_id"]: 1}
+    (row,) = outbox.rows()
+    assert (row["status"], row["delivery_count"], pid_of(row["claimed_by"])) == (
+        "sent", 2, second.pid
+    )
+
+
+def test_an_outcome_write_on_a_terminated_connection_lands_after_reconnecting(
+    fleet: Any,
+) -> None:
+    import psycopg
+
+    # The ESP takes 3 s: the worker's connection is idle, its request in flight.
+    outbox: Fleet = fleet(esp_latency=3.0)
+    outbox.enqueue(2)
+    worker = outbox.start_worker("--poll-interval", "0.1", "--batch", "1")
+    wait_until(lambda: outbox.statuses()["sending"] == 1, 60, "the worker to start sending")
+    time.sleep(0.5)  # its claim check (just before the request) is done
+    with psycopg.connect(outbox.dsn, autocommit=True) as conn:
+        killed = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    assert killed == [(True,)]
+    wait_until(lambda: outbox.statuses() == {"sent": 2}, 60, "both rows to be sent")
+    stop(worker)
+    assert_all_sent_once(outbox, 2)
+
+
+def test_at_least_once_retries_a_row_whose_worker_was_killed_before_its_request(
+    fleet: Any,
+) -> None:
+    outbox: Fleet = fleet(lease=1.0, delivery="at_least_once")
+    outbox.enqueue(1)
+    first = start_paused_worker(outbox)  # after its "sending" mark
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    second = outbox.start_worker("--poll-interval", "0.1")
+    wait_until(lambda: outbox.statuses() == {"sent": 1}, 60,
+               "the row to be retried after the lease (at-least-once)")
+    stop(second)
+    assert_all_sent_once(outbox, 1)
+    (row,) = outbox.rows()
+    assert (row["delivery_count"], pid_of(row["claimed_by"])) == (2, second.pid)

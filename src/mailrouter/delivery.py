@@ -29,10 +29,11 @@ from typing import Any, Protocol
 from django.core.mail import EmailMessage
 from django.core.mail.utils import DNS_NAME
 
-from . import esp_answer
+from . import esp_answer, send_guard
 from .classify import MAY_HAVE_LEFT, Stage, error_chain
 from .compat import BASE_BACKEND_GETATTR
 from .config import Delivery, RouterConfig, is_router_class
+from .errors import SendAborted
 from .http_stage import HTTPStage, is_anymail_backend
 from .http_stage import watch as watch_http
 from .outcomes import Attempt, MessageStatus, Outcome, status_from_attempts
@@ -397,7 +398,12 @@ class Dispatcher:
             if isinstance(taken, str):
                 return Attempt(candidate.alias, Outcome.SKIPPED, taken, last_resort=last_resort)
             token = taken
-        attempt = self._attempt(message, candidate, batch)
+        try:
+            attempt = self._attempt(message, candidate, batch)
+        except SendAborted:
+            if token is not None and self.limiter is not None:
+                self.limiter.release(token)  # nothing was sent
+            raise
         if last_resort is not None:
             attempt = replace(attempt, last_resort=last_resort)
         if attempt.outcome is Outcome.SKIPPED:
@@ -450,7 +456,13 @@ class Dispatcher:
             self._pool.ensure_open(key, backend)
             marker = watch(leaf_connection(backend)) or watch_http(backend)
             stage = Stage.UNKNOWN if marker is None else marker.stage
+            # Anymail backends run it as their request starts (after pre_send);
+            # a nested router runs it before its own leaf.
+            if not isinstance(marker, HTTPStage) and not is_router_class(type(backend)):
+                send_guard.run(message)
             sent = backend.send_messages([message])
+        except SendAborted:
+            raise
         except Exception as error:
             if marker is not None:
                 stage = marker.stage

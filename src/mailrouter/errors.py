@@ -116,3 +116,13 @@ class InvalidMessageError(DeliveryError, ValueError):
     (then naming only such messages); ``except ValueError`` catches it, as it
     catches Django's error, which is its ``__cause__``.
     """
+
+
+class SendAborted(MailRouterError):
+    """A message's last check before its bytes leave refused the send
+    (``mailrouter.send_guard``): nothing of it reached the mailer.
+
+    Raised out of ``send_messages()`` (no further candidate is tried): the
+    caller that installed the check withdrew the message, e.g. an outbox worker
+    whose claim on the row ended.
+    """

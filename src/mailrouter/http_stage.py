@@ -24,6 +24,7 @@ import contextvars
 import sys
 from typing import Any
 
+from . import send_guard
 from .classify import Stage, error_chain
 
 _ATTRIBUTE = "_mailrouter_stage"
@@ -63,6 +64,9 @@ def watch(backend: Any) -> HTTPStage | None:
         original_post_send = backend.run_post_send
 
         def post_to_esp(payload: Any, message: Any) -> Any:
+            # Every pre_send receiver and the payload are done: the last moment
+            # before the request.
+            send_guard.run(message)
             # Watched connections report each step from here on; with none to
             # watch, the request may leave at any moment.
             marker.stage = Stage.PREPARE if _track_transport(backend) else Stage.REQUEST

@@ -11,7 +11,9 @@ deliver the same row; SQLite simply serialises them (run one worker).
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from django.db import connections, transaction
 from django.db.models import QuerySet
@@ -60,31 +62,68 @@ def release(database: str, holder: str) -> int:
     )
 
 
+#: What becomes of a row whose worker stopped mid-send: its new status and,
+#: for ``queued``, the seconds until it is tried again.
+Settle = Callable[[OutboxMessage], tuple[RowStatus, float]]
+
+STOPPED_RETRIED = (
+    "the worker delivering this message stopped after the delivery started "
+    "(its lease ended): a mailer may have it; tried again because its router "
+    "delivers at least once"
+)
+
+STOPPED_GAVE_UP = (
+    "the worker delivering this message stopped after the delivery started "
+    "(its lease ended): a mailer may have it; its router delivers at least once, "
+    "but its retries are used up"
+)
+
+
+def uncertain_always(row: OutboxMessage) -> tuple[RowStatus, float]:
+    return RowStatus.UNCERTAIN, 0.0
+
+
 @dataclass(frozen=True)
 class Reclaimed:
     #: Claimed but never started: back in the queue.
     requeued: int
-    #: Started by a worker that stopped: now uncertain.
-    uncertain: list[OutboxMessage]
+    #: Started by a worker that stopped, with the status each got: uncertain,
+    #: or (at-least-once delivery) queued again or failed.
+    stopped: list[OutboxMessage]
+
+    @property
+    def uncertain(self) -> list[OutboxMessage]:
+        return [row for row in self.stopped if row.status == RowStatus.UNCERTAIN]
 
 
-def reclaim_expired(database: str, now: datetime.datetime | None = None) -> Reclaimed:
-    """Take back rows whose holder's lease ended."""
+def reclaim_expired(
+    database: str, now: datetime.datetime | None = None, settle: Settle = uncertain_always
+) -> Reclaimed:
+    """Take back rows whose holder's lease ended. A row that was being sent
+    gets the status ``settle`` gives it (by default ``uncertain``)."""
     now = now or timezone.now()
     requeued = rows(database).filter(status=RowStatus.CLAIMED, lease_until__lt=now).update(
         status=RowStatus.QUEUED, claimed_by="", lease_until=None
     )
     stale = list(rows(database).filter(status=RowStatus.SENDING, lease_until__lt=now))
-    uncertain = []
+    stopped = []
     for row in stale:
-        # Conditional: the holder may have finished the row meanwhile.
+        status, delay = settle(row)
+        changes: dict[str, Any] = {"status": status}
+        if status == RowStatus.QUEUED:
+            changes.update(last_error=STOPPED_RETRIED, claimed_by="", lease_until=None,
+                           next_attempt_at=now + datetime.timedelta(seconds=delay))
+        else:
+            changes.update(last_error=STOPPED_MID_SEND if status == RowStatus.UNCERTAIN
+                           else STOPPED_GAVE_UP, finished_at=now)
+        # Conditional: the holder may have finished the row meanwhile, or
+        # renewed its lease just before its request (``send_guard``).
         changed = rows(database).filter(
             pk=row.pk, status=RowStatus.SENDING, claimed_by=row.claimed_by,
-            delivery_count=row.delivery_count,
-        ).update(status=RowStatus.UNCERTAIN, last_error=STOPPED_MID_SEND, finished_at=now)
+            delivery_count=row.delivery_count, lease_until__lt=now,
+        ).update(**changes)
         if changed:
-            row.status = RowStatus.UNCERTAIN
-            row.last_error = STOPPED_MID_SEND
-            row.finished_at = now
-            uncertain.append(row)
-    return Reclaimed(requeued, uncertain)
+            for name, value in changes.items():
+                setattr(row, name, value)
+            stopped.append(row)
+    return Reclaimed(requeued, stopped)

@@ -3,12 +3,14 @@ output only; the work is in ``worker`` and ``operations``.
 
 - ``outbox-worker [--once] [--batch N] [--concurrency N] [--poll-interval S]``
 - ``outbox [--json]``: rows per status and the oldest pending row's age
-- ``outbox retry ID [ID ...] | --failed``
+- ``outbox retry ID [ID ...] | --failed``; ``outbox retry --uncertain ID [ID ...]
+  [--no-input]`` (confirmed: may deliver a second copy)
 - ``outbox purge --older-than 30d``
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -50,6 +52,11 @@ def add_arguments(sub: Any) -> None:
     retry = tasks.add_parser("retry", help="queue rows for delivery now")
     retry.add_argument("ids", nargs="*", type=int, metavar="ID")
     retry.add_argument("--failed", action="store_true", help="every failed row")
+    retry.add_argument("--uncertain", action="store_true",
+                       help="queue these uncertain rows again (a mailer may have them: "
+                            "this may deliver a second copy); asks to confirm")
+    retry.add_argument("--no-input", "--noinput", dest="interactive", action="store_false",
+                       help="with --uncertain: do not ask to confirm")
     purge = tasks.add_parser("purge", help="delete rows that ended long ago")
     purge.add_argument("--older-than", required=True, metavar="DURATION")
 
@@ -112,8 +119,41 @@ def _retry(command: BaseCommand, options: dict[str, Any]) -> None:
     if bool(options["ids"]) == bool(options["failed"]):
         raise CommandError("outbox retry: give row IDs or --failed (not both)",
                            returncode=EXIT_USAGE)
-    count = operations.retry(options["database"], ids=options["ids"], failed=options["failed"])
-    command.stdout.write(f"queued {count} row(s) for delivery now")
+    if options["uncertain"]:
+        _retry_uncertain(command, options)
+        return
+    result = operations.retry(options["database"], ids=options["ids"], failed=options["failed"])
+    command.stdout.write(f"queued {result.queued} row(s) for delivery now")
+    if result.uncertain:
+        listed = " ".join(map(str, result.uncertain))
+        command.stdout.write(
+            f"left {len(result.uncertain)} uncertain row(s) alone: {listed} ("
+            f"{operations.UNCERTAIN_WARNING}; to queue them anyway: "
+            f"outbox retry --uncertain {listed})"
+        )
+
+
+def _retry_uncertain(command: BaseCommand, options: dict[str, Any]) -> None:
+    from . import operations
+
+    if options["failed"]:
+        raise CommandError("outbox retry: --uncertain takes row IDs, not --failed",
+                           returncode=EXIT_USAGE)
+    ids = options["ids"]
+    if options["interactive"]:
+        answer = ""
+        with contextlib.suppress(EOFError):
+            answer = input(
+                f"Queue {len(ids)} uncertain row(s) again? {operations.UNCERTAIN_WARNING}.\n"
+                "Type 'yes' to continue: "
+            )
+        if answer.strip().lower() != "yes":
+            command.stdout.write("nothing queued")
+            return
+    count = operations.retry_uncertain(options["database"], ids=ids)
+    command.stdout.write(f"queued {count} uncertain row(s) for delivery now"
+                         + (f" ({len(ids) - count} no longer uncertain: left alone)"
+                            if count < len(ids) else ""))
 
 
 def _purge(command: BaseCommand, options: dict[str, Any]) -> None:

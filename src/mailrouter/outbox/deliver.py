@@ -6,8 +6,14 @@ The order of writes is the whole point:
    only if this worker still holds the claim): if the worker dies from here
    on, the row becomes ``uncertain`` when its lease ends — never resent.
 2. The router sends the message (failover, breakers, status pages apply).
-3. The router's outcome decides the row's next status, written only if this
-   worker still holds the row.
+3. Immediately before the request (after Anymail's ``pre_send`` receivers
+   and anything else that runs first), the claim is checked again and the
+   lease renewed in one conditional UPDATE (``send_guard``): a worker that
+   was paused past its lease, whose row was taken back, sends nothing.
+4. The router's outcome decides the row's next status, written only if this
+   worker still holds the row; a transient database error does not lose it
+   (the write is tried again until it lands), and an outcome that can no
+   longer be written is logged at ERROR.
 """
 
 from __future__ import annotations
@@ -16,18 +22,21 @@ import contextlib
 import datetime
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from django.core.mail import EmailMessage
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.db.models import F
 from django.dispatch import Signal
 from django.utils import timezone
 
+from .. import send_guard
 from ..backend import RouterBackend
 from ..config import Delivery, load_mailer_table
-from ..errors import DeliveryError
+from ..errors import DeliveryError, SendAborted
 from ..leaves import build_mailer
 from ..outcomes import Attempt, MessageStatus
 from ..report import send_signal
@@ -40,6 +49,13 @@ from .payload import PayloadError, decode
 from .storable import storable
 
 logger = logging.getLogger("mailrouter.outbox")
+
+#: Database errors that may pass (a reset connection, a restarting server):
+#: an outcome write is tried again after them.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+#: Seconds between tries of an outcome write: doubling from the first to the last.
+WRITE_RETRY_FIRST = 0.05
+WRITE_RETRY_MAX = 5.0
 
 
 @dataclass(frozen=True)
@@ -133,6 +149,20 @@ class RowDeliverer:
             router.close()
         self._routers.clear()
 
+    def settle_stopped(self, row: OutboxMessage) -> tuple[RowStatus, float]:
+        """A row whose worker stopped mid-send (a mailer may have it): uncertain,
+        or, when its router delivers at least once, retried like a failed
+        delivery. For ``claiming.reclaim_expired``."""
+        try:
+            at_least_once = self.router(row.mailer).config.delivery is Delivery.AT_LEAST_ONCE
+            retry = options_for(row.outbox_alias).retry
+        except Exception:  # the settings changed: never resend on a guess
+            return RowStatus.UNCERTAIN, 0.0
+        age = (timezone.now() - row.created_at).total_seconds()
+        decision = decide(MessageStatus.UNCERTAIN, row.delivery_count, age, retry,
+                          at_least_once=at_least_once, rng=self._rng)
+        return decision.status, decision.delay
+
     def deliver(self, row: OutboxMessage, lease: float) -> RowStatus | None:
         """Deliver one row this worker claimed. Returns its new status, or
         None when the claim was lost (its lease ended; the row is queued again)."""
@@ -171,10 +201,13 @@ class RowDeliverer:
                                 f"{type(error).__name__}: {error}")
             return self._finish(row, deliveries, decision.status, [], None, text,
                                 decision.delay)
+        send_guard.install(message, self._claim_check(row, deliveries, lease))
         try:
             router.send_messages([message])
         except DeliveryError:
             pass  # the outcome is on the message
+        except SendAborted as error:
+            return self._withdrawn(row, deliveries, age, retry, str(error))
         except Exception as error:
             # The router itself failed (not a mailer: those are classified).
             # It may have handed the message over before failing.
@@ -196,6 +229,77 @@ class RowDeliverer:
             getattr(message, "sent_using", None), problem, decision.delay,
         )
 
+    def _claim_check(self, row: OutboxMessage, deliveries: int, lease: float) -> Callable[[], None]:
+        """The check run just before each request of this delivery: this
+        worker still holds the row and its lease has not run out; renews the
+        lease (a full one for the request) in the same conditional UPDATE, so
+        no worker can take the row back while the request runs."""
+
+        def check() -> None:
+            now = timezone.now()
+            try:
+                renewed = rows(self.database).filter(
+                    pk=row.pk, status=RowStatus.SENDING, claimed_by=self.holder,
+                    delivery_count=deliveries, lease_until__gt=now,
+                ).update(lease_until=now + datetime.timedelta(seconds=lease))
+            except DatabaseError as error:
+                raise SendAborted(
+                    f"outbox row {row.pk}: the claim could not be confirmed before the "
+                    f"request ({type(error).__name__}); nothing was sent"
+                ) from error
+            if not renewed:
+                raise SendAborted(
+                    f"outbox row {row.pk}: this worker's claim ended before the request "
+                    "(its lease ran out, or the row was taken back); nothing was sent"
+                )
+
+        return check
+
+    def _withdrawn(
+        self, row: OutboxMessage, deliveries: int, age: float, retry: RetryPolicy, reason: str
+    ) -> RowStatus | None:
+        """The claim check refused the request: nothing of this delivery left,
+        so it counts as one that no mailer took (if the row is still this
+        worker's to write: usually another worker or an operator has it)."""
+        decision = decide(MessageStatus.FAILED, deliveries, age, retry, at_least_once=False,
+                          rng=self._rng)
+        status = self._finish(row, deliveries, decision.status, [], None, reason,
+                              decision.delay, withdrawn=True)
+        if status is None:
+            logger.warning("row %s (%s): %s", row.pk, row.message_id, reason,
+                           extra={"mailrouter_outbox_row": row.pk})
+        return status
+
+    def _write(self, row: OutboxMessage, deliveries: int, changes: dict[str, Any]) -> bool:
+        """Write a delivery's outcome if this worker still holds the row;
+        whether it did. A transient database error is not the end of it: the
+        live worker is the only one that knows the outcome, so the write is
+        tried again (waits doubling up to ``WRITE_RETRY_MAX``) until it lands
+        or the process dies."""
+        wait = WRITE_RETRY_FIRST
+        connection = connections[self.database]
+        while True:
+            try:
+                # Also over ``uncertain``: if the lease ended while this live
+                # worker was still sending, what it learnt replaces the guess.
+                return bool(rows(self.database).filter(
+                    pk=row.pk, claimed_by=self.holder, delivery_count=deliveries,
+                    status__in=(RowStatus.SENDING, RowStatus.UNCERTAIN),
+                ).update(**changes))
+            except TRANSIENT_ERRORS as error:
+                if connection.in_atomic_block:
+                    raise  # the caller's transaction is lost anyway; it decides
+                logger.warning(
+                    "row %s (%s): recording %s failed (%s: %s); "
+                    "trying again in %.2fs", row.pk, row.message_id, changes["status"],
+                    type(error).__name__, error, wait,
+                    extra={"mailrouter_outbox_row": row.pk},
+                )
+                with contextlib.suppress(DatabaseError):
+                    connection.close()  # the next query connects afresh
+                time.sleep(wait)
+                wait = min(wait * 2, WRITE_RETRY_MAX)
+
     def _finish(
         self,
         row: OutboxMessage,
@@ -205,6 +309,8 @@ class RowDeliverer:
         sent_using: str | None,
         error: str,
         delay: float,
+        *,
+        withdrawn: bool = False,
     ) -> RowStatus | None:
         now = timezone.now()
         records = list(row.attempts or []) + [
@@ -224,13 +330,18 @@ class RowDeliverer:
             changes["claimed_by"] = ""
         else:
             changes["finished_at"] = now
-        # Also over ``uncertain``: if the lease ended while this live worker
-        # was still sending, what it learnt replaces the guess.
-        written = rows(self.database).filter(
-            pk=row.pk, claimed_by=self.holder, delivery_count=deliveries,
-            status__in=(RowStatus.SENDING, RowStatus.UNCERTAIN),
-        ).update(**changes)
-        if not written:
+        if not self._write(row, deliveries, changes):
+            if not withdrawn:
+                # Never silent: what happened to a message the row no longer shows.
+                logger.error(
+                    "row %s (%s): delivery %s ended %s%s, but this "
+                    "worker no longer holds the row (its lease ended and the row was "
+                    "taken back): this outcome is not recorded in it%s",
+                    row.pk, row.message_id, deliveries, status.value,
+                    f" via {sent_using}" if sent_using else "", f": {error}" if error else "",
+                    extra={"mailrouter_outbox_row": row.pk,
+                           "mailrouter_outbox_status": status.value},
+                )
             return None
         for name, value in changes.items():
             setattr(row, name, value)
@@ -242,13 +353,13 @@ class RowDeliverer:
             f": {error}" if error and status is not RowStatus.SENT else "",
             extra={"mailrouter_outbox_row": row.pk, "mailrouter_outbox_status": status.value},
         )
-        signal = _SIGNALS.get(status)
+        signal = STATUS_SIGNALS.get(status)
         if signal is not None:
             send_signal(signal, OutboxMessage, row=row, status=str(status))
         return status
 
 
-_SIGNALS: dict[RowStatus, Signal] = {
+STATUS_SIGNALS: dict[RowStatus, Signal] = {
     RowStatus.SENT: signals.row_sent,
     RowStatus.REJECTED: signals.row_failed,
     RowStatus.FAILED: signals.row_failed,

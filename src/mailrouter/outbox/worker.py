@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from django.db import DatabaseError, connections
 
 from ..report import send_signal
-from . import signals
 from .claiming import claim, reclaim_expired, release
-from .deliver import RowDeliverer
-from .models import OutboxMessage
+from .deliver import STATUS_SIGNALS, RowDeliverer
+from .models import OutboxMessage, RowStatus
 from .options import DEFAULT_BATCH, DEFAULT_LEASE, DEFAULT_POLL_INTERVAL, configured_outboxes
 
 logger = logging.getLogger("mailrouter.outbox")
@@ -95,8 +94,10 @@ def _poll(
 ) -> bool:
     """Take back expired leases, claim a batch and deliver it; whether any
     row was claimed."""
-    for row in reclaim_expired(database).uncertain:
-        send_signal(signals.row_uncertain, OutboxMessage, row=row, status=str(row.status))
+    for row in reclaim_expired(database, settle=deliverer.settle_stopped).stopped:
+        signal = STATUS_SIGNALS.get(RowStatus(row.status))
+        if signal is not None:
+            send_signal(signal, OutboxMessage, row=row, status=str(row.status))
     claimed = claim(database, holder, batch, lease)
     for row in claimed:
         if stop.is_set():
