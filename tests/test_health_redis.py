@@ -17,6 +17,7 @@ from mailrouter.backend import RouterBackend
 from mailrouter.health import store as health_store
 from mailrouter.health.breaker import State
 from mailrouter.health.store import Drain, store_for
+from mailrouter.shared_state import fallback
 from mailrouter.testing.redis import RedisServer
 
 from . import fakes
@@ -133,7 +134,7 @@ def test_redis_killed_mid_run_then_restarted(
         assert len(unreachable) == 1  # at most once per interval
 
         redis.start()
-        monkeypatch.setattr(health_store, "RETRY_INTERVAL", 0.0)
+        monkeypatch.setattr(fallback, "RETRY_INTERVAL", 0.0)
         store = store_for(router.config.health_settings)
         # Shared state again: what another process stores is what this one acts on.
         store.set_drain("b", Drain(clock.now, None, "maintenance"))

@@ -131,6 +131,67 @@ def test_the_graph_sees_function_level_and_relative_imports() -> None:
     assert len(graph) >= 20
 
 
+def package_of(module: str, packages: set[str]) -> str:
+    """The package of ``mailrouter`` a module belongs to (``mailrouter.health``
+    for ``mailrouter.health.store``); a top-level module is its own node."""
+    top = ".".join(module.split(".")[:2])
+    return top if top in packages else module
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The import graph with each subpackage of ``mailrouter`` as one node."""
+    modules = module_names()
+    packages = {
+        name for name, path in modules.items()
+        if path.name == "__init__.py" and name.count(".") == 1
+    }
+    collapsed: dict[str, set[str]] = {package_of(name, packages): set() for name in graph}
+    for source, targets in graph.items():
+        for target in targets:
+            a, b = package_of(source, packages), package_of(target, packages)
+            if a != b:
+                collapsed[a].add(b)
+    return collapsed
+
+
+#: Packages that must import each other one way only (the rest of the package
+#: graph has older cycles: management ↔ outbox).
+LAYERED = ("mailrouter.health", "mailrouter.status_pages", "mailrouter.shared_state")
+
+
+def test_health_and_status_pages_packages_import_each_other_one_way() -> None:
+    collapsed = package_graph(import_graph())
+    layered = {name: collapsed[name] & set(LAYERED) for name in LAYERED}
+    cycle = find_cycle(layered)
+    assert cycle is None, "package import cycle: " + " → ".join(cycle or [])
+    # Status pages plug into health through its source interface only.
+    assert "mailrouter.health" in layered["mailrouter.status_pages"]
+    assert "mailrouter.status_pages" not in layered["mailrouter.health"]
+
+
+def test_status_pages_see_health_only_through_its_source_interface() -> None:
+    graph = import_graph()
+    into_health = {
+        target for source, targets in graph.items() if source.startswith("mailrouter.status_pages")
+        for target in targets if target.startswith("mailrouter.health")
+    }
+    assert into_health == {"mailrouter.health.sources"}
+
+
+def test_the_package_graph_collapses_subpackages() -> None:
+    # Guards the checks above: a cycle between two packages' modules shows.
+    graph = {
+        "mailrouter.health.monitor": {"mailrouter.status_pages.refresh"},
+        "mailrouter.status_pages.refresh": {"mailrouter.health.store"},
+        "mailrouter.health.store": set(),
+    }
+    collapsed = package_graph(graph)
+    assert collapsed["mailrouter.health"] == {"mailrouter.status_pages"}
+    assert find_cycle(collapsed) == [
+        "mailrouter.health", "mailrouter.status_pages", "mailrouter.health"
+    ]
+
+
 @pytest.mark.parametrize("module", sorted(module_names()))
 def test_no_module_uses_another_modules_private_names(module: str) -> None:
     path = module_names()[module]

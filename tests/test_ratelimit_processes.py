@@ -25,6 +25,7 @@ from django.test import override_settings
 
 from mailrouter import ratelimit
 from mailrouter.ratelimit import RedisStorage, Token, storage_for
+from mailrouter.shared_state import fallback
 from mailrouter.testing.redis import RedisServer
 from mailrouter.testing.settings import router_settings
 
@@ -120,7 +121,7 @@ def test_tokens_the_fallback_lent_during_an_outage_never_go_back_to_redis(
     more this hour: it never lent those tokens."""
     assert redis.process is not None
     pid = redis.process.pid
-    monkeypatch.setattr(ratelimit, "RETRY_INTERVAL", 0.0)  # ask Redis again at once
+    monkeypatch.setattr(fallback, "RETRY_INTERVAL", 0.0)  # ask Redis again at once
     limits = {"a": "10/h"}
     resumed = False
 

@@ -85,7 +85,7 @@ def test_refresh_status_reports_unreadable_pages(router: RouterBackend,
     rows = {row["alias"]: row["status_page"] for row in json.loads(out)["mailers"]}
     page = rows["b"]
     assert page["state"] == "unknown" and "HTML body" in page["last_error"]
-    assert page["effect"] == "none (unknown is never down)"
+    assert page["effect"] == "no effect (unknown is never down)"
     assert rows["a"]["last_error"] == "not fetched yet"
 
 

@@ -113,7 +113,7 @@ class RouterBackend(BaseEmailBackend):
         self._pool = MailerPool(config, self._runtime.table)
         limiter = None
         if config.rate_limits:
-            limiter = RateLimiter(config.rate_limits, storage_for(config.health_settings.cache))
+            limiter = RateLimiter(config.rate_limits, storage_for(config.rate_limits_cache))
         self._dispatcher = Dispatcher(
             config, self._pool, self._runtime.redact, self._attempt_failed,
             health=build_health(config, on_state_changed=self._state_changed), limiter=limiter,

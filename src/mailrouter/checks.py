@@ -303,7 +303,7 @@ def check_rate_limit_storage(app_configs: Any = None, **kwargs: Any) -> list[che
     for alias, config, table in _valid_routers():
         if not config.rate_limits:
             continue
-        cache = config.health_settings.cache
+        cache = config.rate_limits_cache
         try:
             shared = cache is not None and redis_client(caches[cache]) is not None
         except Exception:
@@ -315,8 +315,9 @@ def check_rate_limit_storage(app_configs: Any = None, **kwargs: Any) -> list[che
                     f"{router_label(alias, table)}: 'rate_limits' are kept in {where}, which "
                     "is not Redis, so every process has the whole budget of "
                     f"{', '.join(f'{a} {limit.text}' for a, limit in config.rate_limits.items())}",
-                    hint="Point health['cache'] at a Redis cache (Django's RedisCache or "
-                    f"django-redis); silence {W_RATE_PER_PROCESS} if this site runs one process.",
+                    hint="Point 'rate_limits_cache' (default: health['cache']) at a Redis cache "
+                    f"(Django's RedisCache or django-redis); silence {W_RATE_PER_PROCESS} if "
+                    "this site runs one process.",
                     id=W_RATE_PER_PROCESS,
                 )
             )

@@ -23,12 +23,14 @@ from .errors import ConfigurationError
 from .health.settings import HealthSettings, parse_health
 from .matching import MatcherError, When, compile_when
 from .ratelimit import DEFAULT_MAX_WAIT, RateLimit, parse_rate_limits
+from .shared_state.aliases import parse_cache_alias
 from .status_pages.settings import StatusPage, parse_status_pages, parse_webhook_token
 from .strategies import FAILOVER, STRATEGY_KEYS, Strategy, parse_strategy
 
 ROUTER_OPTION_KEYS = (
     "routes", "delivery", "classifier", "timeout", "timeouts", "health",
-    "status_pages", "status_webhook_token", "concurrency", "rate_limits", "max_wait",
+    "status_pages", "status_webhook_token", "concurrency", "rate_limits", "rate_limits_cache",
+    "max_wait",
 )
 ROUTE_KEYS = ("name", "when", "mailers", *STRATEGY_KEYS)
 DEFAULT_TIMEOUT = 30.0
@@ -126,6 +128,9 @@ class RouterConfig:
     concurrency: int = 1
     #: Per mailer alias (see ``mailrouter.ratelimit``).
     rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
+    #: The ``CACHES`` alias rate budgets live in (default: the health cache;
+    #: None: per process).
+    rate_limits_cache: str | None = None
     #: Seconds a message may wait for rate-limit budget when every candidate is out of it.
     max_wait: float = DEFAULT_MAX_WAIT
 
@@ -300,6 +305,11 @@ def parse_router_options(
                 f"{label}: 'rate_limits' names {limited!r}, which is a router; "
                 "limit the mailers it routes to"
             )
+    rate_limits_cache = (
+        parse_cache_alias(options["rate_limits_cache"], f"{label}: 'rate_limits_cache'", problems)
+        if options.get("rate_limits_cache") is not None
+        else health.cache
+    )
     max_wait = _parse_seconds(
         options.get("max_wait", DEFAULT_MAX_WAIT), f"{label}: 'max_wait'", problems, zero=True
     )
@@ -320,6 +330,7 @@ def parse_router_options(
         status_webhook_token=webhook_token,
         concurrency=concurrency,
         rate_limits=rate_limits,
+        rate_limits_cache=rate_limits_cache,
         max_wait=DEFAULT_MAX_WAIT if max_wait is None else max_wait,
     )
 

@@ -10,8 +10,9 @@ Strategy separated from storage, as in the ``limits`` package:
   the count is never short) hold fewer than ``N``. So a message counts for at
   most one period plus one slice (2 % more), never less.
 - The storage keeps the slice counters per mailer: :class:`MemoryStorage`
-  per process (the embedded default), :class:`RedisStorage` in the health
-  cache's Redis (one hash per mailer), where ONE Lua script reads the server
+  per process (the embedded default), :class:`RedisStorage` in the Redis
+  of the router option ``rate_limits_cache`` (default: the health cache;
+  one hash per mailer), where ONE Lua script reads the server
   clock, takes back a refunded token, reserves what is available and answers
   how long until the next token — one round trip, atomic across processes.
 
@@ -41,7 +42,8 @@ from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from django.core.signals import setting_changed
+from .shared_state.fallback import CacheFallback
+from .shared_state.registry import on_reset
 
 logger = logging.getLogger("mailrouter")
 
@@ -52,9 +54,6 @@ KEY_PREFIX = "mailrouter:ratewin:"
 BUCKETS = 50
 #: How the reason of a ``skipped`` attempt for want of budget begins.
 RATE_LIMITED = "rate limit"
-#: Seconds to enforce limits per process after Redis failed, before retrying it.
-RETRY_INTERVAL = 5.0
-WARN_INTERVAL = 60.0
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([smhd])\s*$", re.IGNORECASE)
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -299,9 +298,11 @@ class FallbackStorage:
         self.shared = shared
         self.local = MemoryStorage()
         self.label = shared.label
-        self._failed_at: float | None = None
-        self._warned_at: float | None = None
-        self._lock = threading.Lock()
+        local: RateStorage = self.local
+        self._fallback: CacheFallback[RateStorage] = CacheFallback(
+            self._shared, local, what="rate-limit storage", label=shared.label,
+            cache_alias=shared.cache_alias, meanwhile="enforcing rate limits per process",
+        )
 
     def reserve(
         self, alias: str, limit: RateLimit, wanted: int, refund: int = 0, refund_at: int = 0
@@ -309,30 +310,16 @@ class FallbackStorage:
         """Reserve from Redis, or per process while Redis fails. A refund
         given here goes to Redis; give tokens back to the reservation's
         ``lender`` instead (see :meth:`RateLimiter.release`)."""
-        failed_at = self._failed_at
-        if failed_at is not None and time.monotonic() < failed_at + RETRY_INTERVAL:
-            return self.local.reserve(alias, limit, wanted)
-        try:
-            reservation = self.shared.reserve(alias, limit, wanted, refund, refund_at)
-        except Exception as error:  # any client error: limits must not stop sending
-            self._failed(error)
-            return self.local.reserve(alias, limit, wanted)
-        self._failed_at = None
-        return reservation
 
-    def _failed(self, error: Exception) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._failed_at = now
-            if self._warned_at is not None and now - self._warned_at < WARN_INTERVAL:
-                return
-            self._warned_at = now
-        logger.warning(
-            "rate-limit storage %s is unreachable (%s); enforcing rate limits "
-            "per process until it answers again",
-            self.label, type(error).__name__,
-            extra={"mailrouter_cache": self.shared.cache_alias},
-        )
+        def operation(storage: RateStorage) -> Reservation:
+            if storage is self.local:  # Redis's slices mean nothing per process
+                return storage.reserve(alias, limit, wanted)
+            return storage.reserve(alias, limit, wanted, refund, refund_at)
+
+        return self._fallback.run(operation)
+
+    def _shared(self) -> RateStorage:
+        return self.shared
 
 
 _storages: dict[str | None, RateStorage] = {}
@@ -340,7 +327,8 @@ _storages_lock = threading.Lock()
 
 
 def storage_for(cache_alias: str | None) -> RateStorage:
-    """The process-wide rate storage of a health cache alias: Redis when the
+    """The process-wide rate storage of a cache alias (the router option
+    ``rate_limits_cache``, by default the health cache): Redis when the
     cache is Redis, else per process (local memory, or a cache without
     atomic scripts — see the README)."""
     storage = _storages.get(cache_alias)
@@ -368,18 +356,13 @@ def _build_storage(cache_alias: str | None) -> RateStorage:
     return MemoryStorage()
 
 
-def reset_storages(**_: Any) -> None:
+def reset_storages() -> None:
     """Forget per-process budgets (tests, settings changes)."""
     with _storages_lock:
         _storages.clear()
 
 
-def _on_setting_changed(*, setting: str, **_: Any) -> None:
-    if setting in ("CACHES", "MAILERS", "MAILROUTER", "EMAIL_BACKEND"):
-        reset_storages()
-
-
-setting_changed.connect(_on_setting_changed, dispatch_uid="mailrouter.ratelimit")
+on_reset("mailrouter.ratelimit", reset_storages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,7 +436,7 @@ def status_columns(router: Any, alias: str, row: dict[str, Any]) -> None:
     limit = router.config.rate_limits.get(alias)
     if limit is None:
         return
-    storage = storage_for(router.config.health_settings.cache)
+    storage = storage_for(router.config.rate_limits_cache)
     row.update(
         rate_limit=limit.text,
         rate_used=current_use(alias, limit, storage),

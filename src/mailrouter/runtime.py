@@ -12,8 +12,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.core.signals import setting_changed
-
 from .config import (
     MailerTable,
     RouterConfig,
@@ -24,6 +22,7 @@ from .errors import ConfigurationError
 from .leaves import build_leaves
 from .redaction import Redactor, secrets_in, settings_secrets
 from .routing import Candidate, RoutingContext
+from .shared_state.registry import on_reset
 
 
 @dataclass(frozen=True)
@@ -79,9 +78,6 @@ class RouterRuntime:
 
 _cache: dict[tuple[str | None, str], RouterRuntime] = {}
 _cache_lock = threading.Lock()
-_WATCHED_SETTINGS = frozenset(
-    {"MAILERS", "MAILROUTER", "EMAIL_HOST_PASSWORD", "ANYMAIL", "EMAIL_BACKEND"}
-)
 
 
 #: (alias, option names and value identities) → (the values, runtime).
@@ -130,15 +126,10 @@ def build_redactor(table: MailerTable, options: Mapping[str, Any] | None = None)
     return Redactor(secrets)
 
 
-def clear_cache(**_: Any) -> None:
+def clear_cache() -> None:
     with _cache_lock:
         _cache.clear()
         _by_identity.clear()
 
 
-def _on_setting_changed(*, setting: str, **_: Any) -> None:
-    if setting in _WATCHED_SETTINGS or setting.startswith("ANYMAIL"):
-        clear_cache()
-
-
-setting_changed.connect(_on_setting_changed, dispatch_uid="mailrouter.runtime")
+on_reset("mailrouter.runtime", clear_cache)

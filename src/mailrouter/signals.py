@@ -34,7 +34,7 @@ mailer_state_changed = Signal()
 #: background, not by a router: ``sender`` is the page's source class
 #: (``mailrouter.status_pages.sources.StatuspageSource``, ``PostmarkSource`` or
 #: your own), and there is no ``router``. Sent with ``alias``, ``old`` and
-#: ``new`` (``mailrouter.status_pages.record.PageState``: operational,
+#: ``new`` (``mailrouter.health.sources.Level``: operational,
 #: degraded, down, unknown) and ``reason`` (the page's host and worst
 #: component, or why it is unknown).
 mailer_status_changed = Signal()

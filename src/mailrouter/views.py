@@ -135,14 +135,14 @@ def _answer(request: HttpRequest, alias: str, token: str | None) -> HttpResponse
 def _schedule(page: Any, settings: Any) -> bool:
     """Queue a fetch of ``page`` on this process's background refresher: the
     request never waits for the status host (however slow or hostile)."""
-    from .health.monitor import owner_id
     from .health.store import store_for
+    from .shared_state.holder import holder_id
     from .status_pages.record import hint_part
     from .status_pages.refresh import refresher
 
     try:
         store = store_for(settings)
-        if not store.add_value(page.alias, hint_part(page), owner_id(), HINT_INTERVAL):
+        if not store.add_value(page.alias, hint_part(page), holder_id(), HINT_INTERVAL):
             return False  # fetched moments ago on another hint
         refresher.request(page, store, settings.clock, force=True)
         return True

@@ -16,11 +16,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any
-
-from django.core.signals import setting_changed
 
 from .redaction import MASK
+from .shared_state.registry import on_reset
 
 #: Loggers whose records carry request paths.
 LOGGERS = ("django.request", "django.server", "gunicorn.access", "uvicorn.access")
@@ -77,10 +75,10 @@ def install() -> None:
             logger.addFilter(WebhookTokenFilter())
 
 
-def _forget(**_: Any) -> None:
+def _forget() -> None:
     global _tokens
     with _lock:
         _tokens = None
 
 
-setting_changed.connect(_forget, dispatch_uid="mailrouter.webhook_logging")
+on_reset("mailrouter.webhook_logging", _forget)

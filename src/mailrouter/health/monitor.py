@@ -13,10 +13,9 @@ Implements the ``HealthView`` protocol of ``mailrouter.delivery``:
 So a healthy fleet costs one ``get_many`` per ``send_messages()`` and no
 writes; a mailer whose breaker is open costs nothing more.
 
-Status pages (``mailrouter.status_pages``) are read in the same ``get_many``:
-a page saying "down" skips its mailer like an open breaker, "degraded" moves
-it behind the healthy candidates (``order``); a stale page is handed to the
-background refresher, never fetched here.
+Plug-in health sources (``mailrouter.health.sources``; ESP status pages are
+one) are read in the same ``get_many``: a source may skip a mailer like an
+open breaker, or move it behind the healthy candidates (``order``).
 
 One monitor belongs to one router instance and is used under the router's
 lock, so it is not itself thread-safe; the store it uses is.
@@ -26,9 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import socket
-import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -36,27 +32,20 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import RouterConfig
 from ..outcomes import Attempt, Outcome
-from ..status_pages.record import effects as page_effects
-from ..status_pages.record import slots as page_slots
-from ..status_pages.refresh import schedule as schedule_refresh
+from ..shared_state.holder import holder_id
 from .breaker import Breaker, BreakerPolicy, State, WindowCounts, unpack
 from .settings import HealthSettings
+from .sources import HealthSource, Slot, sources_for
 from .store import HealthStore, LastError, MailerHealth, store_for
 
 if TYPE_CHECKING:
     from ..routing import Candidate
-    from ..status_pages.settings import StatusPage
 
 logger = logging.getLogger("mailrouter")
 
 #: Fallback attempt duration (seconds) used to size the probe lease when the
 #: router has no timeout for the mailer.
 DEFAULT_PROBE_SECONDS = 60.0
-
-
-def owner_id() -> str:
-    """Who holds a claim or lease: host, process and thread, for ``status``."""
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
 def format_time(seconds: float | None) -> str:
@@ -95,38 +84,41 @@ class HealthMonitor:
         store: HealthStore | None = None,
         attempt_timeout: Callable[[str], float | None] = lambda alias: None,
         on_state_changed: StateListener | None = None,
-        status_pages: Mapping[str, StatusPage] | None = None,
+        sources: tuple[HealthSource, ...] = (),
     ) -> None:
         self.settings = settings
         self.store = store or store_for(settings)
         self._attempt_timeout = attempt_timeout
         self._on_state_changed = on_state_changed
         self._batch: dict[str, _AliasBatch] = {}
-        #: (alias, record key part) → page: what ``begin_batch`` reads.
-        self._pages, self._page_slots = page_slots(status_pages or {})
-        #: This batch's status page verdicts: alias → reason.
-        self._page_skips: Mapping[str, str] = {}
-        self._page_demotes: Mapping[str, str] = {}
+        self._sources = sources
+        #: Every source's records: what ``begin_batch`` reads with the breakers.
+        self._slots: tuple[Slot, ...] = (
+            sources[0].slots if len(sources) == 1
+            else tuple(slot for source in sources for slot in source.slots)
+        )
+        #: This batch's verdicts of the sources: alias → reason.
+        self._source_skips: Mapping[str, str] = {}
+        self._source_demotes: Mapping[str, str] = {}
 
     # -- HealthView -------------------------------------------------------------
 
     def begin_batch(self, aliases: Collection[str]) -> None:
         now = self.settings.clock()
-        if not self._pages:
+        if not self._sources:
             snapshot = self.store.read(aliases, self.settings.policy, now)
         else:
-            found: dict[tuple[str, str], Any] = {}
+            found: dict[Slot, Any] = {}
             snapshot = self.store.read(
-                aliases, self.settings.policy, now, pages=self._page_slots, pages_found=found
+                aliases, self.settings.policy, now, slots=self._slots, slots_found=found
             )
-            self._page_skips, self._page_demotes = page_effects(
-                self._pages, found, now, self._stale_page
-            )
+            self._source_skips, self._source_demotes = self._source_effects(found, now)
         self._batch = {alias: _AliasBatch(health) for alias, health in snapshot.items()}
 
     def order(self, candidates: tuple[Candidate, ...]) -> tuple[Candidate, ...]:
-        """Candidates whose status page says degraded go after the others."""
-        demoted = self._page_demotes
+        """Candidates a health source demotes (a status page saying degraded)
+        go after the others."""
+        demoted = self._source_demotes
         if not demoted or len(candidates) < 2:
             return candidates
         return tuple(
@@ -137,9 +129,9 @@ class HealthMonitor:
         entry = self._entry(alias)
         now = self.settings.clock()
         reason = explain_skip(entry.health, now, self._policy(alias))
-        if reason is None and self._page_skips:
+        if reason is None and self._source_skips:
             # Before the half-open probe lease: a mailer its page calls down is not probed.
-            reason = self._page_skips.get(alias)
+            reason = self._source_skips.get(alias)
         if reason is not None or entry.health.breaker.effective(now) is State.CLOSED:
             return reason
         # Half-open: exactly one process in the fleet may make the probe.
@@ -167,8 +159,22 @@ class HealthMonitor:
 
     # -- details -----------------------------------------------------------------
 
-    def _stale_page(self, page: StatusPage) -> None:
-        schedule_refresh(page, self.store, self.settings.clock)
+    def _source_effects(
+        self, found: Mapping[Slot, Any], now: float
+    ) -> tuple[Mapping[str, str], Mapping[str, str]]:
+        """(skip, demote) of all sources; the first source's reason wins."""
+        clock = self.settings.clock
+        if len(self._sources) == 1:
+            return self._sources[0].effects(found, now, self.store, clock)
+        skip: dict[str, str] = {}
+        demote: dict[str, str] = {}
+        for source in self._sources:
+            source_skip, source_demote = source.effects(found, now, self.store, clock)
+            for alias, why in source_skip.items():
+                skip.setdefault(alias, why)
+            for alias, why in source_demote.items():
+                demote.setdefault(alias, why)
+        return skip, demote
 
     def _entry(self, alias: str) -> _AliasBatch:
         entry = self._batch.get(alias)
@@ -193,7 +199,7 @@ class HealthMonitor:
     def _try_probe_lease(self, alias: str, entry: _AliasBatch) -> None:
         breaker = entry.health.breaker
         won = self.store.acquire_probe(
-            alias, breaker.generation, owner_id(), self._lease_ttl(alias, breaker)
+            alias, breaker.generation, holder_id(), self._lease_ttl(alias, breaker)
         )
         entry.probe = won
         entry.probe_generation = breaker.generation
@@ -263,7 +269,7 @@ class HealthMonitor:
         old = entry.health.breaker
         old_state = old.effective(now) if not entry.probe else State.HALF_OPEN
         entry.health = replace(entry.health, breaker=new)
-        if not self.store.claim(alias, new.generation, owner_id()):
+        if not self.store.claim(alias, new.generation, holder_id()):
             # Another process makes this transition; act on it locally already.
             return
         current = self.store.load_breaker(alias)
@@ -347,5 +353,5 @@ def build_health(
         settings,
         attempt_timeout=attempt_timeout,
         on_state_changed=on_state_changed,
-        status_pages=config.status_pages,
+        sources=sources_for(config),
     )

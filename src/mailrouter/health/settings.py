@@ -14,6 +14,7 @@ from typing import Any
 
 from django.utils.module_loading import import_string
 
+from ..shared_state.aliases import parse_cache_alias
 from .breaker import BreakerPolicy
 
 Clock = Callable[[], float]
@@ -84,7 +85,7 @@ def parse_health(
     if not isinstance(enabled, bool):
         problems.append(f"{where}['enabled'] must be True or False, not {enabled!r}")
         enabled = True
-    cache = _parse_cache(raw.get("cache"), where, problems)
+    cache = parse_cache_alias(raw.get("cache"), f"{where}['cache']", problems)
     default = _parse_policy(raw, BreakerPolicy(), where, problems)
     overrides: dict[str, BreakerPolicy] = {}
     per_mailer = raw.get("mailers", {})
@@ -114,20 +115,6 @@ def parse_health(
         overrides[alias] = _parse_policy(entry, default, entry_where, problems)
     clock = _parse_clock(raw.get("clock"), where, problems)
     return HealthSettings(enabled, cache, default, overrides, clock)
-
-
-def _parse_cache(value: Any, where: str, problems: list[str]) -> str | None:
-    if value is None:
-        return None
-    from django.conf import settings
-
-    if not isinstance(value, str) or not value:
-        problems.append(f"{where}['cache'] must be a CACHES alias (a string), not {value!r}")
-        return None
-    if value not in getattr(settings, "CACHES", {}):
-        problems.append(f"{where}['cache'] names {value!r}, which is not in CACHES")
-        return None
-    return value
 
 
 def _parse_policy(

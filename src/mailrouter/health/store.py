@@ -10,55 +10,48 @@ Strategy (``breaker``) is separated from storage (this module), as in the
     mailrouter:health:<alias>:drain        drained for maintenance (until, reason)
     mailrouter:health:<alias>:claim:<g>    who makes transition g (cache.add)
     mailrouter:health:<alias>:probe:<g>    the probe lease of opening g (cache.add)
-    mailrouter:health:<alias>:page-*       status page record, leases (mailrouter.status_pages)
+    mailrouter:health:<alias>:<part>       health sources' records and leases
+                                           (``mailrouter.health.sources``; status
+                                           pages use ``page-*``)
 
 Everything the hot path needs for all aliases of a router is read with ONE
 ``get_many``. Counters use ``incr`` so concurrent failures from many
 processes are all counted (atomic on Redis and memcached).
 
 If the cache raises (Redis down), every operation runs against a
-per-process local-memory cache instead; a warning is logged at most once per
-``WARN_INTERVAL``; the shared cache is tried again after ``RETRY_INTERVAL``
-and used as soon as it answers. Sending never fails because of the cache.
+per-process local-memory cache instead, through
+:class:`~mailrouter.shared_state.fallback.CacheFallback`. Sending never
+fails because of the cache.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import logging
 import math
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any
 
 from django.core.cache import BaseCache, caches
-from django.core.signals import setting_changed
 
+from ..shared_state.fallback import CacheFallback
+from ..shared_state.registry import on_reset
 from .breaker import Breaker, BreakerPolicy, WindowCounts, pack, unpack
 from .memory import ProcessMemory
 from .settings import HealthSettings
 
-logger = logging.getLogger("mailrouter")
-
 KEY_PREFIX = "mailrouter:health:"
-#: Seconds between two "health cache unreachable" warnings of one store.
-WARN_INTERVAL = 60.0
-#: Seconds to use the per-process fallback before trying the shared cache again.
-#: Keeps a hanging cache server from costing its timeout on every batch.
-RETRY_INTERVAL = 5.0
 #: Claims only need to outlive the race between processes making the same
 #: transition; a stale claim must not block the next transition for long.
 CLAIM_TTL = 60
 EMBEDDED = "embedded local memory"
 
-T = TypeVar("T")
-#: Marks a status page record among the keys ``read`` fetches.
-_PAGE = object()
+#: Marks a health source's record among the keys ``read`` fetches.
+_SOURCE = object()
 
 _SAFE_ALIAS = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 
@@ -105,8 +98,8 @@ def _read_keys(
 
 
 @functools.lru_cache(maxsize=256)
-def _page_keys(pages: tuple[tuple[str, str], ...]) -> tuple[tuple[str, tuple[str, str, Any]], ...]:
-    return tuple((key(alias, part), (alias, part, _PAGE)) for alias, part in pages)
+def _slot_keys(slots: tuple[tuple[str, str], ...]) -> tuple[tuple[str, tuple[str, str, Any]], ...]:
+    return tuple((key(alias, part), (alias, part, _SOURCE)) for alias, part in slots)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,10 +230,14 @@ class HealthStore:
         self._embedded: BaseCache | None = None
         if cache_alias is None:
             self._embedded = ProcessMemory()
-        self._local = ProcessMemory()
-        self._lock = threading.Lock()
-        self._failed_at: float | None = None  # monotonic; None = shared cache in use
-        self._warned_at: float | None = None
+        self._local: BaseCache = ProcessMemory()
+        self._fallback: CacheFallback[BaseCache] = CacheFallback(
+            self.backend, self._local, what="health cache", label=self.label,
+            cache_alias=cache_alias, meanwhile="using per-process breaker state",
+            resumed="using shared breaker state",
+        )
+        #: Every operation goes through the fallback (bound once: no extra call).
+        self._run = self._fallback.run
 
     # -- plumbing --------------------------------------------------------------
 
@@ -258,63 +255,22 @@ class HealthStore:
     def kind(self) -> str:
         return "local" if self._embedded is not None else cache_kind(self.backend())
 
-    def _run(self, operation: Callable[[BaseCache], T]) -> T:
-        failed_at = self._failed_at
-        if failed_at is not None and time.monotonic() < failed_at + RETRY_INTERVAL:
-            return operation(self._local)
-        try:
-            result = operation(self.backend())
-        except Exception as error:
-            # Any exception: cache clients raise their own error types (redis,
-            # pymemcache, database errors), and none of them may stop a send.
-            self._cache_failed(error)
-            return operation(self._local)
-        if failed_at is not None:
-            self._cache_resumed()
-        return result
-
-    def _cache_failed(self, error: Exception) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._failed_at = now
-            if self._warned_at is not None and now - self._warned_at < WARN_INTERVAL:
-                return
-            self._warned_at = now
-        logger.warning(
-            "health cache %s is unreachable (%s); using per-process "
-            "breaker state until it answers again",
-            self.label,
-            type(error).__name__,
-            extra={"mailrouter_cache": self.cache_alias},
-        )
-
-    def _cache_resumed(self) -> None:
-        with self._lock:
-            if self._failed_at is None:
-                return
-            self._failed_at = None
-        logger.info(
-            "health cache %s answers again; using shared breaker state",
-            self.label,
-            extra={"mailrouter_cache": self.cache_alias},
-        )
-
     # -- reads -------------------------------------------------------------------
 
     def read(
         self, aliases: Iterable[str], policy: Callable[[str], BreakerPolicy], now: float,
-        *, pages: tuple[tuple[str, str], ...] = (),
-        pages_found: dict[tuple[str, str], Any] | None = None,
+        *, slots: tuple[tuple[str, str], ...] = (),
+        slots_found: dict[tuple[str, str], Any] | None = None,
     ) -> dict[str, MailerHealth]:
         """Every alias's health in ONE cache round trip (``get_many``).
 
-        ``pages``: (alias, key part) of status page records to read in the
-        same round trip, into ``pages_found`` (only the records stored).
+        ``slots``: (alias, key part) of health sources' records to read in
+        the same round trip, into ``slots_found`` (only the records stored).
         """
         aliases = list(dict.fromkeys(aliases))
         wanted: dict[str, tuple[str, str, Any]] = {}
-        if pages:
-            wanted.update(_page_keys(pages))
+        if slots:
+            wanted.update(_slot_keys(slots))
         for alias in aliases:
             alias_policy = policy(alias)
             buckets = (
@@ -330,9 +286,9 @@ class HealthStore:
         parts: dict[str, dict[str, Any]] = {}
         for cache_key, value in found.items():
             alias, part, bucket = wanted[cache_key]
-            if bucket is _PAGE:
-                if pages_found is not None:
-                    pages_found[alias, part] = value
+            if bucket is _SOURCE:
+                if slots_found is not None:
+                    slots_found[alias, part] = value
                 continue
             entry = parts.setdefault(alias, {"buckets": {}})
             if part == "window":
@@ -439,7 +395,7 @@ class HealthStore:
     def clear_drain(self, alias: str) -> bool:
         return bool(self._run(lambda cache: cache.delete(key(alias, "drain"))))
 
-    # -- plain values (status pages keep their records and leases here) ----------
+    # -- plain values (health sources keep their records and leases here) --------
 
     def get_value(self, alias: str, part: str) -> Any:
         return self._run(lambda cache: cache.get(key(alias, part)))
@@ -460,9 +416,7 @@ class HealthStore:
         if self._embedded is not None:
             self._embedded.clear()
         self._local.clear()
-        with self._lock:
-            self._failed_at = None
-            self._warned_at = None
+        self._fallback.forget()
 
 
 _stores: dict[str | None, HealthStore] = {}
@@ -486,14 +440,4 @@ def reset_stores() -> None:
         _stores.clear()
 
 
-_RESET_ON = frozenset({"CACHES", "MAILERS", "MAILROUTER", "EMAIL_BACKEND"})
-
-
-def _on_setting_changed(*, setting: str, **_: Any) -> None:
-    # Per-process health state belongs to one configuration: tests that
-    # override the mailers must not inherit breakers opened by earlier tests.
-    if setting in _RESET_ON:
-        reset_stores()
-
-
-setting_changed.connect(_on_setting_changed, dispatch_uid="mailrouter.health.store")
+on_reset("mailrouter.health.store", reset_stores)

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.core.signals import setting_changed
 
 from ..compat import uses_mailers_setting
 from ..config import is_router_spec, load_mailer_table
 from ..errors import ConfigurationError
+from ..shared_state.registry import on_reset
 
 OUTBOX_BACKEND = "mailrouter.outbox.OutboxBackend"
 DEFAULT_LEASE = 300.0
@@ -205,11 +205,11 @@ def cached_options(alias: str, raw: Mapping[str, Any]) -> OutboxOptions:
     return options
 
 
-def _clear_cache(**_: Any) -> None:
+def _clear_cache() -> None:
     _cache.clear()
 
 
-setting_changed.connect(_clear_cache, dispatch_uid="mailrouter.outbox.options")
+on_reset("mailrouter.outbox.options", _clear_cache)
 
 
 def options_for(alias: str) -> OutboxOptions:

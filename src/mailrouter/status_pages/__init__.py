@@ -10,7 +10,11 @@
   on routing (skip, demote, none).
 - ``refresh``: fetch + store + announce, the fleet-wide refresh lease, and
   the per-process background refresher thread.
+- ``health_source``: the pages as a health source of
+  ``mailrouter.health.sources`` (registered on import of this package).
 
 Unknown is never down: a page that cannot be fetched or understood has no
 effect on routing.
 """
+
+from . import health_source  # noqa: F401  (registers itself)

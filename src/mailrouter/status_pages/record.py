@@ -8,29 +8,17 @@ two dict lookups, without building objects.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from ..health.sources import Level
+from ..shared_state.registry import on_reset
 from .settings import StatusPage
-from .sources import Level
 
-
-class PageState(enum.StrEnum):
-    OPERATIONAL = "operational"
-    DEGRADED = "degraded"
-    DOWN = "down"
-    #: Not fetched yet, unreachable, not understood, or too old: no effect.
-    UNKNOWN = "unknown"
-
-
-STATE_OF_LEVEL = {
-    Level.OPERATIONAL: PageState.OPERATIONAL,
-    Level.DEGRADED: PageState.DEGRADED,
-    Level.DOWN: PageState.DOWN,
-}
+#: A page's state is a level of the health scale (the former name).
+PageState = Level
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +104,7 @@ Slots = tuple[Mapping[tuple[str, str], StatusPage], tuple[tuple[str, str], ...]]
 #: ``send_mail()`` from the same configured mapping; index it once.
 _slots: dict[int, tuple[Mapping[str, StatusPage], Slots]] = {}
 _NO_SLOTS: Slots = (MappingProxyType({}), ())
+on_reset("mailrouter.status_pages.record", _slots.clear)
 
 
 def slots(pages: Mapping[str, StatusPage]) -> Slots:

@@ -21,16 +21,17 @@ import logging
 import math
 import os
 import queue
-import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ..health.store import HealthStore
+from ..health.sources import EFFECTS, SourceStore
 from ..report import mailer_status_changed
+from ..shared_state.holder import holder_id
+from ..shared_state.registry import on_reset
 from .fetch import FetchError
-from .record import STATE_OF_LEVEL, PageRecord, PageState, change_part, lease_part
+from .record import PageRecord, PageState, change_part, lease_part
 from .settings import StatusPage
 from .sources import UnexpectedDocument
 
@@ -38,16 +39,12 @@ logger = logging.getLogger("mailrouter")
 
 Clock = Callable[[], float]
 #: (page, store, clock, force) queued for the background refresher.
-Job = tuple[StatusPage, HealthStore, Clock, bool]
+Job = tuple[StatusPage, SourceStore, Clock, bool]
 #: Seconds between two refresh requests for one page from one process.
 REQUEST_INTERVAL = 1.0
 #: How long records stay in the cache past their staleness (for ``status``).
 KEEP_FOR = 86400
 CHANGE_CLAIM_TTL = 3600
-
-
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
 def read_page(page: StatusPage, previous: PageRecord | None, now: float) -> PageRecord:
@@ -72,18 +69,18 @@ def read_page(page: StatusPage, previous: PageRecord | None, now: float) -> Page
         text = f"source {type(page.source).__name__} raised {type(error).__name__}"
         return PageRecord(PageState.UNKNOWN, now, "", fetched_at, text, None, page.url)
     return PageRecord(
-        STATE_OF_LEVEL[reading.level], now, reading.worst, now, None, result.etag, page.url
+        reading.level, now, reading.worst, now, None, result.etag, page.url
     )
 
 
 def refresh_page(
-    page: StatusPage, store: HealthStore, clock: Clock, *, force: bool = False
+    page: StatusPage, store: SourceStore, clock: Clock, *, force: bool = False
 ) -> PageRecord | None:
     """Fetch ``page`` now if this process takes its lease (always when
     ``force``), store the record, announce a change. None: someone else has it."""
     alias = page.alias
     lease_ttl = max(1, math.floor(page.refresh))
-    if not force and not store.add_value(alias, lease_part(page), _owner(), lease_ttl):
+    if not force and not store.add_value(alias, lease_part(page), holder_id(), lease_ttl):
         return None
     previous = PageRecord.from_dict(store.get_value(alias, page.record_part))
     record = read_page(page, previous, clock())
@@ -92,7 +89,7 @@ def refresh_page(
     old = previous.state if previous is not None and previous.url == page.url else None
     if record.state is not old and (old is not None or record.state is not PageState.UNKNOWN):
         since = previous.checked_at if previous is not None else 0.0
-        if store.add_value(alias, change_part(page, since, record.state), _owner(),
+        if store.add_value(alias, change_part(page, since, record.state), holder_id(),
                            CHANGE_CLAIM_TTL):
             announce(page, old or PageState.UNKNOWN, record)
     return record
@@ -102,12 +99,7 @@ def announce(page: StatusPage, old: PageState, record: PageRecord) -> None:
     new = record.state
     why = record.error if new is PageState.UNKNOWN else record.worst
     text = f"status page {page.host}: {why}" if why else f"status page {page.host}"
-    effect = {
-        PageState.DOWN: "skipped like an open circuit",
-        PageState.DEGRADED: "tried after the healthy mailers",
-        PageState.OPERATIONAL: "no effect",
-        PageState.UNKNOWN: "no effect (unknown is never down)",
-    }[new]
+    effect = EFFECTS[new]
     level = logging.WARNING if new in (PageState.DOWN, PageState.UNKNOWN) else logging.INFO
     logger.log(
         level, "mailer %s status page %s → %s: %s; %s",
@@ -131,7 +123,7 @@ class BackgroundRefresher:
         self._pending = 0
 
     def request(
-        self, page: StatusPage, store: HealthStore, clock: Clock, *, force: bool = False
+        self, page: StatusPage, store: SourceStore, clock: Clock, *, force: bool = False
     ) -> None:
         """Queue a refresh of ``page`` (cheap; never waits, never does I/O).
         ``force``: fetch without the refresh lease, however recently asked
@@ -183,14 +175,15 @@ class BackgroundRefresher:
 
 
 refresher = BackgroundRefresher()
+on_reset("mailrouter.status_pages.refresh", refresher.forget)
 
 
-def schedule(page: StatusPage, store: HealthStore, clock: Clock) -> None:
+def schedule(page: StatusPage, store: SourceStore, clock: Clock) -> None:
     refresher.request(page, store, clock)
 
 
 def refresh_now(
-    pages: dict[str, StatusPage], store: HealthStore, clock: Clock, aliases: Any = None
+    pages: dict[str, StatusPage], store: SourceStore, clock: Clock, aliases: Any = None
 ) -> dict[str, PageRecord]:
     """Fetch pages now, in this thread (the command, cron): alias → record."""
     chosen = pages if not aliases else {a: p for a, p in pages.items() if a in aliases}

@@ -12,22 +12,14 @@ path in the page's ``kind``. A source that needs more than one document
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..health.sources import Level
 from .fetch import Fetched, fetch
 
-
-class Level(enum.IntEnum):
-    """How bad a component (or page) is, in increasing order."""
-
-    OPERATIONAL = 0
-    #: Degraded, partial outage, delayed, maintenance: tried after the others.
-    DEGRADED = 1
-    #: Major outage / down: skipped like an open breaker.
-    DOWN = 2
+__all__ = ["Level", "Reading", "StatusSource", "UnexpectedDocument", "worst_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +38,10 @@ class UnexpectedDocument(ValueError):
 class StatusSource:
     """Reads one kind of status document.
 
-    Subclasses set ``statuses`` (status value → :class:`Level`) and implement
-    :meth:`read`. ``components`` are the names the user configured (empty:
-    the page-wide status).
+    Subclasses set ``statuses`` (status value →
+    :class:`~mailrouter.health.sources.Level`) and implement :meth:`read`.
+    ``components`` are the names the user configured (empty: the page-wide
+    status).
     """
 
     statuses: ClassVar[Mapping[str, Level]] = {}

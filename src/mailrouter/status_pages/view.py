@@ -8,22 +8,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from ..health.store import HealthStore
+from ..health.sources import EFFECTS, SourceStore
 from .record import PageRecord, PageState, age, current_state, reason
 from .settings import StatusPage
 
 if TYPE_CHECKING:
     from ..operations import CandidateExplanation, ConfiguredRouter, RowExtender
 
-EFFECTS = {
-    PageState.DOWN: "skipped (like an open circuit)",
-    PageState.DEGRADED: "tried after the healthy candidates",
-    PageState.OPERATIONAL: "none",
-    PageState.UNKNOWN: "none (unknown is never down)",
-}
-
-
-def read_records(pages: Mapping[str, StatusPage], store: HealthStore) -> dict[str, Any]:
+def read_records(pages: Mapping[str, StatusPage], store: SourceStore) -> dict[str, Any]:
     """alias → the stored record (raw), one cache read per page."""
     return {alias: store.get_value(alias, page.record_part) for alias, page in pages.items()}
 
@@ -74,7 +66,7 @@ def status_extender(redact: Callable[[str], str]) -> RowExtender:
 def explain_pages(
     candidates: Sequence[CandidateExplanation],
     pages: Mapping[str, StatusPage],
-    store: HealthStore,
+    store: SourceStore,
     now: float,
     redact: Callable[[str], str],
 ) -> list[CandidateExplanation]:
@@ -95,7 +87,7 @@ def explain_pages(
             candidate = replace(candidate, skip=redact(reason(page, raw)))
         elif state is PageState.DEGRADED:
             demoted.add(candidate.alias)
-            note = f"{redact(reason(page, raw))}: tried after the healthy candidates"
+            note = f"{redact(reason(page, raw))}: {EFFECTS[state]}"
             candidate = replace(candidate, note=f"{candidate.note}; {note}" if candidate.note
                                 else note)
         explained.append(candidate)

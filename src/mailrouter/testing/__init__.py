@@ -27,6 +27,7 @@ command, to rehearse failover by hand (``mailrouter.testing.command``).
 
 from typing import Any
 
+from ..shared_state.registry import reset as _reset_registered
 from .esp import ESPFault, FakeESPServer, ReceivedESPMessage, ReceivedRequest
 from .smtp import FaultySMTPServer, ReceivedMessage, SMTPFault
 
@@ -34,6 +35,13 @@ _ROUTING_NAMES = (
     "KeepRouting", "LocmemMailer", "RoutingTestRunner", "keep_routing", "mailer_fails",
     "reset_routing_state",
 )
+
+
+def reset_state() -> None:
+    """Forget all of mailrouter's per-process state: health records, drains,
+    status page records and request times, rate budgets, validated routers,
+    outbox options (what a change of a watched setting does)."""
+    _reset_registered()
 
 
 def __getattr__(name: str) -> Any:
@@ -60,4 +68,5 @@ __all__ = [
     "keep_routing",
     "mailer_fails",
     "reset_routing_state",
+    "reset_state",
 ]

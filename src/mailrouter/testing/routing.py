@@ -45,9 +45,8 @@ from django.test.utils import TestContextDecorator, override_settings
 from django.utils.module_loading import import_string
 
 from ..config import is_router_class
-from ..health.store import reset_stores
 from ..outcomes import Outcome
-from ..ratelimit import reset_storages
+from ..shared_state.registry import reset as reset_state
 
 #: The ``BACKEND`` every leaf gets under :func:`keep_routing`.
 LOCMEM_MAILER = "mailrouter.testing.routing.LocmemMailer"
@@ -171,10 +170,11 @@ def _routed_table() -> Mapping[str, Any]:
 
 def _without_shared_cache(options: Any) -> Any:
     """Router OPTIONS whose health state (breakers, drains, status page
-    records, rate budgets: all kept in ``health["cache"]``) lives in
-    per-process memory instead of the configured cache."""
+    records in ``health["cache"]``, rate budgets in ``rate_limits_cache``)
+    lives in per-process memory instead of the configured caches."""
     if not isinstance(options, Mapping):
         return options
+    options = {k: v for k, v in options.items() if k != "rate_limits_cache"}
     health = options.get("health")
     if not isinstance(health, Mapping) or "cache" not in health:
         return options
@@ -240,10 +240,10 @@ def routing_settings(*, shared_state: bool = False) -> dict[str, Any]:
 
 def reset_routing_state() -> None:
     """Forget every per-process health record, drain, status page record and
-    rate budget: what :func:`keep_routing` and :class:`RoutingTestRunner` do
-    before each test, so test order never matters."""
-    reset_stores()
-    reset_storages()
+    rate budget (all of :func:`mailrouter.testing.reset_state`): what
+    :func:`keep_routing` and :class:`RoutingTestRunner` do before each test,
+    so test order never matters."""
+    reset_state()
 
 
 _ANNOTATED = ("mailrouter_route", "mailrouter_status", "mailrouter_attempts")
