@@ -29,6 +29,7 @@ from django.core.cache import caches
 
 from .compat import uses_mailers_setting
 from .config import (
+    OUTBOX_BACKEND,
     MailerTable,
     RouterConfig,
     backend_import,
@@ -50,7 +51,6 @@ W_EMBEDDED = "mailrouter.W103"
 W_NO_SOCKET_TIMEOUT = "mailrouter.W104"
 W_RATE_PER_PROCESS = "mailrouter.W105"
 E_OUTBOX_NOT_INSTALLED = "mailrouter.E111"
-OUTBOX_BACKEND = "mailrouter.outbox.OutboxBackend"
 W_LEAF_FAIL_SILENTLY = "mailrouter.W003"
 
 

@@ -15,11 +15,10 @@ from typing import Any
 from django.conf import settings
 
 from ..compat import uses_mailers_setting
-from ..config import is_router_spec, load_mailer_table
+from ..config import OUTBOX_BACKEND, is_router_spec, load_mailer_table
 from ..errors import ConfigurationError
 from ..shared_state.registry import on_reset
 
-OUTBOX_BACKEND = "mailrouter.outbox.OutboxBackend"
 DEFAULT_LEASE = 300.0
 DEFAULT_MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
 #: Worker defaults (``outbox-worker --batch`` / ``--poll-interval``).
